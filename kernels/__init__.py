@@ -1,7 +1,8 @@
 """hawkeye_lite.kernels: the fused Q-Hawkeye objective (SPEC §2).
 
-Every op has a Triton implementation (one file each) and a plain PyTorch reference
-(`reference.py`). Dispatch per call: Triton for CUDA tensors, the reference otherwise.
+Every op has a Triton implementation (one file each: fused_advantages.py,
+fused_token_stats.py, fused_policy_loss.py — named so that importing one never shadows the
+function of the same name here) and a plain PyTorch reference (`reference.py`). Dispatch per call: Triton for CUDA tensors, the reference otherwise.
 `HAWKEYE_KERNELS=triton|torch` forces one; Triton on CPU tensors needs TRITON_INTERPRET=1 set
 before triton is first imported (that is how CI tests the kernels).
 """
@@ -47,7 +48,7 @@ def backend(t: torch.Tensor) -> str:
 def group_advantages(rewards: torch.Tensor, scores: torch.Tensor, **kw) -> GroupAdvantages:
     """SPEC §1.2: group-normalised, uncertainty-weighted advantages. See reference.group_advantages."""
     if backend(rewards) == "triton":
-        from .group_advantages import group_advantages as fn
+        from .fused_advantages import group_advantages as fn
     else:
         fn = reference.group_advantages
     return fn(rewards, scores, **kw)
@@ -65,7 +66,7 @@ def token_stats(
     """log p(token), and with hidden_deg KL(p||p~), H(p), H(p~), from hidden states and lm_head
     weight, one token-chunk of logits at a time. All outputs fp32, differentiable."""
     if backend(hidden) == "triton":
-        from .token_stats import token_stats as fn
+        from .fused_token_stats import token_stats as fn
     else:
         fn = reference.token_stats
     return fn(hidden, weight, token_ids, hidden_deg, temperature=temperature, chunk_size=chunk_size)
@@ -80,7 +81,7 @@ def token_stats_from_logits(
 ) -> TokenStats:
     """token_stats for callers that already hold [N, V] logits. Never writes to `logits`."""
     if backend(logits) == "triton":
-        from .token_stats import token_stats_from_logits as fn
+        from .fused_token_stats import token_stats_from_logits as fn
     else:
         fn = reference.token_stats_from_logits
     return fn(logits, token_ids, logits_deg, temperature=temperature)
@@ -89,7 +90,7 @@ def token_stats_from_logits(
 def policy_loss(logp, old_logp, ref_logp, advantages, mask, **kw):
     """SPEC §1.3-1.5: (loss, metrics). See reference.policy_loss for the arguments."""
     if backend(logp) == "triton":
-        from .policy_loss import policy_loss as fn
+        from .fused_policy_loss import policy_loss as fn
     else:
         fn = reference.policy_loss
     return fn(logp, old_logp, ref_logp, advantages, mask, **kw)

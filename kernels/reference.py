@@ -215,17 +215,17 @@ def _check_hidden(hidden, weight, token_ids, hidden_deg) -> None:
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 
 
-def sequence_weights(mask: torch.Tensor, loss_type: str, max_len: Optional[int]) -> torch.Tensor:
+def sequence_weights(mask: torch.Tensor, loss_type: str, max_len: Optional[int], dtype=torch.float32) -> torch.Tensor:
     """Per-sequence factor c[s] so that the policy loss is sum_{s,t} c[s] * mask * loss_token."""
     S, T = mask.shape
-    m = mask.to(torch.float32)
+    m = mask.to(dtype)
     if loss_type == "grpo":  # mean over each sequence's tokens, then over sequences
         return 1.0 / (m.sum(1).clamp(min=1.0) * max(S, 1))
     if loss_type == "dapo":  # mean over all tokens of the batch
-        return torch.full((S,), 1.0, device=mask.device) / m.sum().clamp(min=1.0)
+        return (1.0 / m.sum().clamp(min=1.0)).expand(S).contiguous()
     if loss_type == "dr_grpo":  # sum over tokens / (sequences * max completion length)
         L = T if max_len is None else max_len
-        return torch.full((S,), 1.0 / (max(S, 1) * L), device=mask.device)
+        return torch.full((S,), 1.0 / (max(S, 1) * L), dtype=dtype, device=mask.device)
     raise ValueError(f"policy_loss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
@@ -295,7 +295,7 @@ def policy_loss(
         k3 = torch.exp(delta) - delta - 1.0
         per_token = per_token + beta * k3
 
-    c = sequence_weights(mask, loss_type, max_len).to(dtype)
+    c = sequence_weights(mask, loss_type, max_len, dtype)
     loss = torch.where(on, per_token * m * c[:, None], 0.0).sum()
 
     n_tok = m.sum().clamp(min=1.0)

@@ -215,6 +215,7 @@ class _TokenStatsFromLogits(torch.autograd.Function):
     def backward(ctx, g_lp, g_kl=None, g_h=None, g_hd=None):
         z, tok, zd, saved, ent, entd = ctx.saved_tensors
         need_z, _, need_zd, _ = ctx.needs_input_grad
+        need_z = need_z and not (g_lp is None and g_kl is None and g_h is None)
         g_hd = g_hd if need_zd else None
         dz = torch.empty_like(z) if need_z else None  # fresh buffers: never write the caller's logits
         dzd = torch.empty_like(zd) if g_hd is not None else None

@@ -1,0 +1,29 @@
+"""Shared test setup.
+
+Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors, which must be
+switched on before triton is first imported; with a GPU they are compiled and run on CUDA.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def triton_device() -> str:
+    """Where the Triton path runs: the GPU when there is one, else the interpreter on CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    # Fresh random inputs every run (seed printed on failure via the test id is not needed:
+    # tolerances hold for any draw), but reproducible inside one test.
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    return g
