@@ -11,8 +11,8 @@ and, when the degraded pass carries gradient, dz~_j = -g_hd q_j (log q_j + H~). 
 one pass over the row, whatever combination of outputs the caller differentiates.
 
 `token_stats` wraps the row kernels around the lm_head matmul, one token-chunk of fp32 logits
-at a time: forward keeps only 5 floats per token, backward recomputes the chunk's logits,
-overwrites them with dz in place and turns them into dhidden (and dweight).
+at a time: forward keeps only 5 floats per token; backward recomputes the chunk's logits,
+writes dz (in the weight's dtype, in place for fp32) and turns it into dhidden (and dweight).
 """
 
 from __future__ import annotations
@@ -287,20 +287,25 @@ class _TokenStats(torch.autograd.Function):
             want_zd = g_kl is not None or g_hd is not None
             zd = chunk_logits(hidden_deg[sl], weight) if want_zd else None
             pick = lambda g: None if g is None else g[sl].contiguous()  # noqa: E731
-            # dz overwrites z and dzd overwrites zd: both are this function's own buffers.
+            # The kernel writes dz straight in the matmul's dtype; for fp32 weights it overwrites
+            # this function's own logits buffers in place.
+            same = weight.dtype == torch.float32
+            dz = z if same else torch.empty(z.shape, dtype=weight.dtype, device=z.device)
+            dzd = None
+            if g_hd is not None:
+                dzd = zd if same else torch.empty(zd.shape, dtype=weight.dtype, device=zd.device)
             stats_backward(z, tok[sl], zd, ctx.inv_t, saved[:, sl].contiguous(), pick(ent), pick(entd),
-                           pick(g_lp), pick(g_kl), pick(g_h), pick(g_hd), z, zd if g_hd is not None else None)
-            dz = z.to(weight.dtype)
+                           pick(g_lp), pick(g_kl), pick(g_h), pick(g_hd), dz, dzd)
+            del z
             if need_h:
                 d_hidden[sl] = dz @ weight
             if need_w:
                 d_weight += (dz.t() @ h).float()
             if g_hd is not None:
-                dzd = zd.to(weight.dtype)
                 d_hdeg[sl] = dzd @ weight
                 if need_w:
                     d_weight += (dzd.t() @ hidden_deg[sl]).float()
-            del z, zd, dz
+            del zd, dz, dzd
         if d_weight is not None:
             d_weight = d_weight.to(weight.dtype)
         return d_hidden, d_weight, None, d_hdeg, None, None
