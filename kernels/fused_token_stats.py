@@ -97,7 +97,7 @@ def _stats_bwd_kernel(
     g_lp_ptr, g_kl_ptr, g_h_ptr, g_hd_ptr,
     dz_ptr, dzd_ptr, stride_dz, stride_dzd,
     HAS_GLP: tl.constexpr, HAS_GKL: tl.constexpr, HAS_GH: tl.constexpr, HAS_GHD: tl.constexpr,
-    BLOCK_V: tl.constexpr,
+    NEED_ZD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     z_row = z_ptr + row * stride_z
@@ -107,11 +107,15 @@ def _stats_bwd_kernel(
     m = tl.load(saved_ptr + row)
     log_s = tl.load(saved_ptr + N + row)
     tok = tl.load(tok_ptr + row)
-    g_lp = tl.load(g_lp_ptr + row).to(tl.float32) if HAS_GLP else 0.0
-    g_kl = tl.load(g_kl_ptr + row).to(tl.float32) if HAS_GKL else 0.0
-    g_h = tl.load(g_h_ptr + row).to(tl.float32) if HAS_GH else 0.0
-    ent = tl.load(ent_ptr + row) if HAS_GH else 0.0
-    e_diff = tl.load(saved_ptr + 2 * N + row) if HAS_GKL else 0.0
+    g_lp = 0.0
+    if HAS_GLP:
+        g_lp = tl.load(g_lp_ptr + row).to(tl.float32)
+    if HAS_GKL:
+        g_kl = tl.load(g_kl_ptr + row).to(tl.float32)
+        e_diff = tl.load(saved_ptr + 2 * N + row)
+    if HAS_GH:
+        g_h = tl.load(g_h_ptr + row).to(tl.float32)
+        ent = tl.load(ent_ptr + row)
     if HAS_GHD:
         g_hd = tl.load(g_hd_ptr + row).to(tl.float32)
         entd = tl.load(entd_ptr + row)
@@ -128,7 +132,7 @@ def _stats_bwd_kernel(
         dz = tl.where(offs == tok, g_lp, 0.0) - g_lp * p
         if HAS_GH:
             dz -= g_h * p * (logp + ent)
-        if HAS_GKL or HAS_GHD:
+        if NEED_ZD:
             zd = tl.load(zd_row + offs, mask=inb, other=NEG_INF).to(tl.float32) * inv_t
         if HAS_GKL:
             dz += g_kl * tl.where(live, p * ((z - zd) - e_diff), 0.0)
@@ -188,7 +192,7 @@ def stats_backward(z, tok, zd, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, d
         g_h if g_h is not None else dummy, g_hd if g_hd is not None else dummy,
         dz, dzd_arg, dz.stride(0), dzd_arg.stride(0),
         HAS_GLP=g_lp is not None, HAS_GKL=g_kl is not None, HAS_GH=g_h is not None, HAS_GHD=g_hd is not None,
-        BLOCK_V=_block_v(V, z.device), num_warps=8 if z.is_cuda else 4,
+        NEED_ZD=g_kl is not None or g_hd is not None, BLOCK_V=_block_v(V, z.device), num_warps=8 if z.is_cuda else 4,
     )
 
 
