@@ -25,7 +25,7 @@ import triton.language as tl
 
 from .reference import TokenStats, _check_hidden, _check_logits, chunk_logits, default_chunk_size
 
-NEG_INF = float("-inf")
+NEG_INF = tl.constexpr(float("-inf"))  # a global a @triton.jit body may read
 
 
 @triton.jit
