@@ -4,7 +4,9 @@
     python bench/kernels.py --n 8192 --json out.json --markdown out.md
 
 Compares, on the same inputs and the same machine in one run:
-  hawkeye   hawkeye_lite.kernels.token_stats + policy_loss (Triton on CUDA; the reference on CPU)
+  hawkeye   hawkeye_lite.kernels.policy_loss_from_hidden: the fused one-pass objective the trainer
+            uses (Triton on CUDA; the PyTorch reference on CPU)
+  unfused   hawkeye_lite.kernels.token_stats then policy_loss as two ops
   eager     PyTorch eager: materialised logits, fp32 log_softmax, the same loss
   compile   torch.compile of the eager function
   liger     Liger-Kernel's LigerFusedLinearGRPOLoss (only the plain GRPO objective; if installed)
@@ -98,6 +100,19 @@ def make_inputs(N, H, V, T, dtype, device, seed=0):
 
 
 def run_hawkeye(x, perception: bool):
+    """The fused one-pass objective: policy_loss_from_hidden (what the trainer calls)."""
+    S, T = x["S"], x["T"]
+    loss, _ = kernels.policy_loss_from_hidden(
+        x["hidden"].view(S, T, -1), x["weight"], x["tok"].view(S, T), x["adv"], x["mask"], x["old"], x["ref"],
+        x["hidden_deg"].view(S, T, -1) if perception else None, beta=BETA, eps_low=EPS_LOW, eps_high=EPS_HIGH,
+        loss_type="grpo", gamma=GAMMA if perception else 0.0, eta1=ETA1 if perception else 0.0,
+    )
+    loss.backward()
+    x["hidden"].grad = None
+
+
+def run_hawkeye_unfused(x, perception: bool):
+    """token_stats then policy_loss as two differentiable ops (backward recomputes the logits)."""
     st = kernels.token_stats(x["hidden"], x["weight"], x["tok"], x["hidden_deg"] if perception else None)
     S, T = x["S"], x["T"]
     view = lambda t: None if t is None else t.view(S, T)  # noqa: E731
@@ -199,14 +214,14 @@ def main(argv=None):
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     ap.add_argument("--reps", type=int, default=20 if gpu else 3)
     ap.add_argument("--warmup", type=int, default=3 if gpu else 1)
-    ap.add_argument("--impls", nargs="+", default=["hawkeye", "eager", "compile", "liger"])
+    ap.add_argument("--impls", nargs="+", default=["hawkeye", "unfused", "eager", "compile", "liger"])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
     device = "cuda" if gpu else "cpu"
     dtype = getattr(torch, args.dtype)
 
-    impls = {"hawkeye": run_hawkeye, "eager": make_eager(False)}
+    impls = {"hawkeye": run_hawkeye, "unfused": run_hawkeye_unfused, "eager": make_eager(False)}
     if "compile" in args.impls:
         impls["compile"] = make_eager(True)
     liger = make_liger(device) if "liger" in args.impls else None
@@ -225,6 +240,7 @@ def main(argv=None):
                 if name == "liger" and objective == "hawkeye":
                     continue  # Liger has no perception term
                 x = make_inputs(N, args.hidden, args.vocab, args.seq_len, dtype, device)
+                torch._dynamo.reset()  # compiled impls start clean at every shape
                 row = dict(N=x["S"] * x["T"], H=args.hidden, V=args.vocab, dtype=args.dtype, objective=objective, impl=name)
                 try:
                     row["ms"] = timed(lambda: fn(x, objective == "hawkeye"), args.reps, args.warmup, device)

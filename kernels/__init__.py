@@ -24,6 +24,7 @@ __all__ = [
     "token_stats",
     "token_stats_from_logits",
     "policy_loss",
+    "policy_loss_from_hidden",
     "backend",
     "reference",
 ]
@@ -94,3 +95,15 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, **kw):
     else:
         fn = reference.policy_loss
     return fn(logp, old_logp, ref_logp, advantages, mask, **kw)
+
+
+def policy_loss_from_hidden(hidden, weight, token_ids, advantages, mask, old_logp=None, ref_logp=None,
+                            hidden_deg=None, **kw):
+    """The whole objective from completion hidden states [S, T, H] and the lm_head weight:
+    token_stats + policy_loss, fused so that forward also produces the gradient (one matmul
+    fewer than the two ops in sequence). Returns (loss, metrics)."""
+    if backend(hidden) == "triton":
+        from .fused_objective import policy_loss_from_hidden as fn
+    else:
+        fn = reference.policy_loss_from_hidden
+    return fn(hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg, **kw)

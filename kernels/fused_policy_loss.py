@@ -88,13 +88,14 @@ def _policy_loss_kernel(
     tl.store(out + 6, tl.sum(acc_entd, axis=0))
 
 
-def _launch(logp, old_logp, ref_logp, advantages, mask, cw, klp, ent, entd, beta, eps_low, eps_high):
+def launch_policy_terms(logp, old_logp, ref_logp, advantages, mask, cw, klp, ent, entd, beta, eps_low, eps_high):
+    """Run the kernel on [S, T] inputs: (grad of the loss w.r.t. logp [S, T], per-sequence sums [S, NCOLS])."""
     S, T = logp.shape
     grad = torch.empty((S, T), dtype=torch.float32, device=logp.device)
     part = torch.zeros((S, NCOLS), dtype=torch.float32, device=logp.device)
     c = lambda t: t.contiguous() if t is not None else logp  # noqa: E731  (dummy pointer when absent)
     if S > 0 and T > 0:
-        block = min(triton.next_power_of_2(T), 1024 if logp.is_cuda else 4096)
+        block = min(max(16, triton.next_power_of_2(T)), 1024 if logp.is_cuda else 4096)
         _policy_loss_kernel[(S,)](
             c(logp), c(old_logp), c(ref_logp), advantages.contiguous(), mask, cw, c(klp), c(ent), c(entd),
             grad, part, T, float(beta), float(eps_low), float(eps_high),
@@ -108,7 +109,7 @@ class _PolicyLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logp, kl_perception, entropy, entropy_deg, old_logp, ref_logp, advantages, mask, cw,
                 beta, eps_low, eps_high, gamma, eta1, eta2):
-        grad, part = _launch(logp, old_logp, ref_logp, advantages, mask, cw,
+        grad, part = launch_policy_terms(logp, old_logp, ref_logp, advantages, mask, cw,
                              kl_perception, entropy, entropy_deg, beta, eps_low, eps_high)
         sums = part.sum(0)
         n_tok = mask.sum().clamp(min=1.0)
@@ -165,16 +166,21 @@ def policy_loss(
         advantages.detach(), m, cw, float(beta), float(eps_low), float(eps_high),
         float(gamma), float(eta1), float(eta2),
     )
-    vals = sums.tolist()  # one device sync for all metrics
-    n_tok = max(float(m.sum()), 1.0)
+    return loss, metrics_from_sums(sums, m, ref_logp is not None, (kl_perception, entropy, entropy_deg))
+
+
+def metrics_from_sums(sums: torch.Tensor, mask: torch.Tensor, has_ref: bool, terms) -> dict:
+    """Turn the kernel's summed columns into the metrics dict (one device sync for all of them)."""
+    vals = sums.tolist()
+    n_tok = max(float(mask.sum()), 1.0)
     metrics = {
         "clip_frac_low": vals[LOW] / n_tok,
         "clip_frac_high": vals[HIGH] / n_tok,
         "clip_frac": (vals[LOW] + vals[HIGH]) / n_tok,
     }
-    if ref_logp is not None:
+    if has_ref:
         metrics["ref_kl"] = vals[REF_KL] / n_tok
-    for key, col, t in (("perception_kl", P_KL, kl_perception), ("entropy", ENT, entropy), ("entropy_deg", ENT_DEG, entropy_deg)):
+    for key, col, t in zip(("perception_kl", "entropy", "entropy_deg"), (P_KL, ENT, ENT_DEG), terms):
         if t is not None:
             metrics[key] = vals[col] / n_tok
-    return loss, metrics
+    return metrics

@@ -179,8 +179,8 @@ def token_stats(
         sl = slice(start, start + chunk)
         args = (hidden[sl], token_ids[sl], hidden_deg[sl] if hidden_deg is not None else None)
         outs.append(checkpoint(one_chunk, *args, use_reentrant=False) if need_grad else one_chunk(*args))
-    if not outs:  # N == 0
-        empty = hidden.new_zeros(0, dtype=torch.float32)
+    if not outs:  # N == 0: empty outputs that still belong to the graph, so backward works
+        empty = hidden[:0].sum(-1).to(torch.promote_types(hidden.dtype, torch.float32))
         return TokenStats(empty, *((empty, empty, empty) if hidden_deg is not None else (None, None, None)))
     cols = [torch.cat(c) for c in zip(*outs)]
     if hidden_deg is None:
@@ -317,3 +317,71 @@ def policy_loss(
             if t is not None:
                 metrics[key] = float(torch.where(on, t.to(dtype) * m, 0.0).sum() / n_tok)
     return loss, metrics
+
+
+# --------------------------------------------------------------------------- the whole objective
+
+
+def check_objective_inputs(hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg,
+                           loss_type, max_len, gamma, eta1, eta2) -> None:
+    if hidden.dim() != 3:
+        raise ValueError(f"policy_loss_from_hidden: hidden must be [S, T, H], got {tuple(hidden.shape)}")
+    S, T, H = hidden.shape
+    if weight.dim() != 2 or weight.shape[1] != H:
+        raise ValueError(f"policy_loss_from_hidden: weight must be [V, H={H}], got {tuple(weight.shape)}")
+    if hidden.dtype != weight.dtype:
+        raise TypeError(f"policy_loss_from_hidden: hidden dtype {hidden.dtype} != weight dtype {weight.dtype}")
+    if hidden_deg is not None and hidden_deg.shape != hidden.shape:
+        raise ValueError(
+            f"policy_loss_from_hidden: hidden_deg shape {tuple(hidden_deg.shape)} != hidden shape {tuple(hidden.shape)}"
+        )
+    for name, t in (("token_ids", token_ids), ("mask", mask), ("old_logp", old_logp), ("ref_logp", ref_logp)):
+        if t is not None and t.shape != (S, T):
+            raise ValueError(f"policy_loss_from_hidden: {name} must be [S={S}, T={T}], got {tuple(t.shape)}")
+    if advantages.shape != (S,):
+        raise ValueError(f"policy_loss_from_hidden: advantages must be [S={S}], got {tuple(advantages.shape)}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"policy_loss_from_hidden: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if max_len is not None and max_len < 1:
+        raise ValueError(f"policy_loss_from_hidden: max_len must be >= 1, got {max_len}")
+    if hidden_deg is None and (gamma != 0.0 or eta1 != 0.0 or eta2 != 0.0):
+        raise ValueError("policy_loss_from_hidden: gamma/eta1/eta2 need hidden_deg (the degraded-image pass)")
+
+
+def policy_loss_from_hidden(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    token_ids: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    old_logp: Optional[torch.Tensor] = None,
+    ref_logp: Optional[torch.Tensor] = None,
+    hidden_deg: Optional[torch.Tensor] = None,
+    *,
+    beta: float = 0.04,
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    loss_type: str = "grpo",
+    max_len: Optional[int] = None,
+    gamma: float = 0.0,
+    eta1: float = 0.0,
+    eta2: float = 0.0,
+    temperature: float = 1.0,
+    chunk_size: Optional[int] = None,
+):
+    """The whole objective from completion hidden states [S, T, H]: by definition token_stats on
+    the masked positions followed by policy_loss. Returns (loss, metrics)."""
+    check_objective_inputs(hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg,
+                           loss_type, max_len, gamma, eta1, eta2)
+    sel = mask != 0
+    st = token_stats(hidden[sel], weight, token_ids[sel], hidden_deg[sel] if hidden_deg is not None else None,
+                     temperature=temperature, chunk_size=chunk_size)
+
+    def full(v):
+        return None if v is None else torch.zeros(sel.shape, dtype=v.dtype, device=v.device).masked_scatter(sel, v)
+
+    return policy_loss(
+        full(st.logp), old_logp, ref_logp, advantages, mask, beta=beta, eps_low=eps_low, eps_high=eps_high,
+        loss_type=loss_type, max_len=max_len, kl_perception=full(st.kl), entropy=full(st.entropy),
+        entropy_deg=full(st.entropy_deg), gamma=gamma, eta1=eta1, eta2=eta2,
+    )

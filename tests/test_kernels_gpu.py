@@ -122,3 +122,36 @@ def test_policy_loss_and_advantages_on_gpu():
     want = R.group_advantages(r.double(), s.double())
     for x, y in zip(got, want):
         torch.testing.assert_close(x.cpu().double(), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_objective_realistic(dtype):
+    from hawkeye_lite.kernels.fused_objective import policy_loss_from_hidden as fused
+
+    S, T = 16, 256
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    h = torch.randn(S, T, H, device="cuda", generator=gen).to(dtype)
+    hd = (h.float() + 0.3 * torch.randn(S, T, H, device="cuda", generator=gen)).to(dtype)
+    w = (torch.randn(V, H, device="cuda", generator=gen) * H**-0.5 * 3).to(dtype)
+    tok = torch.randint(0, V, (S, T), device="cuda", generator=gen)
+    mask = torch.rand(S, T, device="cuda", generator=gen) > 0.2
+    adv = torch.randn(S, device="cuda", generator=gen)
+    with torch.no_grad():
+        cur = R.token_stats(h.reshape(S * T, H), w, tok.reshape(-1)).logp.view(S, T)
+    old = cur + 0.3 * torch.randn(S, T, device="cuda", generator=gen)
+    ref = cur + 0.2 * torch.randn(S, T, device="cuda", generator=gen)
+    kw = dict(gamma=0.5, eta1=0.05, eta2=0.05)
+    res = []
+    for fn in (fused, R.policy_loss_from_hidden):
+        hh = h.clone().requires_grad_()
+        hdd = hd.clone().requires_grad_()
+        loss, metrics = fn(hh, w, tok, adv, mask, old, ref, hdd, **kw)
+        loss.backward()
+        res.append((loss.item(), hh.grad.float(), hdd.grad.float(), metrics))
+    (l1, g1, gd1, m1), (l2, g2, gd2, m2) = res
+    assert l1 == pytest.approx(l2, rel=1e-4, abs=1e-5)
+    tol = dict(rtol=1e-3, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-4)
+    torch.testing.assert_close(g1, g2, **tol)
+    torch.testing.assert_close(gd1, gd2, **tol)
+    for k in m2:
+        assert m1[k] == pytest.approx(m2[k], rel=1e-3, abs=1e-5), k
