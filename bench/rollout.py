@@ -13,10 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
+# `python bench/rollout.py` puts bench/ first on sys.path, where bench/kernels.py would shadow
+# the Hugging Face `kernels` package that transformers probes for at import.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
 import torch
 from PIL import Image
 

@@ -11,6 +11,7 @@ logits are recomputed in backward instead of being kept alive.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import torch
@@ -132,15 +133,38 @@ def token_stats_from_logits(
     return stats_from_logits(logits, token_ids, logits_deg, temperature=temperature)
 
 
+class _MatmulFloatOut(torch.autograd.Function):
+    """h @ w^T with fp32 output from half inputs (torch.mm(out_dtype=) has no autograd formula)."""
+
+    @staticmethod
+    def forward(ctx, h, w):
+        ctx.save_for_backward(h, w)
+        return torch.mm(h, w.t(), out_dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        g = g.to(h.dtype)
+        return (g @ w if ctx.needs_input_grad[0] else None), (g.t() @ h if ctx.needs_input_grad[1] else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _mm_out_dtype_works(device: str, dtype: torch.dtype) -> bool:
+    t = torch.ones(1, 1, device=device, dtype=dtype)
+    try:
+        torch.mm(t, t, out_dtype=torch.float32)
+        return True
+    except (TypeError, RuntimeError):  # older torch: no mm(out_dtype=)
+        return False
+
+
 def chunk_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """hidden[n, H] @ weight[V, H]^T as fp32 (fp32 accumulation; on CUDA half inputs give fp32 out)."""
+    """hidden[n, H] @ weight[V, H]^T as fp32 (fp32 accumulation; on CUDA half inputs give fp32 out,
+    elsewhere the matmul's own dtype is upcast)."""
     if hidden.dtype != weight.dtype:
         raise TypeError(f"token_stats: hidden dtype {hidden.dtype} != weight dtype {weight.dtype}")
-    if hidden.is_cuda and hidden.dtype in (torch.bfloat16, torch.float16):
-        try:
-            return torch.mm(hidden, weight.t(), out_dtype=torch.float32)
-        except (TypeError, RuntimeError):  # torch without mm(out_dtype=): bf16 out, then upcast
-            pass
+    if hidden.is_cuda and hidden.dtype in (torch.bfloat16, torch.float16) and _mm_out_dtype_works(str(hidden.device), hidden.dtype):
+        return _MatmulFloatOut.apply(hidden, weight)
     out = torch.mm(hidden, weight.t())
     return out if out.dtype == torch.float64 else out.float()
 
