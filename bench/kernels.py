@@ -31,9 +31,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# Run as a script, this file's folder is sys.path[0]: drop it so that `import kernels` (Hugging
+# Face's package, which transformers and bitsandbytes probe for) can never find this file.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from hawkeye_lite import kernels  # noqa: E402
+from hawkeye_lite import kernels  # noqa: E402  (needs `pip install -e .`: kernels/ maps to hawkeye_lite.kernels)
 
 BETA, EPS_LOW, EPS_HIGH, GAMMA, ETA1 = 0.04, 0.2, 0.28, 1e-4, 1e-3
 

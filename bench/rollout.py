@@ -58,22 +58,27 @@ def main() -> None:
                   for _ in range(args.batch)]
         kw = dict(num_generations=args.generations, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
 
-        rows = {}
-        for name, shared in (("shared_prefix", True), ("naive_generate", False)):
+        paths = {"shared_prefix": True, "naive_generate": False}
+        for shared in paths.values():
             generate_rollouts(policy, images, seed=0, shared_prefix=shared, **kw)  # warm-up
-            times, tokens = [], []
-            for rep in range(args.repeats):
+        # Interleaved, so that load from other processes hits both paths alike.
+        times = {name: [] for name in paths}
+        tokens = {name: [] for name in paths}
+        for rep in range(args.repeats):
+            for name, shared in paths.items():
                 if policy.device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 r = generate_rollouts(policy, images, seed=rep, shared_prefix=shared, **kw)
                 if policy.device.type == "cuda":
                     torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-                tokens.append(int(r.completion_mask.sum()))
-            sec = statistics.median(times)
-            rows[name] = {"seconds_per_call": sec, "completion_tokens": statistics.median(tokens),
-                          "tokens_per_second": statistics.median(t / s for t, s in zip(tokens, times)),
+                times[name].append(time.perf_counter() - t0)
+                tokens[name].append(int(r.completion_mask.sum()))
+        rows = {}
+        for name in paths:
+            rows[name] = {"seconds_per_call": statistics.median(times[name]),
+                          "completion_tokens": statistics.median(tokens[name]),
+                          "tokens_per_second": statistics.median(t / s for t, s in zip(tokens[name], times[name])),
                           "prompt_tokens": int(r.prompt_ids.shape[1])}
         rows["speedup"] = rows["naive_generate"]["seconds_per_call"] / rows["shared_prefix"]["seconds_per_call"]
         rows["setting"] = {**vars(args), "model": args.model or "tiny (built in code)", "device": str(policy.device),

@@ -34,6 +34,179 @@ def train(
     )
 
 
+# ----------------------------------------------------------------------------- model & scoring (issue #3)
+
+
+@app.command("init-tiny")
+def init_tiny(
+    out: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
+    seed: int = typer.Option(0, "--seed", help="Initialisation seed (same seed, same weights)."),
+    arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl or qwen2_vl."),
+) -> None:
+    """Write a tiny randomly initialised Qwen2.5-VL (+ tokenizer and processor) for offline tests and demos."""
+    from hawkeye_lite.model import build_tiny_model
+
+    try:
+        path = build_tiny_model(out, seed=seed, arch=arch)
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
+    typer.echo(f"wrote a tiny random {arch} checkpoint to {path}")
+
+
+@app.command()
+def score(
+    images: List[str] = typer.Argument(..., help="Image files to score."),
+    model: str = typer.Option(..., "--model", help="Run folder, adapter folder, full model folder or hub id."),
+    samples: int = typer.Option(8, "--samples", help="Completions sampled per image (K)."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Completion length cap."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed: same seed, same scores."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    quantization: Optional[str] = typer.Option(None, "--quantization", help="nf4 or none (default: as trained)."),
+) -> None:
+    """Score images: mean rating of K samples on the 1-5 scale, ± their spread."""
+    import json as _json
+
+    from hawkeye_lite.scorer import Scorer
+
+    try:
+        scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    results = scorer.score(images, samples=samples, temperature=temperature, seed=seed,
+                           batch_size=batch_size, on_error="skip")
+    for r in results:
+        if json_:
+            typer.echo(_json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
+        elif not r.ok:
+            typer.echo(f"{r.source}\tfailed: {r.error}")
+        elif r.n_parsed == 0:
+            typer.echo(f"{r.source}\tno score (0/{len(r.texts)} answers parsed)")
+        else:
+            typer.echo(f"{r.source}\t{r.score:.3f} ± {r.std:.3f}\t({r.n_parsed}/{len(r.texts)} parsed)")
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- data & eval (issue #4)
+
+
+def _load_data(data: List[str], on_bad: str, check_images: str, seed: int):
+    """Load data specs, print the load summary to stderr; bad input exits with its file:line."""
+    from hawkeye_lite.data.datasets import DataError, load_records
+
+    try:
+        res = load_records(data, on_bad=on_bad, check_images=check_images, seed=seed)
+    except (DataError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(res.format(), err=True)
+    return res
+
+
+@app.command("eval")
+def eval_(
+    model: Path = typer.Option(..., "--model", help="Run folder or model directory the Scorer loads."),
+    data: List[str] = typer.Option(..., "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Completions sampled per image (K); default: the Scorer's."),
+    json_: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image predictions to this CSV."),
+    split: str = typer.Option("test", "--split", help="Which records to score: test | val | train | all."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per Scorer call."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default: the Scorer's)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length cap (default: the Scorer's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling and for seeded splits."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: the Scorer's choice)."),
+    on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
+    check_images: str = typer.Option("full", "--check-images", help="Image checks at load: full | header | none."),
+) -> None:
+    """Score a dataset and report SRCC, PLCC (raw and logistic-fitted), KRCC, RMSE, parse rate per dataset."""
+    import json as _json
+
+    from hawkeye_lite.evaluate import evaluate, scorer_fn
+
+    res = _load_data(data, on_bad, check_images, seed)
+    try:
+        records = res.split(split)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--split")
+    if not records:
+        typer.echo(f"error: no records in split {split!r} (try --split all)", err=True)
+        raise typer.Exit(2)
+
+    from hawkeye_lite.scorer import Scorer
+
+    scorer = Scorer.from_pretrained(str(model), device=device)
+
+    def progress(done: int, total: int) -> None:
+        typer.echo(f"\rscored {done}/{total}", err=True, nl=done == total)
+
+    report = evaluate(records, scorer_fn(scorer, samples=samples, temperature=temperature,
+                                         max_new_tokens=max_new_tokens, seed=seed),
+                      batch_size=batch_size, progress=progress)
+    if csv_out is not None:
+        report.write_csv(csv_out)
+        typer.echo(f"predictions written to {csv_out}", err=True)
+    if json_:
+        typer.echo(_json.dumps(report.to_dict(), indent=1, allow_nan=False))
+    else:
+        typer.echo(report.table())
+
+
+@app.command()
+def degrade(
+    data: List[str] = typer.Option(..., "--data", help="Data spec(s) whose images get degraded partners (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: images/, data.json (with image_deg), degrade_meta.json."),
+    seed: int = typer.Option(0, "--seed", help="Degradation seed: same seed, same files."),
+    second_stage: bool = typer.Option(False, "--second-stage", help="Add a second, different degradation on top."),
+    split: str = typer.Option("all", "--split", help="Records to degrade: all | train | val | test."),
+    fmt: str = typer.Option("png", "--format", help="png (lossless) or jpg (the paper's: quality 95)."),
+    on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
+) -> None:
+    """Build original/degraded pairs offline for the perception loss."""
+    from hawkeye_lite.data.degrade import DegradeRecipe, degrade_records
+
+    res = _load_data(data, on_bad, "full", seed)
+    records = res.split(split)
+    if not records:
+        typer.echo(f"error: no records in split {split!r}", err=True)
+        raise typer.Exit(2)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 100 == 0:
+            typer.echo(f"\rdegraded {done}/{total}", err=True, nl=done == total)
+
+    try:
+        degrade_records(records, out, seed=seed, recipe=DegradeRecipe(second_stage=second_stage), fmt=fmt,
+                        progress=progress)
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
+    typer.echo(f"wrote {len(records)} degraded partners to {out / 'images'} and {out / 'data.json'}")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Option(Path("data/demo"), "--out", help="Output folder."),
+    seed: int = typer.Option(0, "--seed", help="Generation seed."),
+    scenes: int = typer.Option(64, "--scenes", help="Number of reference scenes."),
+    per_scene: int = typer.Option(5, "--per-scene", help="Distorted versions per scene (plus the pristine one)."),
+) -> None:
+    """Write the generated demo dataset (images + JSON with train/test splits) to disk."""
+    from hawkeye_lite.data.demo import DemoConfig, write_demo
+
+    try:
+        cfg = DemoConfig(n_scenes=scenes, per_scene=per_scene, seed=seed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e))
+    recs = write_demo(out, cfg)
+    n_test = sum(r.split == "test" for r in recs)
+    typer.echo(f"wrote {len(recs)} images ({len(recs) - n_test} train, {n_test} test) to {out}; "
+               f"use --data json:{out / 'demo.json'}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,555 @@
+"""The policy: a Qwen2.5-VL / Qwen2-VL checkpoint, optionally 4-bit (QLoRA), with a LoRA adapter.
+
+`load_policy(ModelConfig)` is the only way a model is loaded, for a hub checkpoint and for the
+tiny random model that `build_tiny_model` writes (which is how the CPU tests exercise the real
+path). The processor is an image-only one of our own: without torchvision, transformers'
+Qwen2.5-VL processor refuses to build (it wants a video processor) and AutoProcessor quietly
+returns a bare tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .prompts import THINK, PromptTemplate, chat_text, get_prompt
+
+# Qwen's special tokens, in Qwen's order. The vision ones must never be sampled: a random
+# model happily emits <|image_pad|>, and the next forward then fails on a token/feature mismatch.
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+)
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+IMAGE_TOKEN = "<|image_pad|>"
+
+# Same ChatML the Qwen-VL templates produce for text and image content.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+ADAPTER_CONFIG = "adapter_config.json"
+HAWKEYE_META = "hawkeye.json"  # which ModelConfig / prompt produced a saved adapter
+
+
+# ----------------------------------------------------------------------------- processor
+
+
+class VLProcessor:
+    """Tokenizer + Qwen2-VL image processor (PIL backend, no torchvision), images only.
+
+    `__call__` turns images and chat texts (one <|image_pad|> per image) into left-padded
+    model inputs, widening each <|image_pad|> to that image's number of visual tokens.
+    """
+
+    def __init__(self, tokenizer, image_processor, *, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        # Left padding keeps every prompt's last token in the last column, where decoding starts.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = "<|endoftext|>"
+        self.image_token_id = self._token_id(IMAGE_TOKEN)
+        self.merge_size = int(image_processor.merge_size)
+        self.size_override = None
+        if min_pixels is not None or max_pixels is not None:
+            size = dict(image_processor.size)
+            if min_pixels is not None:
+                size["shortest_edge"] = int(min_pixels)
+            if max_pixels is not None:
+                size["longest_edge"] = int(max_pixels)
+            self.size_override = size
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer: has no {token} token; is this a Qwen2-VL / Qwen2.5-VL tokenizer?")
+        return int(token_id)
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None) -> "VLProcessor":
+        from transformers import AutoTokenizer
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
+        return cls(tokenizer, image_processor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+    def save_pretrained(self, out_dir: Union[str, Path]) -> None:
+        self.tokenizer.save_pretrained(str(out_dir))
+        _write_preprocessor_config(out_dir, self.image_processor, self.size_override)
+
+    def num_image_tokens(self, image_grid_thw: torch.Tensor) -> List[int]:
+        return (image_grid_thw.prod(-1) // self.merge_size**2).tolist()
+
+    def __call__(self, images: Sequence, texts: Sequence[str]) -> dict:
+        if len(images) != sum(t.count(IMAGE_TOKEN) for t in texts):
+            raise ValueError(f"processor: {len(images)} images for {sum(t.count(IMAGE_TOKEN) for t in texts)} {IMAGE_TOKEN} slots")
+        kwargs = {"size": self.size_override} if self.size_override else {}
+        vision = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
+        counts = iter(self.num_image_tokens(vision["image_grid_thw"]))
+        expanded = []
+        for text in texts:
+            pieces = text.split(IMAGE_TOKEN)
+            out = pieces[0]
+            for piece in pieces[1:]:
+                out += IMAGE_TOKEN * next(counts) + piece
+            expanded.append(out)
+        enc = self.tokenizer(expanded, padding=True, return_tensors="pt", add_special_tokens=False)
+        return {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "pixel_values": vision["pixel_values"],
+            "image_grid_thw": vision["image_grid_thw"],
+            # get_rope_index wants the modality of every token: 1 = image.
+            "mm_token_type_ids": (enc["input_ids"] == self.image_token_id).int(),
+        }
+
+
+def _write_preprocessor_config(out_dir, image_processor, size_override=None) -> None:
+    # Written in the layout of the released Qwen2.5-VL checkpoints, so the tiny model's
+    # processor is read through exactly the code that reads a real one.
+    size = dict(size_override or image_processor.size)
+    config = {
+        "min_pixels": int(size["shortest_edge"]),
+        "max_pixels": int(size["longest_edge"]),
+        "patch_size": int(image_processor.patch_size),
+        "temporal_patch_size": int(image_processor.temporal_patch_size),
+        "merge_size": int(image_processor.merge_size),
+        "image_mean": [float(x) for x in image_processor.image_mean],
+        "image_std": [float(x) for x in image_processor.image_std],
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor",
+    }
+    Path(out_dir, "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- tiny model
+
+
+def _build_tokenizer(vocab_size: int):
+    """Byte-level BPE trained offline on a few sentences of the task's own language, so the
+    tiny model's tokens look like a real tokenizer's (multi-byte merges, Qwen special tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .prompts import NO_THINK
+
+    corpus = [THINK.system, THINK.question, NO_THINK.system, NO_THINK.question]
+    corpus += [f"<think> The image is {w}. </think><answer>{s}</answer>" for w in ("sharp", "blurry", "noisy", "dark", "clean") for s in ("1.25", "2.50", "3.42", "4.00", "4.87")]
+    corpus += ["0 1 2 3 4 5 6 7 8 9 . quality rating poor fair good excellent"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def build_tiny_model(
+    out_dir: Union[str, Path],
+    *,
+    seed: int = 0,
+    arch: str = "qwen2_5_vl",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    vision_depth: int = 2,
+    vision_hidden_size: int = 32,
+    vision_heads: int = 2,
+    tokenizer_vocab: int = 400,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+    init_std: float = 0.1,
+    lm_head_scale: float = 8.0,
+) -> Path:
+    """Write a randomly initialised Qwen2.5-VL (or Qwen2-VL with arch="qwen2_vl") with its
+    tokenizer and processor to `out_dir` as a standard Hugging Face checkpoint folder
+    (config.json, model.safetensors, tokenizer, preprocessor_config.json). Deterministic for a
+    given seed. Returns the folder."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    head_dim = hidden_size // num_heads
+    if head_dim * num_heads != hidden_size or head_dim % 2:
+        raise ValueError(f"build_tiny_model: hidden_size {hidden_size} must split into {num_heads} heads of even size")
+    half = head_dim // 2  # mrope splits the rotary half-dimension into temporal/height/width
+    mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(tokenizer_vocab)
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    # Like the real checkpoints, the embedding has a few more rows than the tokenizer has tokens.
+    vocab_size = (len(tokenizer) + 63) // 64 * 64
+
+    text_config = dict(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096, rms_norm_eps=1e-6, initializer_range=init_std,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision_common = dict(depth=vision_depth, num_heads=vision_heads, patch_size=14, spatial_merge_size=2,
+                         temporal_patch_size=2, initializer_range=init_std)
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig as config_cls, Qwen2_5_VLForConditionalGeneration as model_cls
+
+        vision_config = dict(vision_common, hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
+                             out_hidden_size=hidden_size, window_size=56, fullatt_block_indexes=[vision_depth - 1])
+    elif arch == "qwen2_vl":
+        from transformers import Qwen2VLConfig as config_cls, Qwen2VLForConditionalGeneration as model_cls
+
+        vision_config = dict(vision_common, embed_dim=vision_hidden_size, hidden_size=hidden_size, mlp_ratio=2)
+    else:
+        raise ValueError(f"build_tiny_model: arch must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
+    config = config_cls(
+        text_config=text_config, vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    # With the usual 0.02 init a model this small ignores its input (every image gets the same
+    # greedy answer). A wider init and lm_head make generations depend on the image and the
+    # adapter, which the tests rely on.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(lm_head_scale)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+    _write_preprocessor_config(out_dir, image_processor)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _resolve_device(device: Optional[str]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model.device: {device} was asked for but CUDA is not available")
+    return device
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def _resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    if name != "auto":
+        if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise ValueError("model.attn_implementation: flash_attention_2 needs the flash-attn package (pip install 'hawkeye-lite[flash]')")
+        return name
+    usable = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+    return "flash_attention_2" if usable and importlib.util.find_spec("flash_attn") is not None else "sdpa"
+
+
+def _model_class(name_or_path: str):
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    if model_type == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLForConditionalGeneration as cls
+    elif model_type == "qwen2_vl":
+        from transformers import Qwen2VLForConditionalGeneration as cls
+    else:
+        raise ValueError(f"model.name_or_path: {name_or_path} is a {model_type!r} model; only qwen2_5_vl and qwen2_vl are supported")
+    return cls
+
+
+def _local_path(name_or_path: str) -> str:
+    # Absolute, so an adapter saved later records a base path that works from any directory.
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else name_or_path
+
+
+def load_policy(cfg: ModelConfig, *, trainable: bool = True) -> "Policy":
+    """Load model + processor as `cfg` says. trainable=False loads for inference (eval mode,
+    adapter frozen, no gradient checkpointing)."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    device = _resolve_device(cfg.device)
+    dtype = _resolve_dtype(cfg.dtype, device)
+    name = _local_path(cfg.name_or_path)
+    kwargs = dict(dtype=dtype, attn_implementation=_resolve_attn(cfg.attn_implementation, device, dtype), device_map={"": str(device)})
+    if cfg.quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            # The vision tower is small and precision-sensitive; lm_head feeds the fused loss
+            # kernels, which read its weight directly. In transformers 5.x these must be the
+            # full module paths ("visual" alone no longer matches).
+            llm_int8_skip_modules=["model.visual", "lm_head"],
+        )
+    model = _model_class(name).from_pretrained(name, **kwargs)
+    processor = VLProcessor.from_pretrained(name, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+
+    if trainable and cfg.quantization == "nf4" and device.type == "cpu":
+        # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first
+        # no-grad eval forward (a rollout), and that kernel has no backward: the next training
+        # forward then fails ("a view of a leaf Variable ... in-place"). Keep the plain layout.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+
+    if trainable:
+        if cfg.quantization == "nf4" and dtype != torch.bfloat16:
+            # Freezes the base and upcasts every non-4-bit weight to fp32, which fp16 training
+            # needs for stable norms. Skipped under bf16: there it only costs memory (the vision
+            # tower, embeddings and lm_head in fp32 are ~3.5 GB extra on a 7B model).
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            # Non-reentrant checkpointing works with frozen inputs and LoRA without the
+            # enable_input_require_grads hack. (5.2x renamed the method; 5.17 has the old name.)
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+
+    lora = cfg.lora
+    if lora is not None and lora.adapter_path:
+        model = PeftModel.from_pretrained(model, lora.adapter_path, is_trainable=trainable)
+    elif lora is not None and trainable:
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_regex(), bias="none", task_type="CAUSAL_LM",
+        ))
+    if not trainable:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return Policy(model=model, processor=processor, config=cfg, device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+@dataclass
+class PromptBatch:
+    """Encoded prompts for B images (left padded) plus their multimodal rope positions."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    pixel_values: torch.Tensor  # [num_patches, patch_dim], all images concatenated
+    image_grid_thw: torch.Tensor  # [B, 3]
+    position_ids: torch.Tensor  # [3, B, L] (temporal, height, width)
+    rope_deltas: torch.Tensor  # [B, 1]: text position of token i is i + delta after the image
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+@dataclass
+class Policy:
+    model: nn.Module  # the HF model, or a PeftModel around it
+    processor: VLProcessor
+    config: ModelConfig
+    device: torch.device
+    dtype: torch.dtype
+
+    # --- structure
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The Qwen*ForConditionalGeneration, under any PEFT wrapper."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The Qwen*VLModel holding `.visual` and `.language_model`."""
+        return self.hf_model.model
+
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        """[V, H]; what the fused loss kernels multiply the completion hidden states with."""
+        return self.hf_model.lm_head.weight
+
+    @property
+    def has_adapter(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
+
+    def trainable_parameters(self) -> List[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        """The reference policy = the base model with the LoRA adapter switched off."""
+        if not self.has_adapter:
+            raise RuntimeError("reference(): this policy has no LoRA adapter, so there is no separate reference model")
+        with self.model.disable_adapter():
+            yield
+
+    def stop_token_ids(self) -> List[int]:
+        tok = self.tokenizer
+        ids = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), tok.eos_token_id}
+        eos = getattr(self.hf_model.generation_config, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+        return sorted(i for i in ids if i is not None)
+
+    def suppressed_token_ids(self) -> List[int]:
+        """Vision tokens, plus the embedding rows past the tokenizer (padding in real checkpoints)."""
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        ids = [i for i in ids if i is not None and i != self.tokenizer.unk_token_id]
+        return sorted(set(ids) | set(range(len(self.tokenizer), self.lm_head_weight.shape[0])))
+
+    # --- encoding
+
+    def encode(self, images: Sequence, prompt: Union[PromptTemplate, str] = THINK) -> PromptBatch:
+        """PIL RGB images -> one chat prompt per image, left padded, with mrope positions."""
+        prompt = get_prompt(prompt) if isinstance(prompt, str) else prompt
+        enc = self.processor(images, [chat_text(prompt)] * len(images))
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        position_ids, rope_deltas = self.backbone.get_rope_index(
+            enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
+            image_grid_thw=enc["image_grid_thw"], attention_mask=enc["attention_mask"],
+        )
+        return PromptBatch(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+            pixel_values=enc["pixel_values"].to(self.dtype), image_grid_thw=enc["image_grid_thw"],
+            position_ids=position_ids, rope_deltas=rope_deltas.reshape(-1, 1),
+        )
+
+    # --- forward pieces (shared by rollouts and the trainer)
+
+    def image_features(self, batch: PromptBatch) -> torch.Tensor:
+        """Vision tower over every image of the batch once: [num_image_tokens, H]."""
+        out = self.backbone.get_image_features(batch.pixel_values, batch.image_grid_thw)
+        feats = getattr(out, "pooler_output", out)
+        return torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats
+
+    def embed(self, input_ids: torch.Tensor, image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        if image_features is not None:
+            mask = input_ids == self.processor.image_token_id
+            if int(mask.sum()) != image_features.shape[0]:
+                raise ValueError(f"embed: {int(mask.sum())} image tokens but {image_features.shape[0]} image features")
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), image_features.to(embeds.dtype))
+        return embeds
+
+    def language_forward(self, inputs_embeds, attention_mask, position_ids, cache=None) -> torch.Tensor:
+        """Decoder stack only (no lm_head): final normed hidden states [N, L, H]."""
+        lm = self.backbone.language_model
+        kwargs = {_cache_kwarg(lm): cache} if cache is not None else {}
+        out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                 use_cache=cache is not None, **kwargs)
+        return out.last_hidden_state
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf_model.config.get_text_config())
+
+    def completion_hidden_states(self, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                                 image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Hidden states that predict each completion token: [B*G, T, H], row b*G+g belongs to
+        image b. hidden @ lm_head_weight.T gives the logits of completion_ids. The vision tower
+        runs once per image; its features are shared by the image's G rows. `image_features`
+        (the output of `image_features(batch)`) skips the vision tower entirely: the trainer
+        computes them once per step and reuses them for every pass."""
+        completion_ids = completion_ids.to(self.device)
+        completion_mask = completion_mask.to(self.device)
+        n, t = completion_ids.shape
+        b = batch.batch_size
+        if n % b:
+            raise ValueError(f"completion_hidden_states: {n} completions is not a multiple of {b} prompts")
+        g = n // b
+        if image_features is not None:
+            feats = image_features
+        else:
+            vision_grad = any(p.requires_grad for p in self.backbone.visual.parameters())
+            with torch.set_grad_enabled(vision_grad and torch.is_grad_enabled()):
+                feats = self.image_features(batch)
+        per_image = torch.split(feats, self.processor.num_image_tokens(batch.image_grid_thw))
+        feats = torch.cat([f for f in per_image for _ in range(g)], 0)
+
+        prompt_ids = batch.input_ids.repeat_interleave(g, 0)
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([batch.attention_mask.repeat_interleave(g, 0), completion_mask.to(batch.attention_mask.dtype)], 1)
+        # Completion positions continue the text positions after the prompt (same on all 3 axes).
+        steps = batch.attention_mask.sum(1, keepdim=True) + batch.rope_deltas  # [B, 1]
+        comp_pos = (steps.repeat_interleave(g, 0) + torch.arange(t, device=ids.device)).unsqueeze(0).expand(3, -1, -1)
+        pos = torch.cat([batch.position_ids.repeat_interleave(g, 1), comp_pos], 2)
+        hidden = self.language_forward(self.embed(ids, feats), mask, pos)
+        prompt_len = batch.input_ids.shape[1]
+        return hidden[:, prompt_len - 1 : prompt_len - 1 + t]
+
+    # --- saving
+
+    def save_pretrained(self, out_dir: Union[str, Path], *, prompt: Union[PromptTemplate, str] = THINK) -> Path:
+        """Adapter (PEFT format, safetensors) + processor + a small hawkeye.json naming the
+        prompt and model settings, which is what Scorer.from_pretrained reads back."""
+        if not self.has_adapter:
+            raise RuntimeError("save_pretrained: this policy has no LoRA adapter to save")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(out_dir), safe_serialization=True)
+        self.processor.save_pretrained(out_dir)
+        meta = {"model": asdict(self.config), "prompt": prompt if isinstance(prompt, str) else prompt.name}
+        meta["model"]["lora"] = None if self.config.lora is None else {**asdict(self.config.lora), "adapter_path": None}
+        meta["model"]["name_or_path"] = _local_path(self.config.name_or_path)
+        (out_dir / HAWKEYE_META).write_text(json.dumps(meta, indent=2) + "\n")
+        return out_dir
+
+
+def _cache_kwarg(module: nn.Module) -> str:
+    # transformers renamed `past_key_values` to `cache` in 5.2x; the GPU image still has 5.17.
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def read_meta(path: Union[str, Path]) -> Optional[dict]:
+    meta = Path(path) / HAWKEYE_META
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+__all__ = ["build_tiny_model", "load_policy", "Policy", "PromptBatch", "VLProcessor", "read_meta"]

@@ -1,0 +1,120 @@
+"""The rating prompt, its chat formatting, and reading a score back out of a completion.
+
+The chat text is written here in Qwen's ChatML rather than through a checkpoint's chat
+template: templates differ between Qwen2-VL / Qwen2.5-VL releases (some only live in the
+processor's chat_template.json), and the training prompt must be byte-identical everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+# One image slot; the processor widens <|image_pad|> to the image's number of visual tokens.
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    system: str
+    question: str
+    require_think: bool  # what the format reward should ask of this prompt's answers
+
+
+# R1-style system prompt (as used by Q-Insight / Q-Hawkeye): reason in <think>, answer in <answer>.
+THINK = PromptTemplate(
+    name="think",
+    system=(
+        "A conversation between User and Assistant. The user asks a question, and the Assistant "
+        "solves it. The assistant first thinks about the reasoning process in the mind and then "
+        "provides the user with the answer. The reasoning process and answer are enclosed within "
+        "<think> </think> and <answer> </answer> tags, respectively, i.e., "
+        "<think> reasoning process here </think><answer> answer here </answer>"
+    ),
+    question=(
+        "What is your overall rating on the quality of this picture? The rating should be a float "
+        "between 1 and 5, rounded to two decimal places, with 1 representing very poor quality and "
+        "5 representing excellent quality. First output the thinking process in <think> </think> "
+        "tags and then output the final rating (only the number) in <answer> </answer> tags."
+    ),
+    require_think=True,
+)
+
+NO_THINK = PromptTemplate(
+    name="no_think",
+    system="You are a helpful assistant that rates image quality.",
+    question=(
+        "What is your overall rating on the quality of this picture? The rating should be a float "
+        "between 1 and 5, rounded to two decimal places, with 1 representing very poor quality and "
+        "5 representing excellent quality. Output only the rating inside <answer> </answer> tags, "
+        "e.g. <answer>3.25</answer>."
+    ),
+    require_think=False,
+)
+
+PROMPTS = {p.name: p for p in (THINK, NO_THINK)}
+
+
+def get_prompt(name: str) -> PromptTemplate:
+    if name not in PROMPTS:
+        raise ValueError(f"prompt: unknown prompt {name!r}; choose one of {', '.join(PROMPTS)}")
+    return PROMPTS[name]
+
+
+def chat_text(prompt: PromptTemplate = THINK) -> str:
+    """ChatML text for one image + the question, ending where the assistant starts writing."""
+    return (
+        f"<|im_start|>system\n{prompt.system}<|im_end|>\n"
+        f"<|im_start|>user\n{IMAGE_PLACEHOLDER}{prompt.question}<|im_end|>\n"
+        f"<|im_start|>assistant\n"
+    )
+
+
+# A plain decimal number, optional sign and exponent. No "nan"/"inf": those are not ratings.
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # ASCII digits only
+_NUMBER_RE = re.compile(_NUMBER)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_DECIMAL_COMMA_RE = re.compile(r"^\s*[+-]?[0-9]+,[0-9]+\s*$")
+_THINK_FORMAT_RE = re.compile(
+    rf"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>\s*{_NUMBER}\s*</answer>\s*", re.DOTALL
+)
+_NO_THINK_FORMAT_RE = re.compile(
+    rf"\s*(?:<think>(?:(?!</?think>|</?answer>).)*</think>\s*)?<answer>\s*{_NUMBER}\s*</answer>\s*", re.DOTALL
+)
+
+
+def parse_score(text: object) -> Optional[float]:
+    """The rating in the last closed <answer>…</answer> of `text`, or None.
+
+    Inside the tag the first number counts ("3.5/5" -> 3.5, '{"rating": 3.42}' -> 3.42), a
+    lone decimal comma is read as a point ("3,5" -> 3.5). Never raises: anything unreadable,
+    non-finite or not a string is None. The value is not clamped (the rewards do that).
+    """
+    if not isinstance(text, str):
+        return None
+    answers = _ANSWER_RE.findall(text)
+    if not answers:
+        return None
+    inner = answers[-1]
+    if _DECIMAL_COMMA_RE.match(inner):
+        inner = inner.replace(",", ".")
+    match = _NUMBER_RE.search(inner)
+    if match is None:
+        return None
+    try:
+        value = float(match.group(0))
+    except ValueError:  # pragma: no cover - the regex only admits float() syntax
+        return None
+    return value if math.isfinite(value) else None
+
+
+def format_ok(text: object, require_think: bool = True) -> bool:
+    """Whether the whole completion is `<think>…</think><answer>NUMBER</answer>` (whitespace
+    tolerant). With require_think=False the think block is optional."""
+    if not isinstance(text, str):
+        return False
+    pattern = _THINK_FORMAT_RE if require_think else _NO_THINK_FORMAT_RE
+    return pattern.fullmatch(text) is not None

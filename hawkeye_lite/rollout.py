@@ -1,0 +1,216 @@
+"""G sampled completions per image, sharing one vision pass and one prompt prefill per image.
+
+The G rollouts of an image all start from the same prompt, so the vision tower and the
+prefill run on B rows, and only the KV cache is widened to B*G rows before decoding. Decoding
+is our own loop over the decoder stack: it passes explicit 3-axis (mrope) positions, which is
+where batch growth from B to B*G would otherwise go wrong (Qwen-VL caches `rope_deltas` per
+prompt row and needs them repeated per rollout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Union
+
+import torch
+
+from .model import Policy, PromptBatch
+from .prompts import THINK, PromptTemplate, parse_score
+
+
+@dataclass
+class Rollouts:
+    prompt: PromptBatch  # the B encoded prompts (what the trainer re-scores completions against)
+    completion_ids: torch.Tensor  # [B*G, T] long, group-major (row b*G + g), stop token included
+    completion_mask: torch.Tensor  # [B*G, T] long: 1 up to and including the stop token
+    texts: List[str]  # B*G decoded completions, special tokens removed
+    scores: torch.Tensor  # [B, G] float32 parsed ratings, NaN where none parses
+    num_generations: int
+
+    @property
+    def prompt_ids(self) -> torch.Tensor:  # [B, L], left padded
+        return self.prompt.input_ids
+
+    @property
+    def prompt_mask(self) -> torch.Tensor:  # [B, L]
+        return self.prompt.attention_mask
+
+
+def _check_args(num_generations, max_new_tokens, temperature, top_p, top_k) -> None:
+    if not isinstance(num_generations, int) or num_generations < 1:
+        raise ValueError(f"num_generations: must be a positive integer, got {num_generations!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: must be a positive integer, got {max_new_tokens!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature: must be >= 0 (0 = greedy), got {temperature!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p: must be in (0, 1], got {top_p!r}")
+    if top_k < 0:
+        raise ValueError(f"top_k: must be >= 0 (0 = off), got {top_k!r}")
+
+
+def sample_tokens(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """[N, V] logits -> [N] token ids. temperature 0 is greedy."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass;
+        # the most likely token always survives.
+        drop = probs.cumsum(-1) - probs > top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    # Sampling must not see LoRA dropout; the trainer's train()/eval() choice is restored after.
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _as_pil(images: Sequence) -> list:
+    from PIL import Image
+
+    out = []
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"images[{i}]: expected a PIL image, got {type(image).__name__} (Scorer converts other inputs)")
+        out.append(image if image.mode == "RGB" else image.convert("RGB"))
+    return out
+
+
+def _stop_mask(completion_ids: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
+    """1 up to and including the first stop token of each row, 0 after."""
+    is_stop = torch.isin(completion_ids, stop_ids)
+    after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0
+    return (~after_stop).long()
+
+
+def _finish(policy: Policy, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor, g: int) -> Rollouts:
+    texts = [
+        policy.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
+        for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu())
+    ]
+    scores = torch.tensor([math.nan if (s := parse_score(t)) is None else s for t in texts], dtype=torch.float32)
+    return Rollouts(
+        prompt=batch, completion_ids=completion_ids, completion_mask=completion_mask,
+        texts=texts, scores=scores.view(batch.batch_size, g), num_generations=g,
+    )
+
+
+@torch.no_grad()
+def generate_rollouts(
+    policy: Policy,
+    images: Sequence,
+    *,
+    num_generations: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: Optional[int] = None,
+    prompt: Union[PromptTemplate, str] = THINK,
+    shared_prefix: bool = True,
+    batch: Optional[PromptBatch] = None,
+    image_features: Optional[torch.Tensor] = None,
+) -> Rollouts:
+    """Sample `num_generations` completions for each of the B images (PIL).
+
+    temperature=0 is greedy. `seed` makes the sampling reproducible without touching the global
+    RNG. shared_prefix=False runs transformers' `generate(num_return_sequences=G)` instead (the
+    naive path: vision and prefill G times per image); it exists to check and to benchmark the
+    shared path against, and uses the global RNG seeded in a forked state.
+
+    `batch` / `image_features`: the trainer's already encoded prompts of `images` and their
+    vision-tower output, so one training step runs the vision tower once per image in total
+    (rollouts, policy and reference passes share it).
+    """
+    _check_args(num_generations, max_new_tokens, temperature, top_p, top_k)
+    images = _as_pil(images)
+    if not images:
+        raise ValueError("generate_rollouts: no images")
+    g = num_generations
+    with _eval_mode(policy.model):
+        if batch is None:
+            batch = policy.encode(images, prompt)
+        elif batch.batch_size != len(images):
+            raise ValueError(f"generate_rollouts: batch holds {batch.batch_size} prompts for {len(images)} images")
+        stop_ids = torch.tensor(policy.stop_token_ids(), device=policy.device)
+        if not shared_prefix:
+            completion_ids = _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids)
+            return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
+
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=policy.device).manual_seed(int(seed))
+        suppressed = torch.tensor(policy.suppressed_token_ids(), device=policy.device, dtype=torch.long)
+        pad_id = policy.tokenizer.pad_token_id
+        lm_head = policy.hf_model.lm_head
+
+        # Prefill once per image: vision tower + prompt, B rows.
+        cache = policy.new_cache()
+        feats = policy.image_features(batch) if image_features is None else image_features
+        embeds = policy.embed(batch.input_ids, feats)
+        hidden = policy.language_forward(embeds, batch.attention_mask, batch.position_ids, cache)
+        logits = lm_head(hidden[:, -1]).repeat_interleave(g, 0)
+        # ... then widen to B*G rows. Rows of one image are adjacent (group-major).
+        cache.batch_repeat_interleave(g)
+        mask = batch.attention_mask.repeat_interleave(g, 0)
+        # Next token's position on all three rope axes: text continues at len + delta.
+        next_pos = (batch.attention_mask.sum(1, keepdim=True) + batch.rope_deltas).repeat_interleave(g, 0)
+
+        n = batch.batch_size * g
+        finished = torch.zeros(n, dtype=torch.bool, device=policy.device)
+        tokens: List[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            logits[:, suppressed] = float("-inf")
+            token = sample_tokens(logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
+            token = torch.where(finished, torch.full_like(token, pad_id), token)
+            tokens.append(token)
+            finished |= torch.isin(token, stop_ids)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(n, 1)], 1)
+            positions = next_pos.view(1, n, 1).expand(3, n, 1)
+            hidden = policy.language_forward(policy.embed(token[:, None]), mask, positions, cache)
+            logits = lm_head(hidden[:, -1])
+            next_pos = next_pos + 1
+
+        completion_ids = torch.stack(tokens, 1)
+        return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
+
+
+def _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids) -> torch.Tensor:
+    # transformers refuses num_return_sequences > 1 with greedy search; top_k=1 sampling is
+    # the same argmax.
+    if temperature == 0:
+        temperature, top_p, top_k = 1.0, 1.0, 1
+    kwargs = dict(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
+        mm_token_type_ids=(batch.input_ids == policy.processor.image_token_id).int(),
+        num_return_sequences=g, max_new_tokens=max_new_tokens, do_sample=True,
+        temperature=temperature, top_p=top_p, top_k=top_k,
+        eos_token_id=stop_ids.tolist(), pad_token_id=policy.tokenizer.pad_token_id,
+        suppress_tokens=policy.suppressed_token_ids(), use_cache=True,
+    )
+    devices = [policy.device] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        out = policy.hf_model.generate(**kwargs)
+    return out[:, batch.input_ids.shape[1]:]

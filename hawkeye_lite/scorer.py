@@ -1,0 +1,262 @@
+"""Scoring images with a trained model: `Scorer.from_pretrained(dir).score(images)`.
+
+Each image gets K sampled answers; its score is the mean of the parsed ratings (each clamped
+to [1, 5]) and its std their spread, which doubles as the model's uncertainty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from .config import LoRAConfig, ModelConfig
+from .prompts import THINK, PromptTemplate, get_prompt, parse_score
+
+SCORE_MIN, SCORE_MAX = 1.0, 5.0
+
+
+class ImageReadError(ValueError):
+    """An input image could not be read or converted; the message names the image."""
+
+
+@dataclass
+class ScoreResult:
+    source: str  # the path, or "images[i] (<type>)" for in-memory inputs
+    score: float  # mean of the parsed samples in [1, 5]; NaN when none parsed or the image failed
+    std: float  # population std of the parsed samples; NaN when none parsed
+    samples: List[float] = field(default_factory=list)  # parsed ratings, clamped to [1, 5]
+    texts: List[str] = field(default_factory=list)  # the K raw completions
+    n_parsed: int = 0
+    ok: bool = True  # False: the image could not be read (see error)
+    error: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready: NaN becomes None."""
+        d = asdict(self)
+        for key in ("score", "std"):
+            if isinstance(d[key], float) and math.isnan(d[key]):
+                d[key] = None
+        return d
+
+
+def aggregate(texts: Sequence[str], *, score_min: float = SCORE_MIN, score_max: float = SCORE_MAX) -> Tuple[float, float, List[float]]:
+    """(mean, population std, clamped parsed values) of the ratings in `texts`."""
+    values = [min(max(s, score_min), score_max) for s in map(parse_score, texts) if s is not None]
+    if not values:
+        return math.nan, math.nan, []
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return mean, std, values
+
+
+# ----------------------------------------------------------------------------- image inputs
+
+
+def _describe(image: Any, index: int) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return f"images[{index}] ({type(image).__module__.split('.')[0]}.{type(image).__name__})"
+
+
+def _array_to_pil(array, name: str):
+    """numpy HxW / HxWxC (uint8, uint16 or float in [0, 1]) -> PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageReadError(f"{name}: expected an HxW or HxWxC array with C in 1, 3, 4; got shape {tuple(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageReadError(f"{name}: image has no pixels (shape {tuple(array.shape)})")
+    if array.dtype == np.uint8:
+        pass
+    elif array.dtype == np.uint16:
+        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageReadError(f"{name}: float image contains NaN or inf")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ImageReadError(f"{name}: float images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        array = (array.clip(0, 1) * 255.0).round().astype(np.uint8)
+    else:
+        raise ImageReadError(f"{name}: unsupported pixel type {array.dtype} (use uint8, uint16 or float in [0, 1])")
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2 else array.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(array), mode=mode)
+
+
+def to_rgb(image: Any, name: str = "image"):
+    """Any supported input -> an RGB PIL image. Raises ImageReadError naming `name`."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        if isinstance(image, (str, Path)):
+            path = Path(image)
+            if not path.is_file():
+                raise ImageReadError(f"{name}: no such file")
+            with Image.open(path) as opened:
+                opened.load()  # decode now, so a truncated file fails here and not later
+                image = opened.copy()
+        elif isinstance(image, np.ndarray):
+            image = _array_to_pil(image, name)
+        elif type(image).__module__.startswith("torch"):
+            import torch
+
+            if not isinstance(image, torch.Tensor):
+                raise ImageReadError(f"{name}: unsupported input type {type(image).__name__}")
+            t = image.detach().cpu()
+            if t.ndim == 3:  # CxHxW -> HxWxC
+                t = t.permute(1, 2, 0)
+            array = t.float().numpy() if t.is_floating_point() else t.numpy()
+            image = _array_to_pil(array, name)
+        elif not isinstance(image, Image.Image):
+            raise ImageReadError(f"{name}: unsupported input type {type(image).__name__} (use a path, PIL image, numpy array or torch tensor)")
+    except ImageReadError:
+        raise
+    except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError…)
+        raise ImageReadError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from exc
+
+    if image.width == 0 or image.height == 0:
+        raise ImageReadError(f"{name}: image has no pixels ({image.width}x{image.height})")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale: PIL's convert("L") would clip at 255 instead of scaling.
+        image = _array_to_pil(np.asarray(image).astype(np.uint16, copy=False), name)
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        image = _array_to_pil(array / 255.0 if array.max() > 1 else array, name)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels are shown over white by viewers; their stored colour is arbitrary.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+# ----------------------------------------------------------------------------- scorer
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def _find_adapter(path: Path) -> Optional[Path]:
+    # An adapter folder, or a training run folder holding one in final/ or adapter/.
+    for candidate in (path, path / "final", path / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    return None
+
+
+class Scorer:
+    def __init__(self, policy, *, prompt: Union[PromptTemplate, str] = THINK, max_new_tokens: int = 512):
+        self.policy = policy
+        self.prompt = get_prompt(prompt) if isinstance(prompt, str) else prompt
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: Union[str, Path],
+        *,
+        device: Optional[str] = None,
+        quantization: Optional[str] = None,
+        dtype: Optional[str] = None,
+        prompt: Optional[str] = None,
+        max_new_tokens: int = 512,
+    ) -> "Scorer":
+        """`path`: a training run folder, an adapter folder (its base model is read from
+        adapter_config.json), a full model folder, or a hub id. quantization/dtype/prompt
+        default to what the adapter was trained with (hawkeye.json), else none/auto/think."""
+        from .model import load_policy, read_meta
+
+        local = Path(path)
+        adapter = _find_adapter(local) if local.is_dir() else None
+        if not local.is_dir() and (local.exists() or not _HUB_ID.fullmatch(str(path))):
+            raise FileNotFoundError(f"Scorer.from_pretrained: {path} is not a model, adapter or run folder")
+        meta = read_meta(adapter) if adapter is not None else None
+        saved = (meta or {}).get("model", {})
+        if adapter is not None:
+            base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ValueError(f"{adapter / 'adapter_config.json'}: has no base_model_name_or_path")
+            if not Path(base).is_dir() and (adapter / base).is_dir():
+                base = str((adapter / base).resolve())  # a base path saved relative to the adapter
+            lora = LoRAConfig(adapter_path=str(adapter))
+        else:
+            if local.is_dir() and not (local / "config.json").is_file():
+                raise FileNotFoundError(f"Scorer.from_pretrained: {path} has neither adapter_config.json nor config.json")
+            base, lora = str(path), None
+        cfg = ModelConfig(
+            name_or_path=base,
+            quantization=quantization or saved.get("quantization") or "none",
+            dtype=dtype or saved.get("dtype") or "auto",
+            lora=lora,
+            gradient_checkpointing=False,
+            attn_implementation=saved.get("attn_implementation", "auto"),
+            device=device,
+            min_pixels=saved.get("min_pixels"),
+            max_pixels=saved.get("max_pixels"),
+        )
+        policy = load_policy(cfg, trainable=False)
+        return cls(policy, prompt=prompt or (meta or {}).get("prompt") or THINK.name, max_new_tokens=max_new_tokens)
+
+    def score(
+        self,
+        images: Union[Any, Sequence[Any]],
+        *,
+        samples: int = 8,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: Optional[int] = None,
+        seed: Optional[int] = 0,
+        batch_size: int = 8,
+        on_error: str = "raise",
+    ) -> List[ScoreResult]:
+        """One ScoreResult per image, in input order. Inputs: paths, PIL images, numpy HxWxC
+        uint8 (or uint16 / float in [0, 1]), torch CxHxW float in [0, 1].
+
+        on_error="raise" checks every image before any scoring and raises ImageReadError
+        naming the first bad one; "skip" returns a result with ok=False for it and scores the
+        rest. The same seed (and the same inputs and batch_size) gives the same results.
+        """
+        from .rollout import generate_rollouts
+
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error: must be 'raise' or 'skip', got {on_error!r}")
+        if samples < 1 or batch_size < 1:
+            raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+
+        results: List[Optional[ScoreResult]] = [None] * len(images)
+        loaded = []  # (index, name, RGB image)
+        for i, image in enumerate(images):
+            name = _describe(image, i)
+            try:
+                loaded.append((i, name, to_rgb(image, name)))
+            except ImageReadError as exc:
+                if on_error == "raise":
+                    raise
+                results[i] = ScoreResult(source=name, score=math.nan, std=math.nan, ok=False, error=str(exc))
+
+        for chunk_index, start in enumerate(range(0, len(loaded), batch_size)):
+            chunk = loaded[start : start + batch_size]
+            rollouts = generate_rollouts(
+                self.policy, [im for _, _, im in chunk], num_generations=samples,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                temperature=temperature, top_p=top_p, top_k=top_k,
+                seed=None if seed is None else seed + chunk_index, prompt=self.prompt,
+            )
+            for b, (i, name, _) in enumerate(chunk):
+                texts = rollouts.texts[b * samples : (b + 1) * samples]
+                mean, std, values = aggregate(texts)
+                results[i] = ScoreResult(source=name, score=mean, std=std, samples=values, texts=texts, n_parsed=len(values))
+        return results  # type: ignore[return-value]
