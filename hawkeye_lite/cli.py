@@ -27,11 +27,39 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="Override a config key: --set a.b=value (repeatable)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run directory to resume from."),
 ) -> None:
-    """Train a quality-rating policy with UA-GRPO + the implicit perception loss."""
-    raise typer.BadParameter(
-        "`hawkeye-lite train` is not implemented yet: the trainer is issue #5. "
-        "The kernels (hawkeye_lite.kernels) are available now."
-    )
+    """Train a quality-rating policy with UA-GRPO + the implicit perception loss.
+
+    With no arguments: the CPU demo (tiny model + generated data, a few minutes)."""
+    from hawkeye_lite.config import ConfigError
+    from hawkeye_lite.trainer import TrainingError, summary_table
+    from hawkeye_lite.trainer import train as run_training
+
+    if config is not None and resume is not None:
+        raise typer.BadParameter("--resume continues a run with its saved config.yaml; use --set for changes, not --config")
+    try:
+        result = run_training(config, set_, resume)
+    except (ConfigError, TrainingError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    if result.interrupted:
+        typer.echo(f"interrupted at step {result.steps}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True)
+        raise typer.Exit(130)
+    if result.eval_before or result.eval_after:
+        typer.echo(summary_table(result))
+    typer.echo(f"done in {result.seconds:.0f}s: {result.steps} RL steps; model in {result.run_dir / 'final'} "
+               f"(hawkeye-lite score --model {result.run_dir / 'final'} IMAGE)")
+
+
+@app.command()
+def plot(run: Path = typer.Argument(..., help="Training run folder (holds metrics.jsonl).")) -> None:
+    """Draw reward, held-out SRCC and the KL terms over steps (PNG with matplotlib, else SVG)."""
+    from hawkeye_lite.plot import plot_run
+
+    try:
+        typer.echo(plot_run(run))
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
 
 
 # ----------------------------------------------------------------------------- model & scoring (issue #3)

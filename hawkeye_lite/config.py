@@ -164,11 +164,6 @@ class TinyModelConfig:
     vision_hidden_size: int = 32
     min_pixels: int = 56 * 56
     max_pixels: int = 112 * 112
-    # A random vision tower barely separates a noisy image from a clean one (a linear probe on
-    # its features reaches SRCC ~0.25 on the demo set). A pretrained tower does; to stand in for
-    # that, the first (patch) layer gets fixed quality-sensitive filters: local mean, gradients
-    # and a Laplacian (brightness, blur, noise, blocking). See trainer.quality_filters.
-    quality_filters: bool = True
 
 
 @dataclass
@@ -348,7 +343,7 @@ class EvalConfig:
     every: int = 0  # held-out SRCC/PLCC every N optimizer steps (0: only before and after RL)
     before: bool = True  # evaluate before RL (after the warm start)
     after: bool = True
-    samples: int = 4  # K sampled answers per image; the prediction is their mean
+    samples: int = 8  # K sampled answers per image; the prediction is their mean
     temperature: float = 1.0
     max_new_tokens: Optional[int] = None  # None: rollout.max_new_tokens
     batch_size: int = 32
@@ -396,7 +391,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=300))  # the tiny model needs the format taught
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -1,0 +1,797 @@
+"""The Q-Hawkeye trainer (SPEC §1): UA-GRPO + the implicit perception loss on a LoRA policy.
+
+One RL step (`Trainer.rl_step`), for each of `grad_accum` micro-batches of B images:
+  1. encode the B images and their degraded partners; run the frozen vision tower ONCE on each
+     (the features are reused by the rollouts and by every forward pass of the step),
+  2. sample G completions per image (shared prefix, rollout.py),
+  3. rewards (rewards.py) -> `group_advantages` (uncertainty weighted, kernels),
+  4. reference log-probs with the adapter off (skipped when beta = 0) and the degraded-image
+     hidden states (no gradient), both on the same completions,
+then μ times: policy forward -> completion hidden states only -> `policy_loss_from_hidden` (the
+fused objective: never full-vocabulary logits) with γ(t) on its cosine -> backward -> step.
+
+Everything random is either seeded by (seed, step) (data order, sampling, degradations) or
+restored from the checkpoint (torch RNG: LoRA dropout), so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .config import ConfigError, ModelConfig, TrainConfig, dump_train_config, load_train_config
+from .kernels import group_advantages, policy_loss_from_hidden, token_stats
+
+CHECKPOINTS = "checkpoints"
+STATE_DIR = "training_state"
+SFT_BASE = "sft-base"
+FINAL = "final"
+METRICS = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (too many non-finite steps, bad resume folder, ...)."""
+
+
+# ============================================================================ small pieces
+
+
+def gamma_at(epoch: float, gamma0: float, zero_epoch: float) -> float:
+    """SPEC §1.4: cosine from gamma0 at epoch 0 down to 0 at `zero_epoch`, then 0."""
+    if epoch >= zero_epoch:
+        return 0.0
+    return 0.5 * gamma0 * (1.0 + math.cos(math.pi * epoch / zero_epoch))
+
+
+def lr_at(step: int, total: int, *, lr: float, warmup: int, schedule: str, min_ratio: float) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup, then cosine/linear/constant.
+    A pure function of the step, so resuming needs no scheduler object."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return lr * (min_ratio + (1.0 - min_ratio) * shape)
+
+
+def sft_target(mos: float, *, think: bool) -> str:
+    """The answer the warm start teaches: a one-word judgement, then the MOS with 2 decimals."""
+    word = ("bad", "poor", "fair", "good", "great")[min(4, max(0, int((mos - 1.0) / 0.8)))]
+    answer = f"<answer>{mos:.2f}</answer>"
+    return f"<think> {word} </think>{answer}" if think else answer
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    except ImportError:  # pragma: no cover - Windows
+        return float("nan")
+
+
+def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """[N] values at the True positions of a [S, T] mask -> [S, T] (0 elsewhere)."""
+    return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
+
+
+# ============================================================================ data
+
+
+@dataclass
+class Dataset:
+    train: list  # IQARecord
+    eval: list
+
+    @staticmethod
+    def load(cfg: TrainConfig, log: Callable[[str], None]) -> "Dataset":
+        from .data import demo_records, load_records
+
+        def read(specs: Sequence[str]) -> list:
+            records, rest = [], []
+            for spec in specs:
+                if spec.startswith("demo:"):  # generated on first use, no download
+                    records += demo_records(spec[len("demo:"):] or "data/demo")
+                else:
+                    rest.append(spec)
+            if rest:
+                res = load_records(rest, on_bad=cfg.data.on_bad, check_images=cfg.data.check_images, seed=cfg.data.split_seed)
+                log(res.format())
+                records += res.records
+            return records
+
+        records = read(cfg.data.train)
+        train = [r for r in records if r.split == "train"]
+        held = read(cfg.data.eval) if cfg.data.eval else records
+        held = [r for r in held if r.split == cfg.data.eval_split]
+        if cfg.eval.max_images:
+            held = held[: cfg.eval.max_images]
+        if not train:
+            raise ConfigError(f"data.train: no records in the train split of {list(cfg.data.train)}")
+        return Dataset(train, held)
+
+
+class Partners:
+    """Degraded partner of a training image: the record's `image_deg` file when it has one (and
+    degradation.use_partner_files), else made on the fly, deterministic per (seed, record id)."""
+
+    def __init__(self, cfg: TrainConfig):
+        from .data.degrade import Degrader
+
+        d = cfg.objective.perception.degradation
+        self.use_files = d.use_partner_files
+        self.degrader = Degrader(seed=d.seed, recipe=d.recipe())
+
+    def __call__(self, record, image):
+        from .data import load_image
+
+        if self.use_files and record.image_deg:
+            return load_image(record, degraded=True)
+        return self.degrader(image, record.id)
+
+
+def batch_indices(n: int, step: int, micro: int, *, batch_size: int, grad_accum: int, seed: int) -> List[int]:
+    """Record indices of micro-batch `micro` of step `step`: a seeded permutation per epoch,
+    consumed in order, so the data order is a pure function of (seed, step)."""
+    start = (step * grad_accum + micro) * batch_size
+    return [_epoch_order(n, seed, pos // n)[pos % n] for pos in range(start, start + batch_size)]
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> List[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+# ============================================================================ model setup
+
+
+def build_demo_model(path: Path, cfg: TrainConfig) -> Path:
+    """The tiny random Qwen2.5-VL the demo trains (written once, at model.name_or_path)."""
+    from .model import build_tiny_model
+
+    t = cfg.tiny_model
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_model(tmp, seed=t.seed, hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
+                     intermediate_size=t.intermediate_size, vision_depth=t.vision_depth,
+                     vision_hidden_size=t.vision_hidden_size, min_pixels=t.min_pixels, max_pixels=t.max_pixels)
+    os.replace(tmp, path)
+    return path
+
+
+def reference_model_config(cfg: ModelConfig, base: str) -> ModelConfig:
+    """cfg with another base folder (the warm-started one); the LoRA settings stay."""
+    from dataclasses import replace
+
+    return replace(cfg, name_or_path=base)
+
+
+# ============================================================================ logging
+
+
+class Logger:
+    """metrics.jsonl (every record), a console line every `every` steps, a progress line with ETA."""
+
+    def __init__(self, run_dir: Path, *, every: int = 1, progress: bool = True, stream=None):
+        self.path = run_dir / METRICS
+        self.every = max(1, every)
+        self.stream = stream or sys.stderr
+        # A \r-redrawn bar only makes sense on a terminal; in a log file it is noise.
+        self.progress = progress and getattr(self.stream, "isatty", lambda: False)()
+        self.t0 = time.time()
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    def info(self, msg: str) -> None:
+        if self.progress:
+            msg = "\r" + " " * 72 + "\r" + msg  # over the progress bar, which is redrawn after
+        print(msg, file=self.stream, flush=True)
+
+    def step(self, rec: dict, total: int, started_step: int) -> None:
+        self.write(rec)
+        step = rec["step"]
+        elapsed = time.time() - self.t0
+        eta = elapsed / max(step - started_step, 1) * (total - step)
+        if step % self.every == 0 or step == total:
+            self.info(
+                f"step {step:>4}/{total} | reward {rec['reward']:.3f} (acc {rec.get('reward_accuracy', float('nan')):.3f}) "
+                f"fmt {rec['format_rate']:.2f} parse {rec['parse_rate']:.2f} | u {rec['uncertainty']:.3f} "
+                f"w {rec['weight']:.3f} | loss {rec['loss']:+.4f} clip {rec.get('clip_frac', 0):.3f} "
+                f"refKL {rec.get('ref_kl', float('nan')):.4f} pKL {rec.get('perception_kl', float('nan')):.3f} "
+                f"H {rec.get('entropy', float('nan')):.3f} γ {rec['gamma']:.2e} | lr {rec['lr']:.2e} "
+                f"gn {rec['grad_norm']:.3f} | {rec['rollout_tok_s']:.0f}+{rec['train_tok_s']:.0f} tok/s "
+                f"{rec['peak_mem_mb']:.0f}MB | {elapsed:.0f}s, ETA {eta:.0f}s"
+            )
+        if self.progress:
+            bar = "#" * int(30 * step / total)
+            self.stream.write(f"\r[{bar:<30}] {step}/{total} {elapsed:5.0f}s elapsed, ETA {eta:5.0f}s ")
+            self.stream.write("\n" if step == total else "")
+            self.stream.flush()
+
+
+# ============================================================================ checkpoints
+
+
+def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    """Write a folder under a temporary name, then rename it into place: a crash never leaves a
+    half-written checkpoint under the real name."""
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def rng_state() -> Dict[str, torch.Tensor]:
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"torch_cuda_{i}"] = s
+    return state
+
+
+def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    cuda = [state[k] for k in sorted(k for k in state if k.startswith("torch_cuda_"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    ckpts = sorted((run_dir / CHECKPOINTS).glob("step-*"))
+    ckpts = [c for c in ckpts if (c / STATE_DIR / "state.json").is_file()]
+    return ckpts[-1] if ckpts else None
+
+
+# ============================================================================ the trainer
+
+
+@dataclass
+class Experience:
+    """One sampled micro-batch, everything the μ policy updates need."""
+
+    batch: object  # PromptBatch of the original images
+    feats: torch.Tensor  # their vision features (computed once)
+    batch_deg: Optional[object]
+    feats_deg: Optional[torch.Tensor]
+    completion_ids: torch.Tensor  # [S, T]
+    completion_mask: torch.Tensor  # [S, T]
+    advantages: torch.Tensor  # [S]
+    ref_logp: Optional[torch.Tensor]  # [S, T]
+    hidden_deg: Optional[torch.Tensor]  # [S, T, H] (no grad), or None when computed in the update
+    old_logp: Optional[torch.Tensor] = None  # [S, T], filled when μ > 1
+    stats: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    interrupted: bool = False
+    eval_before: Optional[dict] = None
+    eval_after: Optional[dict] = None
+    seconds: float = 0.0
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir or cfg.output_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = Logger(self.run_dir, every=cfg.logging.every, progress=cfg.logging.progress, stream=log_stream)
+        self.policy = None
+        self.optimizer = None
+        self.step = 0  # RL steps done
+        self.bad_streak = 0
+        self.data: Optional[Dataset] = None
+        self.partners = Partners(cfg)
+        self.base = cfg.model.name_or_path  # the RL policy's base (the warm-started model after SFT)
+        self.history: List[dict] = []
+        self._stop = False
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def total_steps(self) -> int:
+        o = self.cfg.optim
+        if o.max_steps is not None:
+            return o.max_steps
+        per_step = o.batch_size * o.grad_accum
+        return max(1, math.ceil(o.epochs * len(self.data.train) / per_step))
+
+    def prepare(self) -> None:
+        """Model folder (built when it is the demo's and missing), data, saved resolved config."""
+        cfg = self.cfg
+        path = Path(cfg.model.name_or_path)
+        if not path.exists() and cfg.tiny_model.build and not _looks_like_hub_id(cfg.model.name_or_path):
+            self.log.info(f"building the tiny demo model at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            build_demo_model(path, cfg)
+        if self.data is None:
+            self.data = Dataset.load(cfg, self.log.info)
+        (self.run_dir / CONFIG_FILE).write_text(dump_train_config(cfg), encoding="utf-8")
+        self.log.info(f"data: {len(self.data.train)} training images, {len(self.data.eval)} held-out images")
+
+    def load_policy(self, base: str, adapter: Optional[Path] = None):
+        """The policy on `base` with a fresh LoRA adapter (seeded), or the adapter weights of a
+        checkpoint loaded into it."""
+        from .model import load_policy
+
+        torch.manual_seed(self.cfg.seed)  # LoRA A init draws from the global RNG
+        policy = load_policy(reference_model_config(self.cfg.model, base))
+        if adapter is not None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            file = adapter / "adapter_model.safetensors"
+            if not file.is_file():
+                raise TrainingError(f"{file}: missing (not a hawkeye-lite checkpoint?)")
+            result = set_peft_model_state_dict(policy.model, load_file(str(file), device=str(policy.device)))
+            unexpected = getattr(result, "unexpected_keys", [])
+            if unexpected:
+                raise TrainingError(f"{file}: adapter does not match model.lora (unexpected keys, e.g. {unexpected[0]})")
+        policy.model.train()
+        return policy
+
+    def make_optimizer(self, params, lr: float, betas, weight_decay: float):
+        if self.cfg.optim.optimizer == "adamw_8bit":
+            if self.policy.device.type != "cuda":
+                raise ConfigError("optim.optimizer: adamw_8bit needs a CUDA device")
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+    # ------------------------------------------------------------------ images
+
+    def _images(self, records):
+        from .data import load_image
+
+        return [load_image(r) for r in records]
+
+    def _perception_on(self) -> bool:
+        return self.cfg.objective.perception.enabled
+
+    # ------------------------------------------------------------------ SFT warm start
+
+    def warm_start(self) -> str:
+        """Supervised steps on `sft_target(MOS)`, then fold the adapter into the base and save it
+        as RUN/sft-base (the RL base and reference). Returns that folder. Reuses a finished one."""
+        cfg, s = self.cfg, self.cfg.sft
+        out = self.run_dir / SFT_BASE
+        if (out / "config.json").is_file():
+            self.log.info(f"warm start: reusing {out}")
+            return str(out.resolve())
+        policy = self.load_policy(cfg.model.name_or_path)
+        params = policy.trainable_parameters()
+        opt = torch.optim.AdamW(params, lr=s.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        tok = policy.tokenizer
+        eos = tok.convert_tokens_to_ids("<|im_end|>")
+        think = cfg.rollout.prompt == "think"
+        t0 = time.time()
+        for step in range(s.steps):
+            idx = batch_indices(len(self.data.train), step, 0, batch_size=s.batch_size, grad_accum=1, seed=cfg.seed + 7)
+            recs = [self.data.train[i] for i in idx]
+            batch = policy.encode(self._images(recs), cfg.rollout.prompt)
+            seqs = [tok(sft_target(r.mos, think=think), add_special_tokens=False)["input_ids"] + [eos] for r in recs]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, seq in enumerate(seqs):
+                ids[i, : len(seq)] = torch.tensor(seq)
+                mask[i, : len(seq)] = 1
+            ids, mask = ids.to(policy.device), mask.to(policy.device)
+            hidden = policy.completion_hidden_states(batch, ids, mask)
+            sel = mask.bool()
+            # Cross-entropy through the chunked token_stats: no full-vocabulary logits here either.
+            loss = -token_stats(hidden[sel], policy.lm_head_weight, ids[sel]).logp.mean()
+            lr = lr_at(step, s.steps, lr=s.lr, warmup=s.warmup_steps, schedule="cosine", min_ratio=0.1)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            self.log.write({"event": "sft", "step": step + 1, "loss": loss.item(), "lr": lr, "time": time.time() - t0})
+            if (step + 1) % max(1, s.steps // 10) == 0 or step + 1 == s.steps:
+                self.log.info(f"sft {step + 1:>4}/{s.steps} | loss {loss.item():.4f} | {time.time() - t0:.0f}s")
+        merged = policy.model.merge_and_unload()
+
+        def write(tmp: Path) -> None:
+            merged.save_pretrained(str(tmp))
+            policy.processor.save_pretrained(tmp)
+
+        _atomic_dir(out, write)
+        del policy, merged, opt
+        return str(out.resolve())
+
+    # ------------------------------------------------------------------ one RL step
+
+    @torch.no_grad()
+    def sample(self, records, seed: int) -> Experience:
+        """Rollouts, rewards, advantages, reference log-probs and degraded hidden states for one
+        micro-batch. The vision tower runs once on the originals and once on the partners."""
+        from .prompts import format_ok
+        from .rewards import compute_rewards
+        from .rollout import generate_rollouts
+
+        cfg, policy = self.cfg, self.policy
+        r, o = cfg.rollout, cfg.objective
+        images = self._images(records)
+        batch = policy.encode(images, r.prompt)
+        feats = policy.image_features(batch)
+        t0 = time.time()
+        ro = generate_rollouts(policy, images, num_generations=r.num_generations, max_new_tokens=r.max_new_tokens,
+                               temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, seed=seed, prompt=r.prompt,
+                               batch=batch, image_features=feats)
+        t_roll = time.time() - t0
+        ids, mask = ro.completion_ids, ro.completion_mask
+        B, G = len(records), r.num_generations
+        rewards = compute_rewards(ro.texts, [x.mos for x in records], cfg.reward, num_generations=G)
+        adv = group_advantages(rewards.total.view(B, G).to(policy.device), ro.scores.to(policy.device), alpha=o.alpha,
+                               score_min=cfg.reward.score_min, score_max=cfg.reward.score_max, eps=o.adv_eps,
+                               scale_rewards=o.scale_rewards, use_uncertainty=o.use_uncertainty)
+        sel = mask.bool()
+        ref_logp = None
+        if o.beta > 0:  # reference = the same model with the adapter switched off
+            with policy.reference():
+                h_ref = policy.completion_hidden_states(batch, ids, mask, feats)
+            ref_logp = _scatter(sel, token_stats(h_ref[sel], policy.lm_head_weight, ids[sel],
+                                                 temperature=r.temperature, chunk_size=o.chunk_size).logp)
+        batch_deg = feats_deg = hidden_deg = None
+        if self._perception_on():
+            batch_deg = policy.encode([self.partners(rec, im) for rec, im in zip(records, images)], r.prompt)
+            feats_deg = policy.image_features(batch_deg)
+            if not o.perception.degraded_grad:
+                hidden_deg = policy.completion_hidden_states(batch_deg, ids, mask, feats_deg)
+
+        scores = ro.scores
+        stats = {"reward": float(rewards.total.mean()), "reward_std": float(rewards.total.std()) if rewards.total.numel() > 1 else 0.0}
+        stats.update({f"reward_{k}": float(v.mean()) for k, v in rewards.columns.items()})
+        stats["format_rate"] = sum(format_ok(t, require_think=cfg.reward.require_think) for t in ro.texts) / len(ro.texts)
+        stats["parse_rate"] = float((~torch.isnan(scores)).float().mean())
+        stats["uncertainty"] = float(adv.uncertainty.mean())
+        stats["weight"] = float(adv.weight.mean())
+        stats["adv_std"] = float(adv.advantages.std())
+        stats["completion_len"] = float(mask.sum(1).float().mean())
+        stats["rollout_tokens"] = float(mask.sum())
+        stats["rollout_time"] = t_roll
+        return Experience(batch, feats, batch_deg, feats_deg, ids, mask, adv.advantages.reshape(-1).float(), ref_logp,
+                          hidden_deg, stats=stats)
+
+    def loss(self, exp: Experience, gamma: float):
+        """Policy forward on the completion positions only, then the fused objective."""
+        cfg, policy = self.cfg, self.policy
+        o, p = cfg.objective, cfg.objective.perception
+        vision_trainable = policy.model.training and cfg.model.lora.vision
+        feats = None if vision_trainable else exp.feats
+        hidden = policy.completion_hidden_states(exp.batch, exp.completion_ids, exp.completion_mask, feats)
+        hidden_deg = exp.hidden_deg
+        if self._perception_on() and hidden_deg is None:  # degraded_grad: the pass is part of the graph
+            hidden_deg = policy.completion_hidden_states(exp.batch_deg, exp.completion_ids, exp.completion_mask,
+                                                         None if vision_trainable else exp.feats_deg)
+        on = self._perception_on()
+        loss, metrics = policy_loss_from_hidden(
+            hidden, policy.lm_head_weight, exp.completion_ids, exp.advantages, exp.completion_mask,
+            exp.old_logp, exp.ref_logp, hidden_deg if on else None,
+            beta=o.beta, eps_low=o.eps_low, eps_high=o.eps_high, loss_type=o.loss_type,
+            max_len=cfg.rollout.max_new_tokens, gamma=gamma if on else 0.0, eta1=p.eta1 if on else 0.0,
+            eta2=p.eta2 if on else 0.0, temperature=cfg.rollout.temperature, chunk_size=o.chunk_size,
+        )
+        if cfg.optim.mu > 1 and exp.old_logp is None:
+            # The sampling policy's log-probs, for the μ-1 later updates on this batch.
+            sel = exp.completion_mask.bool()
+            with torch.no_grad():
+                lp = token_stats(hidden.detach()[sel], policy.lm_head_weight, exp.completion_ids[sel],
+                                 temperature=cfg.rollout.temperature, chunk_size=o.chunk_size).logp
+            exp.old_logp = _scatter(sel, lp)
+        tokens = exp.completion_ids.shape[0] * (exp.batch.input_ids.shape[1] + exp.completion_ids.shape[1])
+        return loss, metrics, tokens
+
+    def rl_step(self) -> dict:
+        """One step: sample grad_accum micro-batches, then μ optimizer updates on them."""
+        cfg, o = self.cfg, self.cfg.optim
+        step = self.step
+        n = len(self.data.train)
+        epoch = step * o.batch_size * o.grad_accum / n
+        gamma = gamma_at(epoch, cfg.objective.perception.gamma0, cfg.objective.perception.kl_zero_epoch)
+        lr = lr_at(step, self.total_steps, lr=o.lr, warmup=o.warmup_steps, schedule=o.schedule, min_ratio=o.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.time()
+        exps = []
+        for micro in range(o.grad_accum):
+            idx = batch_indices(n, step, micro, batch_size=o.batch_size, grad_accum=o.grad_accum, seed=cfg.seed)
+            exps.append(self.sample([self.data.train[i] for i in idx], seed=cfg.seed * 1_000_003 + step * 997 + micro))
+        t_sample = time.time() - t0
+
+        params = self.policy.trainable_parameters()
+        t1 = time.time()
+        losses, metrics_all, tokens, grad_norms, skipped = [], [], 0, [], 0
+        self.policy.model.train()
+        for _ in range(o.mu):
+            self.optimizer.zero_grad(set_to_none=True)
+            finite = True
+            for exp in exps:
+                loss, metrics, ntok = self.loss(exp, gamma)
+                tokens += ntok
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                (loss / o.grad_accum).backward()
+                losses.append(loss.item())
+                metrics_all.append(metrics)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else float("inf"))
+            if not finite or not torch.isfinite(grad_norm):
+                # A non-finite loss or gradient must never reach the weights (AdamW would spread
+                # the NaN into every later step): drop this update.
+                self.optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                grad_norms.append(float("nan"))
+                continue
+            self.optimizer.step()
+            grad_norms.append(float(grad_norm))
+        t_train = time.time() - t1
+
+        self.step += 1
+        rec = {"event": "step", "step": self.step, "epoch": round(epoch, 4), "lr": lr, "gamma": gamma}
+        for key in exps[0].stats:
+            rec[key] = sum(e.stats[key] for e in exps) / len(exps)
+        rec["loss"] = sum(losses) / len(losses) if losses else float("nan")
+        for key in sorted({k for m in metrics_all for k in m}):
+            vals = [m[key] for m in metrics_all if key in m]
+            rec[key] = sum(vals) / len(vals)
+        finite_norms = [g for g in grad_norms if math.isfinite(g)]
+        rec["grad_norm"] = sum(finite_norms) / len(finite_norms) if finite_norms else float("nan")
+        rec["skipped_updates"] = skipped
+        rec["rollout_tok_s"] = sum(e.stats["rollout_tokens"] for e in exps) / max(sum(e.stats["rollout_time"] for e in exps), 1e-9)
+        rec["train_tok_s"] = tokens / max(t_train, 1e-9)
+        rec["sample_time"] = t_sample
+        rec["train_time"] = t_train
+        rec["peak_mem_mb"] = peak_memory_mb(self.policy.device)
+        if skipped == o.mu:
+            self.bad_streak += 1
+            self.log.info(f"step {self.step}: non-finite loss or gradient, update skipped "
+                          f"({self.bad_streak} in a row, stopping at {o.max_bad_steps})")
+            if self.bad_streak >= o.max_bad_steps:
+                self.log.write(rec)
+                raise TrainingError(f"{self.bad_streak} consecutive steps with a non-finite loss or gradient "
+                                    f"(optim.max_bad_steps={o.max_bad_steps}); stopping. Lower optim.lr or check the data.")
+        else:
+            self.bad_streak = 0
+        return rec
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, tag: str) -> dict:
+        from .evaluate import evaluate, scorer_fn
+        from .scorer import Scorer
+
+        e, r = self.cfg.eval, self.cfg.rollout
+        if len(self.data.eval) < 3:
+            return {}
+        scorer = Scorer(self.policy, prompt=r.prompt, max_new_tokens=e.max_new_tokens or r.max_new_tokens)
+        t0 = time.time()
+        report = evaluate(self.data.eval, scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=e.seed),
+                          batch_size=e.batch_size)
+        self.policy.model.train()
+        out = {"event": "eval", "tag": tag, "step": self.step, "seconds": round(time.time() - t0, 2), "datasets": {}}
+        for d in report.datasets:
+            m = d.metrics
+            out["datasets"][d.dataset] = {"n": d.n_images, "srcc": m.srcc, "plcc": m.plcc, "plcc_fit": m.plcc_fit,
+                                          "krcc": m.krcc, "rmse": m.rmse, "parse_rate": d.sample_parse_rate}
+        vals = list(out["datasets"].values())
+        out["srcc"] = sum(v["srcc"] for v in vals) / len(vals)
+        out["plcc"] = sum(v["plcc"] for v in vals) / len(vals)
+        out["parse_rate"] = sum(v["parse_rate"] for v in vals) / len(vals)
+        self.log.write(out)
+        self.log.info(f"eval [{tag}] step {self.step}: SRCC {out['srcc']:.4f} PLCC {out['plcc']:.4f} "
+                      f"parse {out['parse_rate']:.1%} ({out['seconds']:.0f}s)")
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, rng: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+        """RUN/checkpoints/step-NNNNNN: adapter (PEFT safetensors) + processor + hawkeye.json +
+        config.yaml + training_state/ (state.json, optimizer.pt, rng.safetensors). Atomic; keeps
+        the last checkpoint.keep_last."""
+        from safetensors.torch import save_file
+
+        final = self.run_dir / CHECKPOINTS / f"step-{self.step:06d}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        rng = rng or rng_state()
+
+        def write(tmp: Path) -> None:
+            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt)
+            (tmp / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
+            st = tmp / STATE_DIR
+            st.mkdir()
+            # Optimizer state is tensors + numbers only, so it reloads with weights_only=True.
+            torch.save(self.optimizer.state_dict(), st / "optimizer.pt")
+            save_file({k: v.contiguous() for k, v in rng.items()}, str(st / "rng.safetensors"))
+            state = {"step": self.step, "base": self.base, "bad_streak": self.bad_streak,
+                     "total_steps": self.total_steps, "scheduler": {"kind": self.cfg.optim.schedule, "step": self.step}}
+            (st / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+        _atomic_dir(final, write)
+        ckpts = sorted((self.run_dir / CHECKPOINTS).glob("step-*"))
+        for old in ckpts[: -self.cfg.checkpoint.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        st = ckpt / STATE_DIR
+        try:
+            state = json.loads((st / "state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainingError(f"{st / 'state.json'}: cannot read the training state ({e})") from None
+        self.base = state["base"]
+        self.policy = self.load_policy(self.base, adapter=ckpt)
+        o = self.cfg.optim
+        self.optimizer = self.make_optimizer(self.policy.trainable_parameters(), o.lr, o.betas, o.weight_decay)
+        # weights_only: never unpickle arbitrary objects from a file on disk.
+        self.optimizer.load_state_dict(torch.load(st / "optimizer.pt", map_location=self.policy.device, weights_only=True))
+        self.step = int(state["step"])
+        self.bad_streak = int(state.get("bad_streak", 0))
+        set_rng_state(load_file(str(st / "rng.safetensors")))
+        self.log.info(f"resumed from {ckpt} at step {self.step}")
+
+    def save_final(self) -> Path:
+        def write(tmp: Path) -> None:
+            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt)
+            (tmp / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
+
+        return _atomic_dir(self.run_dir / FINAL, write)
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, resume: bool = False, max_steps: Optional[int] = None) -> RunResult:
+        """prepare -> (warm start) -> eval before -> RL steps (checkpoints, periodic eval) -> eval
+        after -> RUN/final. `max_steps` stops early after that many steps in total (tests, Ctrl-C
+        emulation); the schedule still follows the configured total."""
+        t_start = time.time()
+        self.prepare()
+        result = RunResult(self.run_dir, 0)
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if resume and ckpt is None:
+            self.log.info(f"no checkpoint in {self.run_dir / CHECKPOINTS}: starting from the beginning")
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        else:
+            if self.cfg.sft.steps > 0:
+                self.base = self.warm_start()
+            self.policy = self.load_policy(self.base)
+            o = self.cfg.optim
+            self.optimizer = self.make_optimizer(self.policy.trainable_parameters(), o.lr, o.betas, o.weight_decay)
+            if self.cfg.eval.before:
+                result.eval_before = self.evaluate("before RL")
+        total = self.total_steps
+        stop_at = min(total, max_steps) if max_steps is not None else total
+        started = self.step
+        self.log.t0 = time.time()
+        self.log.info(f"RL: steps {self.step + 1}..{stop_at} of {total} "
+                      f"(B={self.cfg.optim.batch_size} images x G={self.cfg.rollout.num_generations}, "
+                      f"accum {self.cfg.optim.grad_accum}, mu {self.cfg.optim.mu})")
+        # Ctrl-C: the first one lets the current step finish, then checkpoints and stops (so the
+        # checkpoint is always a whole number of steps); a second one stops at once.
+        def on_sigint(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+            self.log.info("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)")
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            while self.step < stop_at and not self._stop:
+                rng = rng_state()  # the step's starting RNG: what a checkpoint of the pre-step state holds
+                step_before = self.step
+                try:
+                    rec = self.rl_step()
+                except KeyboardInterrupt:
+                    # Stopped inside a step: the step counter was not advanced, so save the state
+                    # from before it (exact unless the interrupt fell between two of its μ updates).
+                    self._stop = True
+                    if self.step == step_before:
+                        self.log.info(f"\ninterrupted: writing a checkpoint at step {self.step}")
+                        self.save_checkpoint(rng)
+                    break
+                self.history.append(rec)
+                self.log.step(rec, total, started)
+                every = self.cfg.checkpoint.every
+                if every and self.step % every == 0 and self.step < total and not self._stop:
+                    self.save_checkpoint()
+                if self.cfg.eval.every and self.step % self.cfg.eval.every == 0 and self.step < total and not self._stop:
+                    self.evaluate(f"step {self.step}")
+            if self._stop:
+                result.interrupted = True
+                if latest_checkpoint(self.run_dir) is None or latest_checkpoint(self.run_dir).name != f"step-{self.step:06d}":
+                    self.log.info(f"writing a checkpoint at step {self.step}")
+                    self.save_checkpoint()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        result.steps = self.step
+        if result.interrupted:
+            result.seconds = time.time() - t_start
+            return result
+        if self.step < total:  # stopped early on purpose (max_steps): leave a resumable checkpoint
+            self.save_checkpoint()
+            result.seconds = time.time() - t_start
+            return result
+        self.save_checkpoint()
+        if self.cfg.eval.after:
+            result.eval_after = self.evaluate("after RL")
+        self.save_final()
+        if self.cfg.logging.plot:
+            from .plot import plot_run
+
+            msg = plot_run(self.run_dir)
+            self.log.info(msg)
+        result.seconds = time.time() - t_start
+        return result
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and not name.startswith(("runs/", "./", "../"))
+
+
+def summary_table(result: RunResult) -> str:
+    """Held-out metrics before and after RL, one row per dataset."""
+    lines = [f"{'dataset':<12}{'':>8}{'SRCC':>9}{'PLCC':>9}{'PLCC-fit':>10}{'parse':>8}", "-" * 56]
+
+    def f(v):
+        return f"{v:>9.4f}" if isinstance(v, float) and math.isfinite(v) else f"{'n/a':>9}"
+
+    for tag, ev in (("before", result.eval_before), ("after", result.eval_after)):
+        for name, d in ((ev or {}).get("datasets") or {}).items():
+            lines.append(f"{name:<12}{tag:>8}{f(d['srcc'])}{f(d['plcc'])}{f(d['plcc_fit'])}{d['parse_rate']:>8.1%}")
+    return "\n".join(lines)
+
+
+def train(config: Optional[Path] = None, overrides: Sequence[str] = (), resume: Optional[Path] = None,
+          log_stream=None) -> RunResult:
+    """`hawkeye-lite train`: config file (default: the built-in demo) + overrides, or --resume RUN
+    (the run's saved config.yaml, plus any overrides)."""
+    if resume is not None:
+        resume = Path(resume)
+        saved = resume / CONFIG_FILE
+        if not saved.is_file():
+            raise TrainingError(f"--resume {resume}: no {CONFIG_FILE} there (not a hawkeye-lite run folder)")
+        cfg = load_train_config(saved, overrides)
+        trainer = Trainer(cfg, run_dir=resume, log_stream=log_stream)
+        return trainer.run(resume=True)
+    cfg = load_train_config(config, overrides)
+    trainer = Trainer(cfg, log_stream=log_stream)
+    return trainer.run()
