@@ -164,6 +164,9 @@ class TinyModelConfig:
     vision_hidden_size: int = 32
     min_pixels: int = 56 * 56
     max_pixels: int = 112 * 112
+    # Steps of low-level-statistics regression for the random vision tower, a stand-in for a
+    # pretrained one (hawkeye_lite.tiny_vision); 0 keeps it random.
+    vision_pretrain_steps: int = 1500
 
 
 @dataclass
@@ -286,7 +289,7 @@ class ObjectiveConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"  # adamw | adamw_8bit (bitsandbytes, CUDA only)
-    lr: float = 2e-4
+    lr: float = 5e-5
     weight_decay: float = 0.0
     betas: Tuple[float, float] = (0.9, 0.99)
     schedule: str = "cosine"  # cosine | linear | constant, after warmup
@@ -295,7 +298,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     batch_size: int = 8  # images (prompts) per micro-batch; each gets G rollouts
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: Optional[int] = 40  # optimizer steps; None: run `epochs` over the train set
+    max_steps: Optional[int] = 120  # optimizer steps; None: run `epochs` over the train set
     epochs: Optional[float] = None
     mu: int = 1  # policy updates per sampled batch (μ > 1 reuses it with old log-probs)
     max_bad_steps: int = 5  # consecutive NaN/Inf steps before the run stops
@@ -391,7 +394,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=300))  # the tiny model needs the format taught
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=600))  # the tiny model needs the format taught
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -162,7 +162,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> List[int]:
 # ============================================================================ model setup
 
 
-def build_demo_model(path: Path, cfg: TrainConfig) -> Path:
+def build_demo_model(path: Path, cfg: TrainConfig, log: Optional[Callable[[str], None]] = None) -> Path:
     """The tiny random Qwen2.5-VL the demo trains (written once, at model.name_or_path)."""
     from .model import build_tiny_model
 
@@ -172,6 +172,10 @@ def build_demo_model(path: Path, cfg: TrainConfig) -> Path:
     build_tiny_model(tmp, seed=t.seed, hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
                      intermediate_size=t.intermediate_size, vision_depth=t.vision_depth,
                      vision_hidden_size=t.vision_hidden_size, min_pixels=t.min_pixels, max_pixels=t.max_pixels)
+    if t.vision_pretrain_steps > 0:  # a random tower sees no quality cues: give it low-level features
+        from .tiny_vision import pretrain_tiny_vision
+
+        pretrain_tiny_vision(tmp, steps=t.vision_pretrain_steps, log=log)
     os.replace(tmp, path)
     return path
 
@@ -332,7 +336,7 @@ class Trainer:
         if not path.exists() and cfg.tiny_model.build and not _looks_like_hub_id(cfg.model.name_or_path):
             self.log.info(f"building the tiny demo model at {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
-            build_demo_model(path, cfg)
+            build_demo_model(path, cfg, log=self.log.info)
         if self.data is None:
             self.data = Dataset.load(cfg, self.log.info)
         (self.run_dir / CONFIG_FILE).write_text(dump_train_config(cfg), encoding="utf-8")

@@ -228,7 +228,7 @@ def test_demo_cli_few_steps(tiny, demo_dir, tmp_path):
             "--set", f"data.train=[demo:{demo_dir}]", "--set", "sft.steps=4", "--set", "sft.batch_size=4",
             "--set", "optim.max_steps=2", "--set", "optim.batch_size=2", "--set", "rollout.num_generations=2",
             "--set", "rollout.max_new_tokens=12", "--set", "eval.samples=1", "--set", "eval.max_images=6",
-            "--set", "logging.progress=false"]
+            "--set", "logging.progress=false", "--set", "tiny_model.vision_pretrain_steps=3"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert "before" in out.output and "after" in out.output
