@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from .fused_policy_loss import ENT, ENT_DEG, LOSS, NCOLS, P_KL, launch_policy_terms, metrics_from_sums
-from .fused_token_stats import stats_backward, stats_forward
+from .fused_token_stats import chunk_grads, stats_forward
 from .reference import check_objective_inputs, chunk_logits, default_chunk_size, sequence_weights
 
 
@@ -49,10 +49,8 @@ class _FusedObjective(torch.autograd.Function):
         d_w = torch.zeros(weight.shape, dtype=torch.float32, device=dev) if need_w else None
         sums = torch.zeros(NCOLS, dtype=torch.float32, device=dev)
         inv_t = 1.0 / temperature
-        same = weight.dtype == torch.float32
         for start in range(0, N, chunk):
             sl = slice(start, min(start + chunk, N))
-            n = sl.stop - sl.start
             z = chunk_logits(h[sl], weight)
             zd = chunk_logits(hd[sl], weight) if has_deg else None
             lp, kl, ent, entd, saved = stats_forward(z, tok[sl], zd, inv_t)
@@ -67,18 +65,12 @@ class _FusedObjective(torch.autograd.Function):
             sums += part.sum(0)
             coef = lambda c: None if (c == 0.0 or not has_deg) else (m[sl] * (c / n_tok)).contiguous()  # noqa: E731
             g_kl, g_h, g_hd = coef(-gamma), coef(eta1), coef(eta2) if grad_deg else None
-            dz = z if same else torch.empty((n, z.shape[1]), dtype=weight.dtype, device=dev)
-            dzd = (zd if same else torch.empty_like(dz)) if g_hd is not None else None
-            stats_backward(z, tok[sl], zd, inv_t, saved, ent, entd, g_lp[:, 0].contiguous(), g_kl, g_h, g_hd, dz, dzd)
-            del z, zd
-            d_h[sl] = dz @ weight
-            if need_w:
-                d_w += (dz.t() @ h[sl]).float()
-            if dzd is not None:
-                d_hd[sl] = dzd @ weight
-                if need_w:
-                    d_w += (dzd.t() @ hd[sl]).float()
-            del dz, dzd
+            dh_c, dhd_c = chunk_grads(z, zd, tok[sl], inv_t, saved, ent, entd, g_lp[:, 0].contiguous(), g_kl, g_h,
+                                      g_hd, weight, h[sl], hd[sl] if g_hd is not None else None, d_w)
+            d_h[sl] = dh_c
+            if dhd_c is not None:
+                d_hd[sl] = dhd_c
+            del z, zd, dh_c, dhd_c
         loss = sums[LOSS] + (-gamma * sums[P_KL] + eta1 * sums[ENT] + eta2 * sums[ENT_DEG]) / n_tok
         ctx.save_for_backward(idx, d_h, d_hd, d_w)
         ctx.shape, ctx.w_dtype = (S, T, H), weight.dtype

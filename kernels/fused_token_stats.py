@@ -196,6 +196,29 @@ def stats_backward(z, tok, zd, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, d
     )
 
 
+def chunk_grads(z, zd, tok, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, weight, h, hd, d_weight, need_h=True):
+    """One token-chunk's backward through the lm_head: the kernel turns the incoming per-token
+    grads into dlogits (written straight in the matmul's dtype; for fp32 weights in place over
+    the caller-owned chunk buffers z, zd), then dlogits @ W gives d hidden (and d hidden_deg when
+    g_hd is given); dlogits^T @ h is added to d_weight when it is not None.
+    Returns (d_h or None, d_hd or None)."""
+    same = weight.dtype == torch.float32
+    dz = z if same else torch.empty(z.shape, dtype=weight.dtype, device=z.device)
+    dzd = None
+    if g_hd is not None:
+        dzd = zd if same else torch.empty(zd.shape, dtype=weight.dtype, device=zd.device)
+    stats_backward(z, tok, zd, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, dz, dzd)
+    d_h = dz @ weight if need_h else None
+    if d_weight is not None:
+        d_weight += (dz.t() @ h).float()
+    d_hd = None
+    if dzd is not None:
+        d_hd = dzd @ weight
+        if d_weight is not None:
+            d_weight += (dzd.t() @ hd).float()
+    return d_h, d_hd
+
+
 def _contig(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if g is None else g.contiguous()
 
@@ -291,25 +314,14 @@ class _TokenStats(torch.autograd.Function):
             want_zd = g_kl is not None or g_hd is not None
             zd = chunk_logits(hidden_deg[sl], weight) if want_zd else None
             pick = lambda g: None if g is None else g[sl].contiguous()  # noqa: E731
-            # The kernel writes dz straight in the matmul's dtype; for fp32 weights it overwrites
-            # this function's own logits buffers in place.
-            same = weight.dtype == torch.float32
-            dz = z if same else torch.empty(z.shape, dtype=weight.dtype, device=z.device)
-            dzd = None
-            if g_hd is not None:
-                dzd = zd if same else torch.empty(zd.shape, dtype=weight.dtype, device=zd.device)
-            stats_backward(z, tok[sl], zd, ctx.inv_t, saved[:, sl].contiguous(), pick(ent), pick(entd),
-                           pick(g_lp), pick(g_kl), pick(g_h), pick(g_hd), dz, dzd)
-            del z
+            d_h, d_hd = chunk_grads(z, zd, tok[sl], ctx.inv_t, saved[:, sl].contiguous(), pick(ent), pick(entd),
+                                    pick(g_lp), pick(g_kl), pick(g_h), pick(g_hd), weight, h,
+                                    hidden_deg[sl] if g_hd is not None else None, d_weight, need_h=need_h)
             if need_h:
-                d_hidden[sl] = dz @ weight
-            if need_w:
-                d_weight += (dz.t() @ h).float()
-            if g_hd is not None:
-                d_hdeg[sl] = dzd @ weight
-                if need_w:
-                    d_weight += (dzd.t() @ hidden_deg[sl]).float()
-            del zd, dz, dzd
+                d_hidden[sl] = d_h
+            if d_hd is not None:
+                d_hdeg[sl] = d_hd
+            del z, zd, d_h, d_hd
         if d_weight is not None:
             d_weight = d_weight.to(weight.dtype)
         return d_hidden, d_weight, None, d_hdeg, None, None
