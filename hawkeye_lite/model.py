@@ -305,7 +305,6 @@ def _local_path(name_or_path: str) -> str:
 def load_policy(cfg: ModelConfig, *, trainable: bool = True) -> "Policy":
     """Load model + processor as `cfg` says. trainable=False loads for inference (eval mode,
     adapter frozen, no gradient checkpointing)."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
     device = _resolve_device(cfg.device)
@@ -325,6 +324,15 @@ def load_policy(cfg: ModelConfig, *, trainable: bool = True) -> "Policy":
         )
     model = _model_class(name).from_pretrained(name, **kwargs)
     processor = VLProcessor.from_pretrained(name, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    return wrap_policy(model, processor, cfg, device=device, dtype=dtype, trainable=trainable)
+
+
+def wrap_policy(model: nn.Module, processor: VLProcessor, cfg: ModelConfig, *, device: torch.device,
+                dtype: torch.dtype, trainable: bool = True) -> "Policy":
+    """Freeze the base, turn on gradient checkpointing and attach (or load) the LoRA adapter, as
+    `cfg` says. Split from load_policy so a model built in code (bench/memory.py builds a
+    7B-shaped NF4 model directly on the GPU) goes through exactly the same steps."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if trainable and cfg.quantization == "nf4" and device.type == "cpu":
         # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first

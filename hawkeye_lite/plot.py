@@ -96,7 +96,8 @@ def plot_run(run_dir, out=None) -> str:
                 ax.plot(x, y, marker="o" if len(x) < 5 else None, label=key)
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a panel with no data yet (e.g. SRCC before any eval)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(out) if out else run_dir / "plot.png"
     fig.savefig(path, dpi=100)

@@ -14,6 +14,13 @@ from hawkeye_lite.trainer import (
 
 from _tiny import tiny_model_dir
 
+try:  # plot_run draws a PNG with matplotlib when it is installed (the GPU image has it), else an SVG
+    import matplotlib  # noqa: F401
+
+    PLOT_FILE = "plot.png"
+except ImportError:
+    PLOT_FILE = "plot.svg"
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -233,7 +240,7 @@ def test_demo_cli_few_steps(tiny, demo_dir, tmp_path):
     assert out.exit_code == 0, out.output
     assert "before" in out.output and "after" in out.output
     for path in ("config.yaml", "metrics.jsonl", "sft-base/config.json", "final/adapter_model.safetensors",
-                 "final/adapter_config.json", "final/hawkeye.json", "plot.svg"):
+                 "final/adapter_config.json", "final/hawkeye.json", PLOT_FILE):
         assert (run / path).exists(), path
     events = [json.loads(l)["event"] for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert events.count("step") == 2 and events.count("eval") == 2 and events.count("sft") == 4

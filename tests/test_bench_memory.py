@@ -1,0 +1,70 @@
+"""bench/memory.py (the 24 GB proof) on its tiny preset, on the CPU: the model built on meta and
+materialised module by module with NF4 language-model layers, LoRA attached through
+wrap_policy, and one full trainer step split into phases. The GPU numbers come from running the
+same script on a GPU (bench/RESULTS.md)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def memory():
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_memory", ROOT / "bench" / "memory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_build_model_quantises_the_language_model_only(memory):
+    import bitsandbytes as bnb
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from hawkeye_lite.model import _build_tokenizer
+
+    tok = _build_tokenizer(400)
+    preset = memory.PRESETS["tiny"]
+    config = memory.qwen_config(preset, tok)
+    twin = memory.qwen_config(memory.twin_preset(preset, 448), tok)
+    model = memory.build_model(config, twin, device=torch.device("cpu"), dtype=torch.float32, nf4=True)
+    q = {n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert len(q) == 7 * preset["text"]["num_hidden_layers"]
+    assert all(".language_model.layers." in n for n in q)
+    assert not isinstance(model.lm_head, bnb.nn.Linear4bit)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.model.visual.modules())
+    assert model.is_loaded_in_4bit
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        assert not t.is_meta, name
+        assert torch.isfinite(t.float()).all(), name
+    # Rotary buffers equal those of the same model constructed normally.
+    reference = dict(Qwen2_5_VLForConditionalGeneration(config).named_buffers())
+    for name, b in model.named_buffers():
+        torch.testing.assert_close(b, reference[name], rtol=0, atol=0)
+
+
+def test_one_full_step_in_phases(memory, tmp_path):
+    r, tokens = 8, 4
+    saved_clip = torch.nn.utils.clip_grad_norm_
+    result = memory.main(["--preset", "tiny", "--device", "cpu", "--max-new-tokens", str(tokens), "--image-size", "56",
+                          "--steps", "1", "--lora-r", str(r), "--json", str(tmp_path / "m.json"),
+                          "--markdown", str(tmp_path / "m.md")])
+    assert torch.nn.utils.clip_grad_norm_ is saved_clip  # the instrumentation is undone
+    (step,) = result["steps"]
+    assert step["completion_len"] == tokens  # stop tokens suppressed: every completion runs to the end
+    assert math.isfinite(step["loss"]) and math.isfinite(step["grad_norm"])
+    phases = [row["phase"] for row in result["phases"]]
+    assert phases == ["load + encode images", "vision tower (original)", "rollouts", "rewards + advantages",
+                      "reference forward (adapter off)", "reference log-probs", "encode degraded",
+                      "vision tower (degraded)", "degraded forward (no grad)", "policy forward",
+                      "fused loss (fwd + grad)", "backward", "grad clip", "optimizer step"]
+    # LoRA on q, k, v, o, gate, up, down of every layer: r * (in + out) each.
+    t = memory.PRESETS["tiny"]["text"]
+    h, kv = t["hidden_size"], t["num_key_value_heads"] * t["hidden_size"] // t["num_attention_heads"]
+    per_layer = r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + t["intermediate_size"]) + (t["intermediate_size"] + h))
+    assert result["info"]["trainable_params"] == per_layer * t["num_hidden_layers"]
+    assert (tmp_path / "m.json").is_file() and "| 1 | rollouts |" in (tmp_path / "m.md").read_text()
