@@ -17,6 +17,7 @@ writes dz (in the weight's dtype, in place for fp32) and turns it into dhidden (
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -29,50 +30,22 @@ NEG_INF = tl.constexpr(float("-inf"))  # a global a @triton.jit body may read
 
 
 @triton.jit
-def _stats_fwd_kernel(
-    z_ptr, zd_ptr, tok_ptr, stride_z, stride_zd, V, inv_t,
-    logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
-    HAS_DEG: tl.constexpr, BLOCK_V: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    z_row = z_ptr + row * stride_z
-    zd_row = zd_ptr + row * stride_zd
-    offs0 = tl.arange(0, BLOCK_V)
-    # Online softmax state: running max m, s = sum e^(z-m), a = sum e^(z-m) (z-m),
-    # c = sum e^(z-m) (z - z~). Shifted sums keep H = log s - a/s exact at |z| ~ 1e4.
-    m = tl.full([], NEG_INF, tl.float32)
-    s = tl.zeros([], tl.float32)
-    a = tl.zeros([], tl.float32)
-    c = tl.zeros([], tl.float32)
-    md = tl.full([], NEG_INF, tl.float32)
-    sd = tl.zeros([], tl.float32)
-    ad = tl.zeros([], tl.float32)
-    for start in range(0, V, BLOCK_V):
-        offs = start + offs0
-        inb = offs < V
-        z = tl.load(z_row + offs, mask=inb, other=NEG_INF).to(tl.float32) * inv_t
-        live = z > NEG_INF
-        m_new = tl.maximum(m, tl.max(z, axis=0))
-        m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)  # a row that is -inf so far adds nothing
-        scale = tl.exp(m - m_safe)
-        shift = tl.where(m == NEG_INF, 0.0, m - m_safe)
-        e = tl.exp(z - m_safe)
-        a = scale * (a + shift * s) + tl.sum(tl.where(live, e * (z - m_safe), 0.0), axis=0)
-        s = scale * s + tl.sum(e, axis=0)
-        if HAS_DEG:
-            zd = tl.load(zd_row + offs, mask=inb, other=NEG_INF).to(tl.float32) * inv_t
-            c = scale * c + tl.sum(tl.where(live, e * (z - zd), 0.0), axis=0)
-            lived = zd > NEG_INF
-            md_new = tl.maximum(md, tl.max(zd, axis=0))
-            md_safe = tl.where(md_new == NEG_INF, 0.0, md_new)
-            scaled = tl.exp(md - md_safe)
-            shiftd = tl.where(md == NEG_INF, 0.0, md - md_safe)
-            ed = tl.exp(zd - md_safe)
-            ad = scaled * (ad + shiftd * sd) + tl.sum(tl.where(lived, ed * (zd - md_safe), 0.0), axis=0)
-            sd = scaled * sd + tl.sum(ed, axis=0)
-            md = md_new
-        m = m_new
+def _merge(m, s, a, m2, s2, a2):
+    """Merge two online-softmax states (max m, s = sum e^(z-m), a = sum e^(z-m)(z-m)); either may
+    be empty (m = -inf). Returns the merged state and the factor that rescales the first one's
+    other sums (the second one's factor is returned too)."""
+    m_new = tl.maximum(m, m2)
+    m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)  # both empty: nothing to rescale
+    f1 = tl.exp(m - m_safe)
+    f2 = tl.exp(m2 - m_safe)
+    sh1 = tl.where(m == NEG_INF, 0.0, m - m_safe)
+    sh2 = tl.where(m2 == NEG_INF, 0.0, m2 - m_safe)
+    return m_new, f1 * s + f2 * s2, f1 * (a + sh1 * s) + f2 * (a2 + sh2 * s2), f1, f2
 
+
+@triton.jit
+def _finish(row, z_row, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
+            m, s, a, c, md, sd, ad, HAS_DEG: tl.constexpr):
     log_s = tl.log(s)
     tok = tl.load(tok_ptr + row)
     z_tok = tl.load(z_row + tok).to(tl.float32) * inv_t
@@ -91,15 +64,104 @@ def _stats_fwd_kernel(
 
 
 @triton.jit
+def _stats_fwd_kernel(
+    z_ptr, zd_ptr, tok_ptr, stride_z, stride_zd, V, inv_t,
+    logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N, part_ptr, SPAN,
+    HAS_DEG: tl.constexpr, SPLIT: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    # Program (row, k) streams columns [k * SPAN, (k + 1) * SPAN) of its row. With SPLIT = 1 it
+    # owns the whole row and writes the outputs; otherwise it writes its partial softmax state
+    # and _stats_combine_kernel merges the SPLIT parts (small N: more programs in flight).
+    row = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1)
+    z_row = z_ptr + row * stride_z
+    zd_row = zd_ptr + row * stride_zd
+    offs0 = tl.arange(0, BLOCK_V)
+    # Online softmax state: running max m, s = sum e^(z-m), a = sum e^(z-m) (z-m),
+    # c = sum e^(z-m) (z - z~). Shifted sums keep H = log s - a/s exact at |z| ~ 1e4.
+    m = tl.full([], NEG_INF, tl.float32)
+    s = tl.zeros([], tl.float32)
+    a = tl.zeros([], tl.float32)
+    c = tl.zeros([], tl.float32)
+    md = tl.full([], NEG_INF, tl.float32)
+    sd = tl.zeros([], tl.float32)
+    ad = tl.zeros([], tl.float32)
+    lo = k * SPAN
+    hi = tl.minimum(lo + SPAN, V)
+    for start in range(lo, hi, BLOCK_V):
+        offs = start + offs0
+        inb = offs < hi
+        z = tl.load(z_row + offs, mask=inb, other=NEG_INF).to(tl.float32) * inv_t
+        live = z > NEG_INF
+        mb = tl.max(z, axis=0)
+        mb_safe = tl.where(mb == NEG_INF, 0.0, mb)
+        e = tl.exp(z - mb_safe)
+        m, s, a, f1, f2 = _merge(m, s, a, mb, tl.sum(e, axis=0), tl.sum(tl.where(live, e * (z - mb_safe), 0.0), axis=0))
+        if HAS_DEG:
+            zd = tl.load(zd_row + offs, mask=inb, other=NEG_INF).to(tl.float32) * inv_t
+            c = f1 * c + f2 * tl.sum(tl.where(live, e * (z - zd), 0.0), axis=0)
+            lived = zd > NEG_INF
+            mdb = tl.max(zd, axis=0)
+            mdb_safe = tl.where(mdb == NEG_INF, 0.0, mdb)
+            ed = tl.exp(zd - mdb_safe)
+            md, sd, ad, _, _ = _merge(md, sd, ad, mdb, tl.sum(ed, axis=0),
+                                      tl.sum(tl.where(lived, ed * (zd - mdb_safe), 0.0), axis=0))
+
+    if SPLIT == 1:
+        _finish(row, z_row, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
+                m, s, a, c, md, sd, ad, HAS_DEG)
+    else:
+        part = part_ptr + k * N + row  # [7, SPLIT, N]
+        stride = SPLIT * N
+        tl.store(part, m)
+        tl.store(part + stride, s)
+        tl.store(part + 2 * stride, a)
+        if HAS_DEG:
+            tl.store(part + 3 * stride, c)
+            tl.store(part + 4 * stride, md)
+            tl.store(part + 5 * stride, sd)
+            tl.store(part + 6 * stride, ad)
+
+
+@triton.jit
+def _stats_combine_kernel(
+    z_ptr, tok_ptr, stride_z, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N, part_ptr,
+    HAS_DEG: tl.constexpr, SPLIT: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    stride = SPLIT * N
+    m = tl.full([], NEG_INF, tl.float32)
+    s = tl.zeros([], tl.float32)
+    a = tl.zeros([], tl.float32)
+    c = tl.zeros([], tl.float32)
+    md = tl.full([], NEG_INF, tl.float32)
+    sd = tl.zeros([], tl.float32)
+    ad = tl.zeros([], tl.float32)
+    for k in range(SPLIT):
+        part = part_ptr + k * N + row
+        m, s, a, f1, f2 = _merge(m, s, a, tl.load(part), tl.load(part + stride), tl.load(part + 2 * stride))
+        if HAS_DEG:
+            c = f1 * c + f2 * tl.load(part + 3 * stride)
+            md, sd, ad, _, _ = _merge(md, sd, ad, tl.load(part + 4 * stride), tl.load(part + 5 * stride),
+                                      tl.load(part + 6 * stride))
+    _finish(row, z_ptr + row * stride_z, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
+            m, s, a, c, md, sd, ad, HAS_DEG)
+
+
+@triton.jit
 def _stats_bwd_kernel(
     z_ptr, zd_ptr, tok_ptr, stride_z, stride_zd, V, inv_t,
     saved_ptr, ent_ptr, entd_ptr, N,
     g_lp_ptr, g_kl_ptr, g_h_ptr, g_hd_ptr,
     dz_ptr, dzd_ptr, stride_dz, stride_dzd,
     HAS_GLP: tl.constexpr, HAS_GKL: tl.constexpr, HAS_GH: tl.constexpr, HAS_GHD: tl.constexpr,
-    NEED_ZD: tl.constexpr, BLOCK_V: tl.constexpr,
+    SPAN, NEED_ZD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
+    # Each element's gradient needs only its row's saved statistics: program (row, k) handles
+    # columns [k * SPAN, (k + 1) * SPAN), no combine step.
     row = tl.program_id(0).to(tl.int64)
+    lo = tl.program_id(1) * SPAN
+    hi = tl.minimum(lo + SPAN, V)
     z_row = z_ptr + row * stride_z
     zd_row = zd_ptr + row * stride_zd
     dz_row = dz_ptr + row * stride_dz
@@ -122,9 +184,9 @@ def _stats_bwd_kernel(
         md = tl.load(saved_ptr + 3 * N + row)
         log_sd = tl.load(saved_ptr + 4 * N + row)
     offs0 = tl.arange(0, BLOCK_V)
-    for start in range(0, V, BLOCK_V):
+    for start in range(lo, hi, BLOCK_V):
         offs = start + offs0
-        inb = offs < V
+        inb = offs < hi
         z = tl.load(z_row + offs, mask=inb, other=NEG_INF).to(tl.float32) * inv_t
         live = z > NEG_INF
         logp = tl.where(live, (z - m) - log_s, 0.0)
@@ -143,7 +205,7 @@ def _stats_bwd_kernel(
             dzd = -g_hd * q * (logq + entd)
             tl.store(dzd_row + offs, (dzd * inv_t).to(dzd_ptr.dtype.element_ty), mask=inb)
         # dz may alias z (token_stats overwrites its own logits chunk): this program reads each
-        # element before it writes it, and no other program touches the row.
+        # element before it writes it, and no other program touches these columns.
         tl.store(dz_row + offs, (dz * inv_t).to(dz_ptr.dtype.element_ty), mask=inb)
 
 
@@ -153,12 +215,39 @@ def _block_v(V: int, device: torch.device) -> int:
     return min(cap, triton.next_power_of_2(max(V, 16)))
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def launch_params(n: int, V: int, device: torch.device, *, backward: bool = False, block_v: Optional[int] = None,
+                  num_warps: Optional[int] = None, split: Optional[int] = None):
+    """(BLOCK_V, num_warps, split, span) for n rows of V logits. split > 1 cuts each row into
+    that many column ranges of `span` (a multiple of BLOCK_V) so that few rows still fill the
+    GPU. By default only the backward splits: it needs no combine step, and on an H200
+    (bench/tune_stats.py, bench/RESULTS.md) splitting made its N <= 1024 rows ~10% faster while
+    the forward's extra combine launch cancelled its gain. Overrides are for tune_stats.py."""
+    block_v = block_v or _block_v(V, device)
+    num_warps = num_warps or (8 if device.type == "cuda" else 4)
+    if split is None:
+        split = 1
+        if backward and device.type == "cuda":
+            # Aim for ~16 programs per SM; never a part shorter than 4 blocks.
+            sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+            while split < 16 and n * split < 16 * sms and V >= 8 * split * block_v:
+                split *= 2
+    blocks = triton.cdiv(V, block_v)
+    span = triton.cdiv(blocks, split) * block_v
+    split = triton.cdiv(V, span)  # rounding can leave fewer non-empty parts
+    return block_v, num_warps, split, span
+
+
 def _rows(t: torch.Tensor) -> torch.Tensor:
     # Rows may be strided (a slice of a bigger logits tensor); the vocabulary axis must be dense.
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def stats_forward(z: torch.Tensor, tok: torch.Tensor, zd: Optional[torch.Tensor], inv_t: float):
+def stats_forward(z: torch.Tensor, tok: torch.Tensor, zd: Optional[torch.Tensor], inv_t: float, **launch):
     """Launch the forward kernel on logits rows. Returns (logp, kl, ent, entd, saved[5, n])."""
     n, V = z.shape
     dev = z.device
@@ -167,32 +256,39 @@ def stats_forward(z: torch.Tensor, tok: torch.Tensor, zd: Optional[torch.Tensor]
     has_deg = zd is not None
     kl, ent, entd = (torch.empty(n, dtype=torch.float32, device=dev) if has_deg else logp for _ in range(3))
     if n > 0:
-        _stats_fwd_kernel[(n,)](
-            z, zd if has_deg else z, tok, z.stride(0), (zd if has_deg else z).stride(0), V, inv_t,
-            logp, kl, ent, entd, saved, n,
-            HAS_DEG=has_deg, BLOCK_V=_block_v(V, dev), num_warps=8 if dev.type == "cuda" else 4,
+        block_v, warps, split, span = launch_params(n, V, dev, **launch)
+        part = torch.empty((7, split, n), dtype=torch.float32, device=dev) if split > 1 else saved
+        zd_arg = zd if has_deg else z
+        _stats_fwd_kernel[(n, split)](
+            z, zd_arg, tok, z.stride(0), zd_arg.stride(0), V, inv_t,
+            logp, kl, ent, entd, saved, n, part, span,
+            HAS_DEG=has_deg, SPLIT=split, BLOCK_V=block_v, num_warps=warps,
         )
+        if split > 1:
+            _stats_combine_kernel[(n,)](z, tok, z.stride(0), inv_t, logp, kl, ent, entd, saved, n, part,
+                                        HAS_DEG=has_deg, SPLIT=split, num_warps=1)
     if not has_deg:
         return logp, None, None, None, saved
     return logp, kl, ent, entd, saved
 
 
-def stats_backward(z, tok, zd, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, dz, dzd):
+def stats_backward(z, tok, zd, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, dz, dzd, **launch):
     """Launch the backward kernel: writes dz (and dzd when g_hd is given) for one block of rows."""
     n, V = z.shape
     if n == 0:
         return
+    block_v, warps, split, span = launch_params(n, V, z.device, backward=True, **launch)
     dummy = saved  # any fp32 pointer for the arguments a constexpr flag switches off
     zd_arg = zd if zd is not None else z
     dzd_arg = dzd if dzd is not None else dz
-    _stats_bwd_kernel[(n,)](
+    _stats_bwd_kernel[(n, split)](
         z, zd_arg, tok, z.stride(0), zd_arg.stride(0), V, inv_t,
         saved, ent if ent is not None else dummy, entd if entd is not None else dummy, n,
         g_lp if g_lp is not None else dummy, g_kl if g_kl is not None else dummy,
         g_h if g_h is not None else dummy, g_hd if g_hd is not None else dummy,
         dz, dzd_arg, dz.stride(0), dzd_arg.stride(0),
         HAS_GLP=g_lp is not None, HAS_GKL=g_kl is not None, HAS_GH=g_h is not None, HAS_GHD=g_hd is not None,
-        NEED_ZD=g_kl is not None or g_hd is not None, BLOCK_V=_block_v(V, z.device), num_warps=8 if z.is_cuda else 4,
+        SPAN=span, NEED_ZD=g_kl is not None or g_hd is not None, BLOCK_V=block_v, num_warps=warps,
     )
 
 

@@ -137,6 +137,49 @@ def test_numerical_edge_cases(case, gen, triton_device):
         torch.testing.assert_close(got[2], torch.full((N,), float(np.log(V)), dtype=torch.float64))
 
 
+@pytest.mark.parametrize("split", [1, 2, 3, 7])
+@pytest.mark.parametrize("case", ["plain", "neg_inf_span", "no_deg"])
+def test_split_rows_match_float64(split, case, gen, triton_device):
+    """Rows cut into `split` column ranges (what the launcher picks on a GPU for few rows): the
+    partial softmax states merge exactly, including a range that is entirely -inf, and the
+    backward over ranges gives the same gradients."""
+    N, V, block = 5, 2000, 128
+    z, zd, tok = _logits(N, V, gen)
+    if case == "neg_inf_span":
+        z[:2, : V // 2] = -INF  # rows 0-1: the first ranges hold nothing but -inf
+        zd[1, : V // 2] = -INF  # (-inf in p~ where p > 0 would make the KL infinite)
+        tok[:2] = V - 1
+    g = _grads(N, gen)
+    zd = None if case == "no_deg" else zd
+    bv, _, used, span = F.launch_params(N, V, torch.device(triton_device), block_v=block, split=split)
+    assert bv == block and span % block == 0 and (used - 1) * span < V <= used * span
+    dev = triton_device
+    zc, zdc, tokc = z.to(dev), (zd.to(dev) if zd is not None else None), tok.to(dev)
+    logp, kl, ent, entd, saved = F.stats_forward(zc, tokc, zdc, 1.0, block_v=block, split=split)
+    dz = torch.empty_like(zc)
+    dzd = torch.empty_like(zdc) if zd is not None else None
+    gs = [x.float().to(dev) for x in g]
+    F.stats_backward(zc, tokc, zdc, 1.0, saved, ent, entd, gs[0], gs[1] if zd is not None else None, gs[2] if zd is not None else None,
+                     gs[3] if zd is not None else None, dz, dzd, block_v=block, split=split)
+    which = {0, 1, 2, 3} if zd is not None else {0}
+    want, dz64, dzd64 = _run(R.token_stats_from_logits, z.double(), tok, None if zd is None else zd.double(), 1.0, g, which, "cpu")
+    got = [logp, kl, ent, entd]
+    for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), got, want):
+        if b is not None:
+            torch.testing.assert_close(a.cpu().double(), b, rtol=1e-5, atol=2e-5, msg=name)
+    torch.testing.assert_close(dz.cpu().double(), dz64, rtol=1e-4, atol=1e-5)
+    if dzd is not None:
+        torch.testing.assert_close(dzd.cpu().double(), dzd64, rtol=1e-4, atol=1e-5)
+
+
+def test_launch_params_split_only_for_few_rows():
+    cpu = torch.device("cpu")
+    assert F.launch_params(4096, 152064, cpu)[2] == 1  # the interpreter never splits by default
+    for n in (1, 37, 512, 8192):
+        bv, _, split, span = F.launch_params(n, 152064, cpu, block_v=4096, split=16)
+        assert (split - 1) * span < 152064 <= split * span and span % bv == 0
+
+
 def test_never_writes_caller_tensors_and_accepts_strided_rows(gen, triton_device):
     big = torch.randn(4, 10, 1001, generator=gen).to(triton_device)
     z = big[:, :-1].reshape(-1, 1001)[::2]  # strided rows of a bigger tensor
