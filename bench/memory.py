@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -348,6 +349,7 @@ def main(argv=None) -> dict:
         run_steps(trainer, phases, args.steps, steps)
     finally:
         undo()
+        shutil.rmtree(tmp, ignore_errors=True)  # the generated image and the run folder
     rows = fold_glue([r for r in phases.rows if r["step"] > 0 and r["phase"] != "setup"])
     result = {"info": info, "steps": steps, "phases": rows}
     if device.type == "cuda":
