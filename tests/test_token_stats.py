@@ -241,8 +241,14 @@ def test_linear_bf16_matches_reference_and_float64(gen, triton_device):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         # bf16 logits carry ~0.4% relative rounding: that is the whole gap to float64.
         torch.testing.assert_close(a, c, rtol=0.05, atol=0.05)
-    for a, b in zip(got[1:], same[1:]):
-        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+    # bf16 gradients are sums over V=4099 rounded terms with cancellation: one element can be
+    # off by many ulps of its own size in either path, so compare relative to the gradient's
+    # scale. The fused error to float64 must stay near the plain bf16 path's own error (seeds
+    # 0-11: ratio <= 1.35, relative norm error <= 0.015, max element gap <= 0.010 x max|grad|).
+    for name, a, b, c in zip(("d_hidden", "d_weight", "d_hidden_deg"), got[1:], same[1:], exact[1:]):
+        err_fused, err_ref = ((a - c).norm() / c.norm()).item(), ((b - c).norm() / c.norm()).item()
+        assert err_fused <= 1.5 * err_ref + 2e-3 and err_fused < 0.03, (name, err_fused, err_ref)
+        assert (a - b).abs().max() <= 0.03 * c.abs().max(), name
 
 
 def test_linear_frozen_weight_and_no_degraded_grad(gen, triton_device):
