@@ -164,9 +164,9 @@ class TinyModelConfig:
     vision_hidden_size: int = 32
     min_pixels: int = 56 * 56
     max_pixels: int = 112 * 112
-    # Steps of low-level-statistics regression for the random vision tower, a stand-in for a
-    # pretrained one (hawkeye_lite.tiny_vision); 0 keeps it random.
-    vision_pretrain_steps: int = 1500
+    # Steps of low-level-statistics regression (per image and per visual token) for the random
+    # vision tower, a stand-in for a pretrained one (hawkeye_lite.tiny_vision); 0 keeps it random.
+    vision_pretrain_steps: int = 3000
 
 
 @dataclass
@@ -289,7 +289,7 @@ class ObjectiveConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"  # adamw | adamw_8bit (bitsandbytes, CUDA only)
-    lr: float = 5e-5
+    lr: float = 1e-4
     weight_decay: float = 0.0
     betas: Tuple[float, float] = (0.9, 0.99)
     schedule: str = "cosine"  # cosine | linear | constant, after warmup
@@ -346,7 +346,7 @@ class EvalConfig:
     every: int = 0  # held-out SRCC/PLCC every N optimizer steps (0: only before and after RL)
     before: bool = True  # evaluate before RL (after the warm start)
     after: bool = True
-    samples: int = 8  # K sampled answers per image; the prediction is their mean
+    samples: int = 32  # K sampled answers per image; the prediction is their mean
     temperature: float = 1.0
     max_new_tokens: Optional[int] = None  # None: rollout.max_new_tokens
     batch_size: int = 32
@@ -380,7 +380,9 @@ class CheckpointConfig:
 
 def _demo_model() -> ModelConfig:
     return ModelConfig(name_or_path="runs/demo/tiny-model", quantization="none", dtype="float32",
-                       lora=LoRAConfig(r=16, alpha=32, dropout=0.0), gradient_checkpointing=False, device="cpu")
+                       # LoRA dropout regularises the warm start: without it the tiny model over-fits
+                       # the 288 training images (held-out SRCC after SFT 0.60-0.62 vs 0.66-0.73)
+                       lora=LoRAConfig(r=16, alpha=32, dropout=0.2), gradient_checkpointing=False, device="cpu")
 
 
 @dataclass

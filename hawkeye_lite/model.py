@@ -471,7 +471,11 @@ class Policy:
 
     def image_features(self, batch: PromptBatch) -> torch.Tensor:
         """Vision tower over every image of the batch once: [num_image_tokens, H]."""
-        out = self.backbone.get_image_features(batch.pixel_values, batch.image_grid_thw)
+        return self.vision_features(batch.pixel_values, batch.image_grid_thw)
+
+    def vision_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """The tower (and merger) on already-encoded patches: [sum of merged tokens, H]."""
+        out = self.backbone.get_image_features(pixel_values, image_grid_thw)
         feats = getattr(out, "pooler_output", out)
         return torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats
 

@@ -2,6 +2,7 @@
 the vision tower, and is deterministic."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -40,3 +41,37 @@ def test_pretraining_lowers_the_regression_loss(tmp_path):
     first = pretrain_tiny_vision(build_tiny_model(tmp_path / "m1", seed=0), steps=1, n_scenes=16, batch_size=16)
     later = pretrain_tiny_vision(d, steps=60, n_scenes=16, batch_size=16)
     assert later < 0.7 * first
+
+
+def test_local_stats_are_the_image_stats_of_each_token_block():
+    from hawkeye_lite.tiny_vision import CELL, local_stats
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (2 * CELL, 3 * CELL, 3), dtype=np.uint8))
+    cells = local_stats(img)
+    assert cells.shape == (6, 7) and np.isfinite(cells).all()
+    # Raster order over a 2 x 3 grid of blocks: row 5 is block (1, 2), row 1 is block (0, 1).
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    y = a @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.isclose(cells[5, 0], y[CELL:, 2 * CELL:].mean(), atol=1e-5)
+    assert np.isclose(cells[1, 1], y[:CELL, CELL:2 * CELL].std(), atol=1e-5)
+    # A one-block image: the per-block brightness, contrast and colourfulness are the image's.
+    one = Image.fromarray(rng.integers(0, 256, (CELL, CELL, 3), dtype=np.uint8))
+    np.testing.assert_allclose(local_stats(one)[0, [0, 1, 6]], low_level_stats(one)[[0, 1, 6]], rtol=1e-4)
+    with pytest.raises(ValueError, match="multiple"):
+        local_stats(Image.new("RGB", (CELL + 1, CELL)))
+
+
+def test_local_stats_follow_the_vision_token_order(tmp_path):
+    # One row per merged visual token: the processor's patch grid says how many.
+    from hawkeye_lite.config import ModelConfig
+    from hawkeye_lite.model import load_policy
+    from hawkeye_lite.tiny_vision import local_stats
+
+    d = build_tiny_model(tmp_path / "m", seed=0)
+    policy = load_policy(ModelConfig(name_or_path=str(d), quantization="none", dtype="float32", lora=None, device="cpu"),
+                         trainable=False)
+    img = Image.new("RGB", (84, 56), (90, 120, 200))
+    batch = policy.encode([img])
+    tokens = int(batch.image_grid_thw.prod()) // 4
+    assert local_stats(img).shape[0] == tokens == int((batch.input_ids == policy.processor.image_token_id).sum())
