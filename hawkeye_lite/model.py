@@ -537,9 +537,11 @@ class Policy:
 
     # --- saving
 
-    def save_pretrained(self, out_dir: Union[str, Path], *, prompt: Union[PromptTemplate, str] = THINK) -> Path:
+    def save_pretrained(self, out_dir: Union[str, Path], *, prompt: Union[PromptTemplate, str] = THINK,
+                        max_new_tokens: Optional[int] = None) -> Path:
         """Adapter (PEFT format, safetensors) + processor + a small hawkeye.json naming the
-        prompt and model settings, which is what Scorer.from_pretrained reads back."""
+        prompt, the completion length it was trained with and the model settings, which is what
+        Scorer.from_pretrained reads back."""
         if not self.has_adapter:
             raise RuntimeError("save_pretrained: this policy has no LoRA adapter to save")
         out_dir = Path(out_dir)
@@ -547,6 +549,8 @@ class Policy:
         self.model.save_pretrained(str(out_dir), safe_serialization=True)
         self.processor.save_pretrained(out_dir)
         meta = {"model": asdict(self.config), "prompt": prompt if isinstance(prompt, str) else prompt.name}
+        if max_new_tokens is not None:
+            meta["max_new_tokens"] = int(max_new_tokens)
         meta["model"]["lora"] = None if self.config.lora is None else {**asdict(self.config.lora), "adapter_path": None}
         meta["model"]["name_or_path"] = _local_path(self.config.name_or_path)
         (out_dir / HAWKEYE_META).write_text(json.dumps(meta, indent=2) + "\n")

@@ -169,11 +169,12 @@ class Scorer:
         quantization: Optional[str] = None,
         dtype: Optional[str] = None,
         prompt: Optional[str] = None,
-        max_new_tokens: int = 512,
+        max_new_tokens: Optional[int] = None,
     ) -> "Scorer":
         """`path`: a training run folder, an adapter folder (its base model is read from
-        adapter_config.json), a full model folder, or a hub id. quantization/dtype/prompt
-        default to what the adapter was trained with (hawkeye.json), else none/auto/think."""
+        adapter_config.json), a full model folder, or a hub id. quantization/dtype/prompt/
+        max_new_tokens default to what the adapter was trained with (hawkeye.json), else
+        none/auto/think/512."""
         from .model import load_policy, read_meta
 
         local = Path(path)
@@ -205,6 +206,9 @@ class Scorer:
             max_pixels=saved.get("max_pixels"),
         )
         policy = load_policy(cfg, trainable=False)
+        # The completion cap the policy was trained with: a longer one lets a small model run on
+        # past where training stopped it, and scores differ from the run's own evaluation.
+        max_new_tokens = max_new_tokens or (meta or {}).get("max_new_tokens") or 512
         return cls(policy, prompt=prompt or (meta or {}).get("prompt") or THINK.name, max_new_tokens=max_new_tokens)
 
     def score(

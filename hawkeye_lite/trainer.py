@@ -632,7 +632,7 @@ class Trainer:
         rng = rng or rng_state()
 
         def write(tmp: Path) -> None:
-            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt)
+            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt, max_new_tokens=self.cfg.rollout.max_new_tokens)
             (tmp / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
             st = tmp / STATE_DIR
             st.mkdir()
@@ -670,7 +670,7 @@ class Trainer:
 
     def save_final(self) -> Path:
         def write(tmp: Path) -> None:
-            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt)
+            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt, max_new_tokens=self.cfg.rollout.max_new_tokens)
             (tmp / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
 
         return _atomic_dir(self.run_dir / FINAL, write)

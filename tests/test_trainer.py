@@ -247,8 +247,11 @@ def test_demo_cli_few_steps(tiny, demo_dir, tmp_path):
     # The adapter's base is the warm-started model, and the Scorer loads the run.
     base = json.loads((run / "final" / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert base.endswith("sft-base")
-    result = Scorer.from_pretrained(run / "final", max_new_tokens=12).score(
-        [str(sorted((demo_dir / "images").glob("*.png"))[0])], samples=1)
+    # The completion cap it was trained with travels with the adapter and is the Scorer's default.
+    assert json.loads((run / "final" / "hawkeye.json").read_text())["max_new_tokens"] == 12
+    scorer = Scorer.from_pretrained(run / "final")
+    assert scorer.max_new_tokens == 12
+    result = scorer.score([str(sorted((demo_dir / "images").glob("*.png"))[0])], samples=1)
     assert len(result) == 1 and result[0].ok
     # A bad override fails before any work, naming the key.
     out = CliRunner().invoke(app, ["train", "--set", "optim.lrr=1"])
