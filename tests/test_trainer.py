@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    from hawkeye_lite.data import DemoConfig, demo_records
+    from hawkeye_lite.data import demo_records
 
     root = tmp_path_factory.mktemp("demo-data")
     demo_records(root)  # generated once for the module
