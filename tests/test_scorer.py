@@ -204,14 +204,14 @@ def test_from_pretrained_variants(run_dir, tiny_dir, tmp_path):
     # run folder (adapter in final/), reads prompt and settings from hawkeye.json
     s = Scorer.from_pretrained(run_dir, device=DEVICE)
     assert s.policy.has_adapter and s.prompt.name == "no_think"
+    assert s.policy.config.lora.adapter_path == str(run_dir / "final")
+    assert not s.policy.model.training and not s.policy.trainable_parameters()
     assert s.max_new_tokens == 512  # saved without a completion cap: the default
     # a saved completion cap becomes the default; an explicit one still wins
     s.policy.save_pretrained(tmp_path / "capped", prompt="think", max_new_tokens=7)
     assert json.loads((tmp_path / "capped" / "hawkeye.json").read_text())["max_new_tokens"] == 7
     assert Scorer.from_pretrained(tmp_path / "capped", device=DEVICE).max_new_tokens == 7
     assert Scorer.from_pretrained(tmp_path / "capped", device=DEVICE, max_new_tokens=9).max_new_tokens == 9
-    assert s.policy.config.lora.adapter_path == str(run_dir / "final")
-    assert not s.policy.model.training and not s.policy.trainable_parameters()
     # adapter folder directly, with overrides
     s = Scorer.from_pretrained(run_dir / "final", device=DEVICE, quantization="nf4", prompt="think")
     assert s.policy.config.quantization == "nf4" and s.prompt.name == "think"
