@@ -632,8 +632,7 @@ class Trainer:
         rng = rng or rng_state()
 
         def write(tmp: Path) -> None:
-            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt, max_new_tokens=self.cfg.rollout.max_new_tokens)
-            (tmp / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
+            self._write_model(tmp)
             st = tmp / STATE_DIR
             st.mkdir()
             # Optimizer state is tensors + numbers only, so it reloads with weights_only=True.
@@ -669,11 +668,13 @@ class Trainer:
         self.log.info(f"resumed from {ckpt} at step {self.step}")
 
     def save_final(self) -> Path:
-        def write(tmp: Path) -> None:
-            self.policy.save_pretrained(tmp, prompt=self.cfg.rollout.prompt, max_new_tokens=self.cfg.rollout.max_new_tokens)
-            (tmp / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
+        return _atomic_dir(self.run_dir / FINAL, self._write_model)
 
-        return _atomic_dir(self.run_dir / FINAL, write)
+    def _write_model(self, out: Path) -> None:
+        """What a checkpoint and final/ share: the adapter, hawkeye.json (prompt and completion
+        cap the Scorer reads back) and the resolved config."""
+        self.policy.save_pretrained(out, prompt=self.cfg.rollout.prompt, max_new_tokens=self.cfg.rollout.max_new_tokens)
+        (out / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
 
     # ------------------------------------------------------------------ the run
 
