@@ -63,7 +63,7 @@ def test_triton_matches_reference(B, G, dtype, scale, use_unc, gen, triton_devic
     want = R.group_advantages(r.double(), s.double(), **kw)
     for name, x, y in zip(got._fields, got, want):
         assert x.dtype == torch.float32 and torch.isfinite(x).all(), name
-        torch.testing.assert_close(x.cpu().double(), y, rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(x.cpu().double(), y, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
 def test_edge_cases(triton_device):

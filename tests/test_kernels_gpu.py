@@ -38,7 +38,7 @@ def test_from_logits_full_vocab(N, dtype):
     want, dz64 = _f64_rows(z, tok, zd, rows, g)
     for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), out, want):
         assert torch.isfinite(a).all(), name
-        torch.testing.assert_close(a[rows].double(), b, rtol=1e-5, atol=5e-5, msg=name)
+        torch.testing.assert_close(a[rows].double(), b, rtol=1e-5, atol=5e-5, msg=lambda m: f"{name}: {m}")
     tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-5)
     torch.testing.assert_close(zz.grad[rows].double(), dz64, **tol)
 
@@ -63,7 +63,7 @@ def test_token_stats_realistic(N, dtype):
     (a, dh_a, dhd_a), (b, dh_b, dhd_b) = res
     for name, x, y in zip(("logp", "kl", "entropy", "entropy_deg"), a, b):
         assert torch.isfinite(x).all(), name
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=2e-4, msg=name)
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=2e-4, msg=lambda m: f"{name}: {m}")
     tol = dict(rtol=1e-3, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-3)
     torch.testing.assert_close(dh_a.float(), dh_b.float(), **tol)
     torch.testing.assert_close(dhd_a.float(), dhd_b.float(), **tol)
@@ -72,7 +72,7 @@ def test_token_stats_realistic(N, dtype):
     exact = R.token_stats(h[rows].double(), w.double(), tok[rows], hd[rows].double())
     for name, x, y in zip(("logp", "kl", "entropy", "entropy_deg"), a, exact):
         torch.testing.assert_close(x[rows].double(), y, rtol=1e-3, atol=5e-3 if dtype == torch.bfloat16 else 1e-4,
-                                   msg=name)
+                                   msg=lambda m: f"{name}: {m}")
 
 
 def test_token_stats_memory_is_bounded():

@@ -59,7 +59,7 @@ def test_fused_matches_float64(case, S, T, H, V, chunk, gen, triton_device):
         if b is None or torch.count_nonzero(b) == 0:
             assert a is None or torch.count_nonzero(a) == 0, name
         else:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
     assert got[4].keys() == want[4].keys()
     for k in want[4]:
         assert got[4][k] == pytest.approx(want[4][k], rel=1e-4, abs=1e-6), k

@@ -95,7 +95,7 @@ def test_triton_matches_float64(S, T, loss_type, dtype, gen, triton_device):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-5)
     for name, a, b in zip(("logp", "kl_perception", "entropy", "entropy_deg"), g_got, g_want):
-        torch.testing.assert_close(a, b, **tol, msg=name)
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{name}: {m}")
     assert m_got.keys() == m_want.keys()
     for k in m_want:
         assert m_got[k] == pytest.approx(m_want[k], rel=1e-5, abs=1e-6), k

@@ -74,7 +74,7 @@ def test_from_logits_matches_float64(N, V, dtype, T, gen, triton_device):
     got, dz, dzd = _run(F.token_stats_from_logits, z, tok, zd, T, g, {0, 1, 2, 3}, triton_device)
     want, dz64, dzd64 = _run(R.token_stats_from_logits, z.double(), tok, zd.double(), T, g, {0, 1, 2, 3}, "cpu")
     for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), got, want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5, msg=lambda m: f"{name}: {m}")
     # bf16 gradients are stored in bf16: compare at bf16 resolution.
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-4)
     torch.testing.assert_close(dz, dz64, **tol)
@@ -129,7 +129,7 @@ def test_numerical_edge_cases(case, gen, triton_device):
     want, dz64, dzd64 = _run(R.token_stats_from_logits, z.double(), tok, zd.double(), 1.0, g, {0, 1, 2, 3}, "cpu")
     for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), got, want):
         assert torch.isfinite(a).all(), name
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4, msg=lambda m: f"{name}: {m}")
     assert torch.isfinite(dz).all() and torch.isfinite(dzd).all()
     torch.testing.assert_close(dz, dz64, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dzd, dzd64, rtol=1e-5, atol=1e-5)
@@ -166,7 +166,7 @@ def test_split_rows_match_float64(split, case, gen, triton_device):
     got = [logp, kl, ent, entd]
     for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), got, want):
         if b is not None:
-            torch.testing.assert_close(a.cpu().double(), b, rtol=1e-5, atol=2e-5, msg=name)
+            torch.testing.assert_close(a.cpu().double(), b, rtol=1e-5, atol=2e-5, msg=lambda m: f"{name}: {m}")
     torch.testing.assert_close(dz.cpu().double(), dz64, rtol=1e-4, atol=1e-5)
     if dzd is not None:
         torch.testing.assert_close(dzd.cpu().double(), dzd64, rtol=1e-4, atol=1e-5)
@@ -224,9 +224,9 @@ def test_linear_fp32_matches_float64(N, H, V, chunk, gen, triton_device):
     got = _run_linear(F.token_stats, h, w, hd, tok, g, triton_device, chunk, T=0.8)
     want = _run_linear(R.token_stats, h.double(), w.double(), hd.double(), tok, g, "cpu", None, T=0.8)
     for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), got[0], want[0]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
     for name, a, b in zip(("d_hidden", "d_weight", "d_hidden_deg"), got[1:], want[1:]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
 def test_linear_bf16_matches_reference_and_float64(gen, triton_device):
