@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,14 +30,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .checkpoint import CHECKPOINTS, STATE_DIR, atomic_dir, latest_checkpoint, rng_state, set_rng_state
 from .config import ConfigError, ModelConfig, TrainConfig, dump_train_config, load_train_config
 from .kernels import group_advantages, policy_loss_from_hidden, token_stats
+from .runlog import Logger
 
-CHECKPOINTS = "checkpoints"
-STATE_DIR = "training_state"
 SFT_BASE = "sft-base"
 FINAL = "final"
-METRICS = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
@@ -187,92 +185,6 @@ def reference_model_config(cfg: ModelConfig, base: str) -> ModelConfig:
     return replace(cfg, name_or_path=base)
 
 
-# ============================================================================ logging
-
-
-class Logger:
-    """metrics.jsonl (every record), a console line every `every` steps, a progress line with ETA."""
-
-    def __init__(self, run_dir: Path, *, every: int = 1, progress: bool = True, stream=None):
-        self.path = run_dir / METRICS
-        self.every = max(1, every)
-        self.stream = stream or sys.stderr
-        # A \r-redrawn bar only makes sense on a terminal; in a log file it is noise.
-        self.progress = progress and getattr(self.stream, "isatty", lambda: False)()
-        self.t0 = time.time()
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
-
-    def info(self, msg: str) -> None:
-        if self.progress:
-            msg = "\r" + " " * 72 + "\r" + msg  # over the progress bar, which is redrawn after
-        print(msg, file=self.stream, flush=True)
-
-    def step(self, rec: dict, total: int, started_step: int) -> None:
-        self.write(rec)
-        step = rec["step"]
-        elapsed = time.time() - self.t0
-        eta = elapsed / max(step - started_step, 1) * (total - step)
-        if step % self.every == 0 or step == total:
-            self.info(
-                f"step {step:>4}/{total} | reward {rec['reward']:.3f} (acc {rec.get('reward_accuracy', float('nan')):.3f}) "
-                f"fmt {rec['format_rate']:.2f} parse {rec['parse_rate']:.2f} | u {rec['uncertainty']:.3f} "
-                f"w {rec['weight']:.3f} | loss {rec['loss']:+.4f} clip {rec.get('clip_frac', 0):.3f} "
-                f"refKL {rec.get('ref_kl', float('nan')):.4f} pKL {rec.get('perception_kl', float('nan')):.3f} "
-                f"H {rec.get('entropy', float('nan')):.3f} γ {rec['gamma']:.2e} | lr {rec['lr']:.2e} "
-                f"gn {rec['grad_norm']:.3f} | {rec['rollout_tok_s']:.0f}+{rec['train_tok_s']:.0f} tok/s "
-                f"{rec['peak_mem_mb']:.0f}MB | {elapsed:.0f}s, ETA {eta:.0f}s"
-            )
-        if self.progress:
-            bar = "#" * int(30 * step / total)
-            self.stream.write(f"\r[{bar:<30}] {step}/{total} {elapsed:5.0f}s elapsed, ETA {eta:5.0f}s ")
-            self.stream.write("\n" if step == total else "")
-            self.stream.flush()
-
-
-# ============================================================================ checkpoints
-
-
-def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder under a temporary name, then rename it into place: a crash never leaves a
-    half-written checkpoint under the real name."""
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
-
-
-def rng_state() -> Dict[str, torch.Tensor]:
-    state = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            state[f"torch_cuda_{i}"] = s
-    return state
-
-
-def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    cuda = [state[k] for k in sorted(k for k in state if k.startswith("torch_cuda_"))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-
-
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    ckpts = sorted((run_dir / CHECKPOINTS).glob("step-*"))
-    ckpts = [c for c in ckpts if (c / STATE_DIR / "state.json").is_file()]
-    return ckpts[-1] if ckpts else None
-
-
 # ============================================================================ the trainer
 
 
@@ -374,10 +286,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ images
 
-    def _images(self, records):
+    def _load(self, records) -> tuple:
+        """(records, RGB images) for a batch. Every image read of a run goes through here, so a
+        file that fails to decode mid-run is handled in one place."""
         from .data import load_image
 
-        return [load_image(r) for r in records]
+        return list(records), [load_image(r) for r in records]
 
     def _perception_on(self) -> bool:
         return self.cfg.objective.perception.enabled
@@ -401,8 +315,8 @@ class Trainer:
         t0 = time.time()
         for step in range(s.steps):
             idx = batch_indices(len(self.data.train), step, 0, batch_size=s.batch_size, grad_accum=1, seed=cfg.seed + 7)
-            recs = [self.data.train[i] for i in idx]
-            batch = policy.encode(self._images(recs), cfg.rollout.prompt)
+            recs, images = self._load([self.data.train[i] for i in idx])
+            batch = policy.encode(images, cfg.rollout.prompt)
             seqs = [tok(sft_target(r.mos, think=think), add_special_tokens=False)["input_ids"] + [eos] for r in recs]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
@@ -431,7 +345,7 @@ class Trainer:
             merged.save_pretrained(str(tmp))
             policy.processor.save_pretrained(tmp)
 
-        _atomic_dir(out, write)
+        atomic_dir(out, write)
         del policy, merged, opt
         return str(out.resolve())
 
@@ -447,7 +361,7 @@ class Trainer:
 
         cfg, policy = self.cfg, self.policy
         r, o = cfg.rollout, cfg.objective
-        images = self._images(records)
+        records, images = self._load(records)
         batch = policy.encode(images, r.prompt)
         feats = policy.image_features(batch)
         t0 = time.time()
@@ -642,7 +556,7 @@ class Trainer:
                      "total_steps": self.total_steps, "scheduler": {"kind": self.cfg.optim.schedule, "step": self.step}}
             (st / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
-        _atomic_dir(final, write)
+        atomic_dir(final, write)
         ckpts = sorted((self.run_dir / CHECKPOINTS).glob("step-*"))
         for old in ckpts[: -self.cfg.checkpoint.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -668,7 +582,7 @@ class Trainer:
         self.log.info(f"resumed from {ckpt} at step {self.step}")
 
     def save_final(self) -> Path:
-        return _atomic_dir(self.run_dir / FINAL, self._write_model)
+        return atomic_dir(self.run_dir / FINAL, self._write_model)
 
     def _write_model(self, out: Path) -> None:
         """What a checkpoint and final/ share: the adapter, hawkeye.json (prompt and completion
