@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .config import LoRAConfig, ModelConfig
+from .images import ImageReadError, as_rgb
 from .prompts import THINK, PromptTemplate, get_prompt, parse_score
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
-
-
-class ImageReadError(ValueError):
-    """An input image could not be read or converted; the message names the image."""
 
 
 @dataclass
@@ -62,82 +59,10 @@ def _describe(image: Any, index: int) -> str:
     return f"images[{index}] ({type(image).__module__.split('.')[0]}.{type(image).__name__})"
 
 
-def _array_to_pil(array, name: str):
-    """numpy HxW / HxWxC (uint8, uint16 or float in [0, 1]) -> PIL image."""
-    import numpy as np
-    from PIL import Image
-
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ImageReadError(f"{name}: expected an HxW or HxWxC array with C in 1, 3, 4; got shape {tuple(array.shape)}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ImageReadError(f"{name}: image has no pixels (shape {tuple(array.shape)})")
-    if array.dtype == np.uint8:
-        pass
-    elif array.dtype == np.uint16:
-        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ImageReadError(f"{name}: float image contains NaN or inf")
-        lo, hi = float(array.min()), float(array.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ImageReadError(f"{name}: float images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
-        array = (array.clip(0, 1) * 255.0).round().astype(np.uint8)
-    else:
-        raise ImageReadError(f"{name}: unsupported pixel type {array.dtype} (use uint8, uint16 or float in [0, 1])")
-    mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2 else array.shape[2]]
-    return Image.fromarray(np.ascontiguousarray(array), mode=mode)
-
-
 def to_rgb(image: Any, name: str = "image"):
-    """Any supported input -> an RGB PIL image. Raises ImageReadError naming `name`."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        if isinstance(image, (str, Path)):
-            path = Path(image)
-            if not path.is_file():
-                raise ImageReadError(f"{name}: no such file")
-            with Image.open(path) as opened:
-                opened.load()  # decode now, so a truncated file fails here and not later
-                image = opened.copy()
-        elif isinstance(image, np.ndarray):
-            image = _array_to_pil(image, name)
-        elif type(image).__module__.startswith("torch"):
-            import torch
-
-            if not isinstance(image, torch.Tensor):
-                raise ImageReadError(f"{name}: unsupported input type {type(image).__name__}")
-            t = image.detach().cpu()
-            if t.ndim == 3:  # CxHxW -> HxWxC
-                t = t.permute(1, 2, 0)
-            array = t.float().numpy() if t.is_floating_point() else t.numpy()
-            image = _array_to_pil(array, name)
-        elif not isinstance(image, Image.Image):
-            raise ImageReadError(f"{name}: unsupported input type {type(image).__name__} (use a path, PIL image, numpy array or torch tensor)")
-    except ImageReadError:
-        raise
-    except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError…)
-        raise ImageReadError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from exc
-
-    if image.width == 0 or image.height == 0:
-        raise ImageReadError(f"{name}: image has no pixels ({image.width}x{image.height})")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: PIL's convert("L") would clip at 255 instead of scaling.
-        image = _array_to_pil(np.asarray(image).astype(np.uint16, copy=False), name)
-    elif image.mode == "F":
-        array = np.asarray(image, dtype=np.float32)
-        image = _array_to_pil(array / 255.0 if array.max() > 1 else array, name)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA"):
-        # Transparent pixels are shown over white by viewers; their stored colour is arbitrary.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB") if image.mode != "RGB" else image
+    """Any supported input (path, PIL, numpy HxW[xC], torch CxHxW) -> an upright RGB PIL image.
+    Raises ImageReadError naming `name`."""
+    return as_rgb(image, name)
 
 
 # ----------------------------------------------------------------------------- scorer

@@ -33,7 +33,8 @@ import torch
 from .checkpoint import CHECKPOINTS, STATE_DIR, atomic_dir, latest_checkpoint, rng_state, set_rng_state
 from .config import ConfigError, ModelConfig, TrainConfig, dump_train_config, load_train_config
 from .kernels import group_advantages, policy_loss_from_hidden, token_stats
-from .runlog import Logger
+from .runfolder import RunFolderError
+from .runlog import METRICS, Logger
 
 SFT_BASE = "sft-base"
 FINAL = "final"
@@ -42,6 +43,10 @@ CONFIG_FILE = "config.yaml"
 
 class TrainingError(RuntimeError):
     """The run cannot go on (too many non-finite steps, bad resume folder, ...)."""
+
+
+class DataFault(TrainingError):
+    """A training image failed to decode and data.on_bad is fail: bad input, not a bug."""
 
 
 # ============================================================================ small pieces
@@ -135,12 +140,17 @@ class Partners:
         d = cfg.objective.perception.degradation
         self.use_files = d.use_partner_files
         self.degrader = Degrader(seed=d.seed, recipe=d.recipe())
+        self.decoded: Dict[str, object] = {}  # record id -> partner already read by Trainer._load
+
+    def uses_file(self, record) -> bool:
+        return bool(self.use_files and record.image_deg)
 
     def __call__(self, record, image):
         from .data import load_image
 
-        if self.use_files and record.image_deg:
-            return load_image(record, degraded=True)
+        if self.uses_file(record):
+            decoded = self.decoded.pop(record.id, None)
+            return decoded if decoded is not None else load_image(record, degraded=True)
         return self.degrader(image, record.id)
 
 
@@ -164,8 +174,10 @@ def build_demo_model(path: Path, cfg: TrainConfig, log: Optional[Callable[[str],
     """The tiny random Qwen2.5-VL the demo trains (written once, at model.name_or_path)."""
     from .model import build_tiny_model
 
+    from .runfolder import write_settings
+
     t = cfg.tiny_model
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")  # removed at start if a kill leaves it
     shutil.rmtree(tmp, ignore_errors=True)
     build_tiny_model(tmp, seed=t.seed, hidden_size=t.hidden_size, num_layers=t.num_layers, num_heads=t.num_heads,
                      intermediate_size=t.intermediate_size, vision_depth=t.vision_depth,
@@ -174,8 +186,34 @@ def build_demo_model(path: Path, cfg: TrainConfig, log: Optional[Callable[[str],
         from .tiny_vision import pretrain_tiny_vision
 
         pretrain_tiny_vision(tmp, steps=t.vision_pretrain_steps, log=log)
-    os.replace(tmp, path)
+    write_settings(tmp, tiny_settings(cfg))
+    try:
+        os.replace(tmp, path)
+    except OSError:  # built by another process meanwhile: theirs is identical (same settings)
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def tiny_settings(cfg: TrainConfig) -> dict:
+    """What the tiny model is a function of (recorded in it, checked before reuse)."""
+    from dataclasses import asdict
+
+    return {"tiny_model": {k: v for k, v in asdict(cfg.tiny_model).items() if k != "build"}}
+
+
+def sft_settings(cfg: TrainConfig) -> dict:
+    """What the warm start is a function of: RUN/sft-base is reused only when these match."""
+    from dataclasses import asdict
+
+    m = cfg.model
+    out = {"sft": asdict(cfg.sft), "seed": cfg.seed, "rollout": {"prompt": cfg.rollout.prompt},
+           "model": {"name_or_path": str(Path(m.name_or_path).resolve()) if Path(m.name_or_path).exists() else m.name_or_path,
+                     "lora": asdict(m.lora) if m.lora else None, "dtype": m.dtype, "quantization": m.quantization,
+                     "min_pixels": m.min_pixels, "max_pixels": m.max_pixels},
+           "data": {"train": list(cfg.data.train), "split_seed": cfg.data.split_seed}}
+    if cfg.tiny_model.build:
+        out.update(tiny_settings(cfg))
+    return json.loads(json.dumps(out))  # tuples -> lists, as read back from disk
 
 
 def reference_model_config(cfg: ModelConfig, base: str) -> ModelConfig:
@@ -219,7 +257,6 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None):
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = Logger(self.run_dir, every=cfg.logging.every, progress=cfg.logging.progress, stream=log_stream)
         self.policy = None
         self.optimizer = None
@@ -230,6 +267,9 @@ class Trainer:
         self.base = cfg.model.name_or_path  # the RL policy's base (the warm-started model after SFT)
         self.history: List[dict] = []
         self._stop = False
+        self.bad_ids: set = set()  # training records whose image failed to decode
+        self.faults = 0  # data faults so far (this process)
+        self._positions: Optional[Dict[str, int]] = None
 
     # ------------------------------------------------------------------ setup
 
@@ -243,15 +283,29 @@ class Trainer:
 
     def prepare(self) -> None:
         """Model folder (built when it is the demo's and missing), data, saved resolved config."""
+        from .runfolder import describe, differences, read_settings
+
         cfg = self.cfg
         path = Path(cfg.model.name_or_path)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and cfg.tiny_model.build and read_settings(path) is not None:
+            diffs = differences(read_settings(path), tiny_settings(cfg))
+            if diffs:
+                inside = path.resolve().is_relative_to(self.run_dir.resolve())
+                if not inside:  # may be another run's base: never rebuild it behind its back
+                    raise ConfigError(f"model.name_or_path: {path} is a tiny model built with other settings "
+                                      f"({describe(diffs)}); delete it or point model.name_or_path elsewhere")
+                self.log.info(f"rebuilding the tiny demo model at {path}: {describe(diffs)}")
+                shutil.rmtree(path)
         if not path.exists() and cfg.tiny_model.build and not _looks_like_hub_id(cfg.model.name_or_path):
             self.log.info(f"building the tiny demo model at {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
             build_demo_model(path, cfg, log=self.log.info)
         if self.data is None:
             self.data = Dataset.load(cfg, self.log.info)
-        (self.run_dir / CONFIG_FILE).write_text(dump_train_config(cfg), encoding="utf-8")
+        tmp = self.run_dir / (CONFIG_FILE + ".tmp")
+        tmp.write_text(dump_train_config(cfg), encoding="utf-8")
+        os.replace(tmp, self.run_dir / CONFIG_FILE)
         self.log.info(f"data: {len(self.data.train)} training images, {len(self.data.eval)} held-out images")
 
     def load_policy(self, base: str, adapter: Optional[Path] = None):
@@ -288,10 +342,53 @@ class Trainer:
 
     def _load(self, records) -> tuple:
         """(records, RGB images) for a batch. Every image read of a run goes through here, so a
-        file that fails to decode mid-run is handled in one place."""
-        from .data import load_image
+        file that fails to decode mid-run (truncated, deleted, replaced) is handled in one place:
+        reported with its file and the line that listed it, counted, and replaced in the batch by
+        the next readable training record (a pure function of which files are readable, so a
+        resume makes the same choice); with data.on_bad: fail the run stops (run() checkpoints)."""
+        out_records, out_images = [], []
+        for record in records:
+            pos = self._index_of(record)
+            for _ in range(len(self.data.train)):
+                image = self._read(record)
+                if image is not None:
+                    break
+                pos = (pos + 1) % len(self.data.train)
+                record = self.data.train[pos]
+            else:
+                raise TrainingError("no readable training image is left (every one failed to decode; see the log)")
+            out_records.append(record)
+            out_images.append(image)
+        return out_records, out_images
 
-        return list(records), [load_image(r) for r in records]
+    def _index_of(self, record) -> int:
+        if self._positions is None:
+            self._positions = {r.id: i for i, r in enumerate(self.data.train)}
+        return self._positions.get(record.id, 0)
+
+    def _read(self, record):
+        """The record's image (and its partner file, when the perception loss uses one), or None
+        after reporting why it cannot be read."""
+        from .data import load_image
+        from .images import ImageReadError
+
+        if record.id in self.bad_ids:
+            return None
+        try:
+            image = load_image(record)
+            if self._perception_on() and self.partners.uses_file(record):
+                self.partners.decoded[record.id] = load_image(record, degraded=True)
+            return image
+        except (ImageReadError, OSError, ValueError) as e:
+            self.bad_ids.add(record.id)
+            self.faults += 1
+            msg = f"data fault: {e}"
+            self.log.write({"event": "data_fault", "step": self.step + 1, "id": record.id,
+                            "source": record.source, "error": str(e)})
+            if self.cfg.data.on_bad == "fail":
+                raise DataFault(f"{msg} (data.on_bad: fail)") from None
+            self.log.info(f"{msg}; skipped for the rest of the run and replaced in this batch")
+            return None
 
     def _perception_on(self) -> bool:
         return self.cfg.objective.perception.enabled
@@ -301,11 +398,16 @@ class Trainer:
     def warm_start(self) -> str:
         """Supervised steps on `sft_target(MOS)`, then fold the adapter into the base and save it
         as RUN/sft-base (the RL base and reference). Returns that folder. Reuses a finished one."""
+        from .runfolder import write_settings
+
         cfg, s = self.cfg, self.cfg.sft
         out = self.run_dir / SFT_BASE
-        if (out / "config.json").is_file():
-            self.log.info(f"warm start: reusing {out}")
+        reusable, why = self.sft_reusable()
+        if reusable:
+            self.log.info(f"warm start: reusing {out} (made with the same settings)")
             return str(out.resolve())
+        if why:
+            self.log.info(f"warm start: rebuilding {out}: {why}")
         policy = self.load_policy(cfg.model.name_or_path)
         params = policy.trainable_parameters()
         opt = torch.optim.AdamW(params, lr=s.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -344,10 +446,25 @@ class Trainer:
         def write(tmp: Path) -> None:
             merged.save_pretrained(str(tmp))
             policy.processor.save_pretrained(tmp)
+            write_settings(tmp, sft_settings(cfg))
 
         atomic_dir(out, write)
         del policy, merged, opt
         return str(out.resolve())
+
+    def sft_reusable(self) -> tuple:
+        """(True, "") when RUN/sft-base exists and was made with this config's warm-start
+        settings; else (False, why) — why is "" when there is none yet."""
+        from .runfolder import describe, differences, read_settings
+
+        out = self.run_dir / SFT_BASE
+        if not (out / "config.json").is_file():
+            return False, ""
+        saved = read_settings(out)
+        if saved is None:
+            return False, "it records no settings (made by an older version)"
+        diffs = differences(saved, sft_settings(self.cfg))
+        return (False, f"made with other settings: {describe(diffs)}") if diffs else (True, "")
 
     # ------------------------------------------------------------------ one RL step
 
@@ -592,18 +709,60 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
-    def run(self, resume: bool = False, max_steps: Optional[int] = None) -> RunResult:
+    def run(self, resume: bool = False, max_steps: Optional[int] = None, overwrite: bool = False) -> RunResult:
+        """Take the run folder (locked; a folder holding another run is refused unless `resume`
+        or `overwrite`), then train. `max_steps` stops early after that many steps in total
+        (tests, Ctrl-C emulation); the schedule still follows the configured total."""
+        from .runfolder import claim
+
+        with claim(self.run_dir, resume=resume, overwrite=overwrite, log=self.log.info):
+            return self._run(resume, max_steps)
+
+    def _resume_changes(self) -> List[tuple]:
+        """Keys of this config that differ from the run's saved config.yaml (output_dir aside)."""
+        import yaml
+
+        from .runfolder import differences
+
+        saved = self.run_dir / CONFIG_FILE
+        if not saved.is_file():
+            return []
+        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        return [d for d in differences(old, self.cfg.to_dict()) if d[0] != "output_dir"]
+
+    def _run(self, resume: bool, max_steps: Optional[int]) -> RunResult:
         """prepare -> (warm start) -> eval before -> RL steps (checkpoints, periodic eval) -> eval
-        after -> RUN/final. `max_steps` stops early after that many steps in total (tests, Ctrl-C
-        emulation); the schedule still follows the configured total."""
+        after -> RUN/final."""
+        from .runfolder import cut_metrics, describe
+
         t_start = time.time()
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        changes = self._resume_changes() if resume else []
+        if ckpt is not None:
+            # The checkpoint's adapter sits on a base made by these settings: they cannot change.
+            fixed = [c for c in changes if c[0].split(".")[0] in ("model", "tiny_model", "sft")]
+            if fixed:
+                raise RunFolderError(f"--resume {self.run_dir}: {describe(fixed)} cannot change in a run that has "
+                                     "checkpoints (the adapter was trained on that base); start a new run instead")
+        for key, old, new in changes:
+            self.log.info(f"resume: {key} changed {old!r} -> {new!r}")
         self.prepare()
         result = RunResult(self.run_dir, 0)
-        ckpt = latest_checkpoint(self.run_dir) if resume else None
         if resume and ckpt is None:
             self.log.info(f"no checkpoint in {self.run_dir / CHECKPOINTS}: starting from the beginning")
+        if resume:
+            at = 0 if ckpt is None else int(ckpt.name.split("-")[-1])
+            keep_sft = ckpt is not None or self.cfg.sft.steps == 0 or self.sft_reusable()[0]
+            dropped = cut_metrics(self.run_dir / METRICS, at, restart=ckpt is None, keep_sft=keep_sft)
+            if dropped:
+                self.log.info(f"metrics.jsonl: {dropped} records after step {at} removed (they are redone now)")
+            self.log.write({"event": "resume", "step": at, "changes": {k: [o, n] for k, o, n in changes}})
         if ckpt is not None:
             self.load_checkpoint(ckpt)
+            if self.step >= self.total_steps and (self.run_dir / FINAL).is_dir():
+                self.log.info(f"{self.run_dir}: the run finished at step {self.step} of {self.total_steps}; "
+                              "nothing to do (raise optim.max_steps or optim.epochs with --set to train on)")
+                return RunResult(self.run_dir, self.step, seconds=time.time() - t_start)
         else:
             if self.cfg.sft.steps > 0:
                 self.base = self.warm_start()
@@ -635,7 +794,15 @@ class Trainer:
                 rng = rng_state()  # the step's starting RNG: what a checkpoint of the pre-step state holds
                 step_before = self.step
                 try:
+                    faults_before = self.faults
                     rec = self.rl_step()
+                    rec["data_faults"] = self.faults - faults_before
+                except DataFault:
+                    # Bad input with on_bad: fail: keep what was learnt, then stop with the message.
+                    if self.step == step_before:
+                        self.log.info(f"writing a checkpoint at step {self.step} before stopping")
+                        self.save_checkpoint(rng)
+                    raise
                 except KeyboardInterrupt:
                     # Stopped inside a step: the step counter was not advanced, so save the state
                     # from before it (exact unless the interrupt fell between two of its μ updates).
@@ -700,17 +867,21 @@ def summary_table(result: RunResult) -> str:
 
 
 def train(config: Optional[Path] = None, overrides: Sequence[str] = (), resume: Optional[Path] = None,
-          log_stream=None) -> RunResult:
+          log_stream=None, overwrite: bool = False) -> RunResult:
     """`hawkeye-lite train`: config file (default: the built-in demo) + overrides, or --resume RUN
-    (the run's saved config.yaml, plus any overrides)."""
+    (the run's saved config.yaml, plus any overrides). `overwrite` replaces a run already in
+    output_dir (otherwise such a folder is refused)."""
     if resume is not None:
         resume = Path(resume)
         saved = resume / CONFIG_FILE
         if not saved.is_file():
-            raise TrainingError(f"--resume {resume}: no {CONFIG_FILE} there (not a hawkeye-lite run folder)")
+            what = "no such folder" if not resume.exists() else f"no {CONFIG_FILE} there (not a hawkeye-lite run folder)"
+            raise RunFolderError(f"--resume {resume}: {what}")
+        if overwrite:
+            raise RunFolderError("--resume continues the run in its folder; --overwrite would delete it: use one of them")
         cfg = load_train_config(saved, overrides)
         trainer = Trainer(cfg, run_dir=resume, log_stream=log_stream)
         return trainer.run(resume=True)
     cfg = load_train_config(config, overrides)
     trainer = Trainer(cfg, log_stream=log_stream)
-    return trainer.run()
+    return trainer.run(overwrite=overwrite)

@@ -832,17 +832,17 @@ def load_records(specs: Union[str, Sequence[str]], *, on_bad: str = "skip", chec
 
 
 def load_image(path_or_record: Union[str, IQARecord], *, degraded: bool = False):
-    """Open an image as RGB PIL (the partner with degraded=True)."""
-    from PIL import Image
+    """Open an image as an upright RGB PIL image (EXIF orientation applied; the partner with
+    degraded=True). Raises ImageReadError naming the file and, for a record, where it was listed."""
+    from ..images import open_rgb
 
     if isinstance(path_or_record, IQARecord):
         path = path_or_record.image_deg if degraded else path_or_record.image
         if path is None:
             raise DataError(f"{path_or_record.source}: record {path_or_record.id!r} has no degraded partner")
-    else:
-        path = path_or_record
-    with Image.open(path) as im:
-        return im.convert("RGB")
+        where = f"{path} (listed at {path_or_record.source})" if path_or_record.source else path
+        return open_rgb(path, where)
+    return open_rgb(path_or_record)
 
 
 def write_json(records: Iterable[IQARecord], path: Union[str, Path], *, relative: bool = True) -> Path:

@@ -107,8 +107,9 @@ def degrade(img, key: str, *, seed: int = 0, recipe: DegradeRecipe = DegradeReci
     from PIL import Image
 
     if not isinstance(img, Image.Image):
-        with Image.open(img) as im:
-            img = im.convert("RGB")
+        from ..images import open_rgb
+
+        img = open_rgb(img)  # upright, like every other reader of the package
     elif img.mode != "RGB":
         img = img.convert("RGB")
     rng = record_rng(seed, key)
