@@ -3,22 +3,126 @@ heavy imports (torch, transformers) happen inside the commands so `--help` stays
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors its own click; older ones use click itself
+    from typer import _click as click
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover
+    import click
+    from click import exceptions as _click_exceptions
+
+
+class _Group(TyperGroup):
+    """Every failure leaves the program as one line on stderr and an exit code (errors.py):
+    2 bad input, 1 the work failed, 130 interrupted; --debug / HAWKEYE_DEBUG=1 re-raises."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from hawkeye_lite.errors import classify, debug_enabled
+
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except _click_exceptions.UsageError as e:
+            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(2)
+        except typer.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except _click_exceptions.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except Exception as e:  # noqa: BLE001 - this is the one place every error is turned into a line
+            if debug_enabled(argv):
+                raise
+            code, line = classify(e)
+            click.echo(line, err=True)
+            sys.exit(code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="hawkeye-lite",
     help="Reinforcement-learned image quality assessment (Q-Hawkeye) on one GPU.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Group,
+    pretty_exceptions_enable=False,
 )
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (also HAWKEYE_DEBUG=1)."),
+) -> None:
     """hawkeye-lite: train and serve a Q-Hawkeye image-quality model."""
+
+
+def _fail(message: str) -> None:
+    """Bad input found before any work: one line, exit 2."""
+    from hawkeye_lite.errors import UserError
+
+    raise UserError(message)
+
+
+def _check_output_file(path: Path, option: str) -> None:
+    """An output file must be writable before hours of work go into it."""
+    import os
+
+    if path.is_dir():
+        _fail(f"{option} {path}: is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"{option} {path}: cannot create {parent} ({e.strerror or e})")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        _fail(f"{option} {path}: not writable")
+
+
+def _check_output_dir(out: Path, option: str, overwrite: bool, owned: List[str]) -> None:
+    """An output folder must be empty (or only hold what this command wrote, with --overwrite)."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        _fail(f"{option} {out}: is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            _fail(f"{option} {out}: not empty; use --overwrite to replace its contents, or choose another folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in owned)
+        if foreign:
+            _fail(f"{option} {out}: --overwrite only replaces what this command writes ({', '.join(owned)}), "
+                  f"but it also holds {', '.join(foreign[:5])}; choose another folder")
+        for name in owned:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"{option} {out}: cannot create it ({e.strerror or e})")
+
+
+def _check_sampling(samples: Optional[int], batch_size: int, temperature: Optional[float],
+                    max_new_tokens: Optional[int]) -> None:
+    import math
+
+    if samples is not None and samples < 1:
+        _fail(f"--samples: must be >= 1, got {samples}")
+    if batch_size < 1:
+        _fail(f"--batch-size: must be >= 1, got {batch_size}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        _fail(f"--temperature: must be >= 0 (0 = greedy), got {temperature}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        _fail(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")
 
 
 @app.command()
@@ -26,21 +130,17 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default: configs/demo.yaml)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config key: --set a.b=value (repeatable)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run directory to resume from."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in output_dir (else refused)."),
 ) -> None:
     """Train a quality-rating policy with UA-GRPO + the implicit perception loss.
 
     With no arguments: the CPU demo (tiny model + generated data, a few minutes)."""
-    from hawkeye_lite.config import ConfigError
-    from hawkeye_lite.trainer import TrainingError, summary_table
+    from hawkeye_lite.trainer import summary_table
     from hawkeye_lite.trainer import train as run_training
 
     if config is not None and resume is not None:
-        raise typer.BadParameter("--resume continues a run with its saved config.yaml; use --set for changes, not --config")
-    try:
-        result = run_training(config, set_, resume)
-    except (ConfigError, TrainingError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        _fail("--resume continues a run with its saved config.yaml; use --set for changes, not --config")
+    result = run_training(config, set_, resume, overwrite=overwrite)
     if result.interrupted:
         typer.echo(f"interrupted at step {result.steps}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True)
         raise typer.Exit(130)
@@ -55,11 +155,9 @@ def plot(run: Path = typer.Argument(..., help="Training run folder (holds metric
     """Draw reward, held-out SRCC and the KL terms over steps (PNG with matplotlib, else SVG)."""
     from hawkeye_lite.plot import plot_run
 
-    try:
-        typer.echo(plot_run(run))
-    except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    if not (run / "metrics.jsonl").is_file():
+        _fail(f"{run}: no metrics.jsonl (not a training run folder)")
+    typer.echo(plot_run(run))
 
 
 # ----------------------------------------------------------------------------- model & scoring (issue #3)
@@ -74,10 +172,10 @@ def init_tiny(
     """Write a tiny randomly initialised Qwen2.5-VL (+ tokenizer and processor) for offline tests and demos."""
     from hawkeye_lite.model import build_tiny_model
 
-    try:
-        path = build_tiny_model(out, seed=seed, arch=arch)
-    except ValueError as e:
-        raise typer.BadParameter(str(e))
+    if arch not in ("qwen2_5_vl", "qwen2_vl"):
+        _fail(f"--arch: must be qwen2_5_vl or qwen2_vl, got {arch!r}")
+    _check_output_dir(out, "OUT", overwrite=False, owned=[])
+    path = build_tiny_model(out, seed=seed, arch=arch)
     typer.echo(f"wrote a tiny random {arch} checkpoint to {path}")
 
 
@@ -99,11 +197,10 @@ def score(
 
     from hawkeye_lite.scorer import Scorer
 
-    try:
-        scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens)
-    except (FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    _check_sampling(samples, batch_size, temperature, max_new_tokens)
+    if quantization not in (None, "nf4", "none"):
+        _fail(f"--quantization: must be nf4 or none, got {quantization!r}")
+    scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens)
     results = scorer.score(images, samples=samples, temperature=temperature, seed=seed,
                            batch_size=batch_size, on_error="skip")
     for r in results:
@@ -116,7 +213,7 @@ def score(
         else:
             typer.echo(f"{r.source}\t{r.score:.3f} ± {r.std:.3f}\t({r.n_parsed}/{len(r.texts)} parsed)")
     if any(not r.ok for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(2)  # an unreadable input is bad input; the others are scored above
 
 
 # ----------------------------------------------------------------------------- data & eval (issue #4)
@@ -124,15 +221,20 @@ def score(
 
 def _load_data(data: List[str], on_bad: str, check_images: str, seed: int):
     """Load data specs, print the load summary to stderr; bad input exits with its file:line."""
-    from hawkeye_lite.data.datasets import DataError, load_records
+    from hawkeye_lite.data.datasets import load_records
 
-    try:
-        res = load_records(data, on_bad=on_bad, check_images=check_images, seed=seed)
-    except (DataError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    if on_bad not in ("skip", "fail"):
+        _fail(f"--on-bad: must be skip or fail, got {on_bad!r}")
+    if check_images not in ("full", "header", "none"):
+        _fail(f"--check-images: must be full, header or none, got {check_images!r}")
+    res = load_records(data, on_bad=on_bad, check_images=check_images, seed=seed)
     typer.echo(res.format(), err=True)
     return res
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "val", "test", "all"):
+        _fail(f"--split: must be train, val, test or all, got {split!r}")
 
 
 @app.command("eval")
@@ -156,14 +258,14 @@ def eval_(
 
     from hawkeye_lite.evaluate import evaluate, scorer_fn
 
+    _check_split(split)
+    _check_sampling(samples, batch_size, temperature, max_new_tokens)
+    if csv_out is not None:
+        _check_output_file(csv_out, "--csv")
     res = _load_data(data, on_bad, check_images, seed)
-    try:
-        records = res.split(split)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--split")
+    records = res.split(split)
     if not records:
-        typer.echo(f"error: no records in split {split!r} (try --split all)", err=True)
-        raise typer.Exit(2)
+        _fail(f"--split {split}: no records in that split of {', '.join(data)} (try --split all)")
 
     from hawkeye_lite.scorer import Scorer
 
@@ -175,13 +277,14 @@ def eval_(
     report = evaluate(records, scorer_fn(scorer, samples=samples, temperature=temperature,
                                          max_new_tokens=max_new_tokens, seed=seed),
                       batch_size=batch_size, progress=progress)
-    if csv_out is not None:
-        report.write_csv(csv_out)
-        typer.echo(f"predictions written to {csv_out}", err=True)
+    # The results first: a failing optional file must not cost the user the numbers.
     if json_:
         typer.echo(_json.dumps(report.to_dict(), indent=1, allow_nan=False))
     else:
         typer.echo(report.table())
+    if csv_out is not None:
+        report.write_csv(csv_out)
+        typer.echo(f"predictions written to {csv_out}", err=True)
 
 
 @app.command()
@@ -193,25 +296,26 @@ def degrade(
     split: str = typer.Option("all", "--split", help="Records to degrade: all | train | val | test."),
     fmt: str = typer.Option("png", "--format", help="png (lossless) or jpg (the paper's: quality 95)."),
     on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what an earlier degrade wrote to --out."),
 ) -> None:
     """Build original/degraded pairs offline for the perception loss."""
     from hawkeye_lite.data.degrade import DegradeRecipe, degrade_records
 
+    _check_split(split)
+    if fmt not in ("png", "jpg"):
+        _fail(f"--format: must be png or jpg, got {fmt!r}")
+    _check_output_dir(out, "--out", overwrite, owned=["images", "data.json", "degrade_meta.json"])
     res = _load_data(data, on_bad, "full", seed)
     records = res.split(split)
     if not records:
-        typer.echo(f"error: no records in split {split!r}", err=True)
-        raise typer.Exit(2)
+        _fail(f"--split {split}: no records in that split of {', '.join(data)}")
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 100 == 0:
             typer.echo(f"\rdegraded {done}/{total}", err=True, nl=done == total)
 
-    try:
-        degrade_records(records, out, seed=seed, recipe=DegradeRecipe(second_stage=second_stage), fmt=fmt,
-                        progress=progress)
-    except ValueError as e:
-        raise typer.BadParameter(str(e))
+    degrade_records(records, out, seed=seed, recipe=DegradeRecipe(second_stage=second_stage), fmt=fmt,
+                    progress=progress)
     typer.echo(f"wrote {len(records)} degraded partners to {out / 'images'} and {out / 'data.json'}")
 
 
@@ -221,14 +325,17 @@ def demo_data(
     seed: int = typer.Option(0, "--seed", help="Generation seed."),
     scenes: int = typer.Option(64, "--scenes", help="Number of reference scenes."),
     per_scene: int = typer.Option(5, "--per-scene", help="Distorted versions per scene (plus the pristine one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo dataset written to --out before."),
 ) -> None:
     """Write the generated demo dataset (images + JSON with train/test splits) to disk."""
     from hawkeye_lite.data.demo import DemoConfig, write_demo
+    from hawkeye_lite.errors import UserError
 
     try:
         cfg = DemoConfig(n_scenes=scenes, per_scene=per_scene, seed=seed)
     except ValueError as e:
-        raise typer.BadParameter(str(e))
+        raise UserError(f"demo-data: {e}") from None
+    _check_output_dir(out, "--out", overwrite, owned=["images", "demo.json", "train.json", "test.json", "meta.json"])
     recs = write_demo(out, cfg)
     n_test = sum(r.split == "test" for r in recs)
     typer.echo(f"wrote {len(recs)} images ({len(recs) - n_test} train, {n_test} test) to {out}; "
@@ -236,7 +343,7 @@ def demo_data(
 
 
 def main() -> None:
-    app()
+    app()  # _Group.main turns every error into one line and an exit code
 
 
 if __name__ == "__main__":

@@ -456,10 +456,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _build(tp, value, key)
     if origin in (tuple, list, Tuple, List):
         if isinstance(value, str):
-            import yaml
-
-            parsed = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
-            value = parsed
+            value = _split_list(value, key)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         elem = args[0] if args else Any
@@ -487,6 +484,46 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _split_list(text: str, key: str) -> List[str]:
+    """`[a, b]` or `a,b` from the command line -> ['a', 'b'], without YAML: data specs hold `?`,
+    `&` and `,` (`csv:F?path=a&mos=b`, `range=0,100`), which a YAML flow list cannot carry.
+    Data specs split only where a new `kind:` starts; other lists at every comma outside quotes."""
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    elif inner.startswith("[") or inner.endswith("]"):
+        raise ConfigError(f"{key}: unbalanced brackets in {text!r}; write a list as [a, b]")
+    pieces, buf, quote = [], "", None
+    for ch in inner:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                buf += ch
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            pieces.append(buf)
+            buf = ""
+        else:
+            buf += ch
+    if quote:
+        raise ConfigError(f"{key}: unclosed quote in {text!r}")
+    pieces.append(buf)
+    pieces = [p.strip() for p in pieces]
+    if key.startswith("data."):
+        import re
+
+        merged: List[str] = []
+        for p in pieces:  # "csv:F?range=0" + "100" is one spec; "koniq:/d" starts the next
+            if merged and not re.match(r"^[a-z]+:", p) and not p.lower().endswith((".json", ".jsonl", ".csv")):
+                merged[-1] += "," + p
+            else:
+                merged.append(p)
+        pieces = merged
+    return [p for p in pieces if p]
 
 
 def _build(cls, values: Dict[str, Any], prefix: str):

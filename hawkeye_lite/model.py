@@ -284,10 +284,36 @@ def _resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return "flash_attention_2" if usable and importlib.util.find_spec("flash_attn") is not None else "sdpa"
 
 
+class ModelLoadError(FileNotFoundError, ValueError):
+    """The model named by the user cannot be loaded (no such folder, not a model, offline hub id)."""
+
+
+def _looks_like_path(name: str) -> bool:
+    # "runs/dmeo" is a hub id in form, but when ./runs exists it is a mistyped folder (and asking
+    # the hub would take half a minute of retries offline before failing anyway).
+    first = name.split("/", 1)[0]
+    return (name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+            or ("/" in name and Path(first).is_dir()))
+
+
 def _model_class(name_or_path: str):
     from transformers import AutoConfig
 
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{name_or_path}: is a file, not a model folder")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{name_or_path}: not a Hugging Face model folder (no config.json)")
+    elif _looks_like_path(name_or_path):
+        raise ModelLoadError(f"{name_or_path}: no such model folder")
+    try:
+        model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    except (OSError, ValueError) as e:  # HFValidationError is a ValueError; offline / 404 an OSError
+        if path.exists():
+            raise ModelLoadError(f"{name_or_path}/config.json: cannot read it ({str(e).splitlines()[0]})") from None
+        raise ModelLoadError(f"{name_or_path}: not a local folder, and not loadable as a hub model id "
+                             f"({str(e).splitlines()[0][:200]}); check the path, or download the model first") from None
     if model_type == "qwen2_5_vl":
         from transformers import Qwen2_5_VLForConditionalGeneration as cls
     elif model_type == "qwen2_vl":
@@ -568,4 +594,4 @@ def read_meta(path: Union[str, Path]) -> Optional[dict]:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
-__all__ = ["build_tiny_model", "load_policy", "Policy", "PromptBatch", "VLProcessor", "read_meta"]
+__all__ = ["ModelLoadError", "build_tiny_model", "load_policy", "Policy", "PromptBatch", "VLProcessor", "read_meta"]

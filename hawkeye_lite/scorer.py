@@ -100,12 +100,12 @@ class Scorer:
         adapter_config.json), a full model folder, or a hub id. quantization/dtype/prompt/
         max_new_tokens default to what the adapter was trained with (hawkeye.json), else
         none/auto/think/512."""
-        from .model import load_policy, read_meta
+        from .model import ModelLoadError, load_policy, read_meta
 
         local = Path(path)
         adapter = _find_adapter(local) if local.is_dir() else None
         if not local.is_dir() and (local.exists() or not _HUB_ID.fullmatch(str(path))):
-            raise FileNotFoundError(f"Scorer.from_pretrained: {path} is not a model, adapter or run folder")
+            raise ModelLoadError(f"{path}: no such model, adapter or run folder")
         meta = read_meta(adapter) if adapter is not None else None
         saved = (meta or {}).get("model", {})
         if adapter is not None:
@@ -117,7 +117,7 @@ class Scorer:
             lora = LoRAConfig(adapter_path=str(adapter))
         else:
             if local.is_dir() and not (local / "config.json").is_file():
-                raise FileNotFoundError(f"Scorer.from_pretrained: {path} has neither adapter_config.json nor config.json")
+                raise ModelLoadError(f"{path}: not a model, adapter or run folder (it has neither adapter_config.json nor config.json)")
             base, lora = str(path), None
         cfg = ModelConfig(
             name_or_path=base,

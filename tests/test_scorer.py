@@ -253,7 +253,7 @@ def test_cli_init_tiny_and_score(tmp_path, run_dir, files):
 
     res = runner.invoke(app, ["score", "--model", str(run_dir), str(files / "not_an_image.jpg"), str(files / "rgb.png"),
                               "--samples", "1", "--max-new-tokens", "2"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "not_an_image.jpg\tfailed" in res.stdout and str(files / "rgb.png") in res.stdout
 
     res = runner.invoke(app, ["score", "--model", str(tmp_path / "missing"), str(files / "rgb.png")])
