@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
+from .decode import derive_seed, row_keys, sample_keyed, sample_tokens, vocab_hash
 from .model import Policy, PromptBatch
 from .prompts import THINK, PromptTemplate, parse_score
 
@@ -49,26 +51,6 @@ def _check_args(num_generations, max_new_tokens, temperature, top_p, top_k) -> N
         raise ValueError(f"top_p: must be in (0, 1], got {top_p!r}")
     if top_k < 0:
         raise ValueError(f"top_k: must be >= 0 (0 = off), got {top_k!r}")
-
-
-def sample_tokens(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """[N, V] logits -> [N] token ids. temperature 0 is greedy."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the tokens ranked above it already hold top_p of the mass;
-        # the most likely token always survives.
-        drop = probs.cumsum(-1) - probs > top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 @contextlib.contextmanager
@@ -123,6 +105,7 @@ def generate_rollouts(
     top_p: float = 1.0,
     top_k: int = 0,
     seed: Optional[int] = None,
+    seeds: Optional[Sequence[int]] = None,
     prompt: Union[PromptTemplate, str] = THINK,
     shared_prefix: bool = True,
     batch: Optional[PromptBatch] = None,
@@ -130,10 +113,19 @@ def generate_rollouts(
 ) -> Rollouts:
     """Sample `num_generations` completions for each of the B images (PIL).
 
-    temperature=0 is greedy. `seed` makes the sampling reproducible without touching the global
-    RNG. shared_prefix=False runs transformers' `generate(num_return_sequences=G)` instead (the
+    temperature=0 is greedy. Randomness comes from per-row counter-based streams
+    (hawkeye_lite/decode.py), never from the global RNG or a torch.Generator:
+
+    - `seeds`: one integer per image. The G completions of image b then depend only on the
+      image (its prompt), seeds[b], g, the sampling settings and the model: not on the other
+      images, b's position, or how many images are decoded together.
+    - `seed`: one integer for the call; image b gets seeds[b] = derive_seed(seed, b), so its
+      answers depend on its position in `images` (not on the other images themselves).
+    - neither: seeds are drawn from torch's global RNG (reproducible under torch.manual_seed).
+
+    shared_prefix=False runs transformers' `generate(num_return_sequences=G)` instead (the
     naive path: vision and prefill G times per image); it exists to check and to benchmark the
-    shared path against, and uses the global RNG seeded in a forked state.
+    shared path against, uses the global RNG seeded in a forked state, and takes `seed` only.
 
     `batch` / `image_features`: the trainer's already encoded prompts of `images` and their
     vision-tower output, so one training step runs the vision tower once per image in total
@@ -151,15 +143,16 @@ def generate_rollouts(
             raise ValueError(f"generate_rollouts: batch holds {batch.batch_size} prompts for {len(images)} images")
         stop_ids = torch.tensor(policy.stop_token_ids(), device=policy.device)
         if not shared_prefix:
+            if seeds is not None:
+                raise ValueError("generate_rollouts: seeds= needs shared_prefix=True (transformers' generate has one global stream)")
             completion_ids = _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids)
             return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
 
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=policy.device).manual_seed(int(seed))
+        keys = row_keys(_resolve_seeds(seed, seeds, len(images)), g, device=policy.device)
         suppressed = torch.tensor(policy.suppressed_token_ids(), device=policy.device, dtype=torch.long)
         pad_id = policy.tokenizer.pad_token_id
         lm_head = policy.hf_model.lm_head
+        vhash = vocab_hash(policy.lm_head_weight.shape[0], device=policy.device)
 
         # Prefill once per image: vision tower + prompt, B rows.
         cache = policy.new_cache()
@@ -178,7 +171,8 @@ def generate_rollouts(
         tokens: List[torch.Tensor] = []
         for step in range(max_new_tokens):
             logits[:, suppressed] = float("-inf")
-            token = sample_tokens(logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
+            token = sample_keyed(logits, keys, torch.tensor(step, device=policy.device), vhash,
+                                 temperature=temperature, top_p=top_p, top_k=top_k)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)
             finished |= torch.isin(token, stop_ids)
@@ -192,6 +186,26 @@ def generate_rollouts(
 
         completion_ids = torch.stack(tokens, 1)
         return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
+
+
+def _resolve_seeds(seed: Optional[int], seeds: Optional[Sequence[int]], n: int) -> List[int]:
+    if seeds is not None:
+        if seed is not None:
+            raise ValueError("generate_rollouts: pass seed= or seeds=, not both")
+        seeds = list(seeds)
+        if len(seeds) != n:
+            raise ValueError(f"generate_rollouts: seeds holds {len(seeds)} values for {n} images")
+        for i, s in enumerate(seeds):
+            try:
+                seeds[i] = operator.index(s)  # ints, numpy / torch integers; not floats or bools
+            except TypeError:
+                raise TypeError(f"seeds[{i}]: expected an integer, got {type(s).__name__}") from None
+            if isinstance(s, bool):
+                raise TypeError(f"seeds[{i}]: expected an integer, got bool")
+        return [int(s) for s in seeds]
+    if seed is not None:
+        return [derive_seed(int(seed), b) for b in range(n)]
+    return torch.randint(0, 2**62, (n,)).tolist()
 
 
 def _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids) -> torch.Tensor:

@@ -1,0 +1,166 @@
+"""The keyed sampler (per-row counter-based random streams) and the decode engine."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from hawkeye_lite.config import LoRAConfig
+from hawkeye_lite.decode import derive_seed, filter_logits, mix32, row_keys, sample_keyed, uniform_noise, vocab_hash
+from hawkeye_lite.model import load_policy
+from hawkeye_lite.rollout import generate_rollouts
+
+from _tiny import images, model_config, perturb_lora, tiny_model_dir
+
+
+def fresh_seed(label: str) -> int:
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"{label} seed: {seed}")
+    return seed
+
+
+# ----------------------------------------------------------------------------- the hash
+
+
+def test_mix32_matches_python_reference(gen):
+    def ref(x):  # lowbias32 in exact Python integers
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    xs = torch.randint(0, 2**32, (4096,), generator=gen, dtype=torch.long)
+    xs[:4] = torch.tensor([0, 1, 2**32 - 1, 2**31])
+    assert mix32(xs).tolist() == [ref(int(x)) for x in xs]
+
+
+def test_uniform_noise_is_uniform_and_row_local(gen):
+    keys = torch.randint(0, 2**32, (64, 2), generator=gen, dtype=torch.long)
+    vh = vocab_hash(2048)
+    u = uniform_noise(keys, torch.tensor(3), vh)
+    assert u.shape == (64, 2048) and bool((u > 0).all()) and bool((u < 1).all())
+    assert stats.kstest(u.flatten().numpy(), "uniform").pvalue > 1e-4
+    # a row's noise depends on its key and the step only
+    assert torch.equal(uniform_noise(keys[5:6], torch.tensor(3), vh), u[5:6])
+    assert torch.equal(uniform_noise(keys.flip(0), torch.tensor(3), vh), u.flip(0))
+    assert not torch.equal(uniform_noise(keys, torch.tensor(4), vh), u)
+    # neighbouring vocab entries / steps are not correlated
+    assert abs(np.corrcoef(u[:, :-1].flatten(), u[:, 1:].flatten())[0, 1]) < 0.02
+    u4 = uniform_noise(keys, torch.tensor(4), vh)
+    assert abs(np.corrcoef(u.flatten(), u4.flatten())[0, 1]) < 0.02
+
+
+def test_row_keys_depend_on_seed_and_generation_only():
+    a = row_keys([11, 22, 33], 4)
+    assert a.shape == (12, 2) and len({tuple(r) for r in a.tolist()}) == 12
+    assert torch.equal(row_keys([22], 4), a[4:8])
+    assert torch.equal(row_keys([33, 11], 4), torch.cat([a[8:], a[:4]]))
+    assert int(a.max()) < 2**32 and int(a.min()) >= 0
+    row_keys([-1, 2**70], 2)  # any Python integer is a seed
+    assert derive_seed(5, 0) != derive_seed(5, 1) != derive_seed(6, 1)
+
+
+# ----------------------------------------------------------------------------- a correct sampler
+
+
+def expected_probs(logits, temperature, top_p, top_k):
+    return filter_logits(logits[None], temperature=temperature, top_p=top_p, top_k=top_k).softmax(-1)[0].double()
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.5, 1.0, 0), (2.0, 1.0, 0), (1.0, 1.0, 4),
+                                                      (1.0, 0.8, 0), (0.7, 0.9, 6)])
+def test_keyed_sampler_draws_from_the_filtered_softmax(gen, temperature, top_p, top_k):
+    """Chi-square of token counts against softmax(filter(logits / T)): over many rows (one draw
+    each) and over many steps of one row (the stream along t)."""
+    v = 12
+    logits = torch.randn(v, generator=gen) * 1.5
+    p = expected_probs(logits, temperature, top_p, top_k)
+    vh = vocab_hash(v)
+    kw = dict(temperature=temperature, top_p=top_p, top_k=top_k)
+    n = 20000
+    across_rows = sample_keyed(logits.expand(n, v), torch.randint(0, 2**32, (n, 2), generator=gen), torch.tensor(0), vh, **kw)
+    key = torch.randint(0, 2**32, (1, 2), generator=gen)
+    along_steps = torch.cat([sample_keyed(logits[None], key, torch.tensor(t), vh, **kw) for t in range(4000)])
+    for draws in (across_rows, along_steps):
+        counts = torch.bincount(draws, minlength=v).double()
+        assert counts[p == 0].sum() == 0  # filtered tokens never drawn
+        keep = p > 0
+        exp = p[keep] / p[keep].sum() * len(draws)
+        pvalue = stats.chisquare(counts[keep].numpy(), exp.numpy()).pvalue if keep.sum() > 1 else 1.0
+        assert pvalue > 1e-4, (counts.tolist(), exp.tolist())
+
+
+def test_temperature_zero_is_greedy(gen):
+    logits = torch.randn(50, 30, generator=gen)
+    keys = torch.randint(0, 2**32, (50, 2), generator=gen)
+    out = sample_keyed(logits, keys, torch.tensor(0), vocab_hash(30), temperature=0.0, top_p=1.0, top_k=0)
+    assert torch.equal(out, logits.argmax(-1))
+
+
+# ----------------------------------------------------------------------------- batch invariance on the model
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_dir):
+    p = load_policy(model_config(tiny_dir, quantization="none", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
+    perturb_lora(p, std=0.2)
+    return p
+
+
+def _per_image(r, g):
+    return [tuple(r.texts[b * g : (b + 1) * g]) for b in range(len(r.texts) // g)]
+
+
+def test_per_image_seeds_make_answers_batch_invariant(policy):
+    base = fresh_seed("image seeds")
+    ims = images(8, seed=base % 1000)
+    seeds = [base + 7919 * i for i in range(8)]
+    g = 3
+    kw = dict(num_generations=g, max_new_tokens=12, temperature=1.0, top_p=0.95, top_k=50)
+    alone = [_per_image(generate_rollouts(policy, [ims[i]], seeds=[seeds[i]], **kw), g)[0] for i in range(8)]
+    assert len(set(alone)) > 1  # images and seeds matter
+    assert any(len(set(a)) > 1 for a in alone)  # the G answers of an image differ
+    whole = _per_image(generate_rollouts(policy, ims, seeds=seeds, **kw), g)
+    assert whole == alone  # batch size 8
+    order = list(np.random.RandomState(base % 2**31).permutation(8))
+    perm = _per_image(generate_rollouts(policy, [ims[i] for i in order], seeds=[seeds[i] for i in order], **kw), g)
+    assert perm == [alone[i] for i in order]  # other positions
+    for start in range(0, 8, 3):  # batch size 3 (and a last batch of 2)
+        part = _per_image(generate_rollouts(policy, ims[start : start + 3], seeds=seeds[start : start + 3], **kw), g)
+        assert part == alone[start : start + 3]
+    dup = _per_image(generate_rollouts(policy, [ims[2], ims[5], ims[2]], seeds=[seeds[2], seeds[5], seeds[2]], **kw), g)
+    assert dup == [alone[2], alone[5], alone[2]]  # duplicated within one call
+    other = _per_image(generate_rollouts(policy, [ims[2]], seeds=[seeds[2] + 1], **kw), g)[0]
+    assert other != alone[2]  # the seed matters
+
+
+def test_legacy_seed_is_derived_per_position(policy):
+    ims = images(3)
+    kw = dict(num_generations=2, max_new_tokens=8, temperature=1.0)
+    a = generate_rollouts(policy, ims, seed=42, **kw)
+    b = generate_rollouts(policy, ims, seeds=[derive_seed(42, i) for i in range(3)], **kw)
+    assert a.texts == b.texts
+    torch.manual_seed(0)
+    c = generate_rollouts(policy, ims, **kw)  # no seed: drawn from the global RNG
+    torch.manual_seed(0)
+    d = generate_rollouts(policy, ims, **kw)
+    assert c.texts == d.texts
+
+
+def test_bad_seeds_are_named(policy):
+    kw = dict(num_generations=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="seeds holds 1 values for 2 images"):
+        generate_rollouts(policy, images(2), seeds=[1], **kw)
+    with pytest.raises(ValueError, match="not both"):
+        generate_rollouts(policy, images(1), seeds=[1], seed=1, **kw)
+    with pytest.raises(TypeError, match=r"seeds\[1\]"):
+        generate_rollouts(policy, images(2), seeds=[1, 2.5], **kw)
+    generate_rollouts(policy, images(2), seeds=[np.int64(3), torch.tensor(4)], **kw)
