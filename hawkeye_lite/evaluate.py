@@ -26,6 +26,7 @@ class Prediction:
     n_parsed: int = 0           # samples whose answer parsed
     n_samples: int = 1          # samples drawn
     text: str = ""              # first completion, for inspection
+    error: Optional[str] = None  # the image could not be read (counted, excluded from the metrics)
 
 
 def as_prediction(obj: object) -> Prediction:
@@ -47,7 +48,8 @@ def as_prediction(obj: object) -> Prediction:
     if n_parsed is None:
         n_parsed = sum(1 for v in (samples or []) if v is not None and math.isfinite(v)) if samples else int(math.isfinite(score))
     text = (texts[0] if texts else getattr(obj, "text", "")) or ""
-    return Prediction(score, NAN if std is None else float(std), int(n_parsed), int(max(n_samples, 1)), str(text))
+    error = None if getattr(obj, "ok", True) else (getattr(obj, "error", None) or "unreadable image")
+    return Prediction(score, NAN if std is None else float(std), int(n_parsed), int(max(n_samples, 1)), str(text), error)
 
 
 ScoreFn = Callable[[List[str]], Sequence[object]]
@@ -60,6 +62,7 @@ class DatasetReport:
     n_images: int
     seconds: float
     sample_parse_rate: float    # parsed samples / samples drawn
+    n_failed: int = 0           # images that could not be read (not scored, not in the metrics)
 
     @property
     def images_per_s(self) -> float:
@@ -67,7 +70,7 @@ class DatasetReport:
 
     def to_dict(self) -> dict:
         d = {"dataset": self.dataset, "n_images": self.n_images, "seconds": round(self.seconds, 3),
-             "images_per_s": self.images_per_s, "sample_parse_rate": self.sample_parse_rate}
+             "images_per_s": self.images_per_s, "sample_parse_rate": self.sample_parse_rate, "n_failed": self.n_failed}
         d.update(self.metrics.to_dict())
         return d
 
@@ -101,20 +104,28 @@ class EvalReport:
             lines.append(f"{d.dataset[:13]:<14}{d.n_images:>6}{f(m.srcc)}{f(m.plcc)}{f(m.plcc_fit, 10)}{f(m.krcc)}"
                          f"{f(m.rmse)}{d.sample_parse_rate:>8.1%}{d.images_per_s:>10.1f}")
         for d in self.datasets:
+            if d.n_failed:
+                lines.append(f"note [{d.dataset}]: {d.n_failed} image(s) could not be read and are not in the metrics")
             for note in d.metrics.notes:
                 lines.append(f"note [{d.dataset}]: {note}")
         return "\n".join(lines)
 
     def write_csv(self, path: Union[str, Path]) -> Path:
+        import os
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # atomic: never half a file under the name
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["dataset", "id", "image", "split", "mos", "pred", "pred_std", "n_parsed", "n_samples", "text"])
+            w.writerow(["dataset", "id", "image", "split", "mos", "pred", "pred_std", "n_parsed", "n_samples", "text",
+                        "error"])
             for rec, p in self.rows:
                 w.writerow([rec.dataset, rec.id, rec.image, rec.split, f"{rec.mos:.6f}",
                             "" if not math.isfinite(p.score) else f"{p.score:.6f}",
-                            "" if not math.isfinite(p.std) else f"{p.std:.6f}", p.n_parsed, p.n_samples, p.text])
+                            "" if not math.isfinite(p.std) else f"{p.std:.6f}", p.n_parsed, p.n_samples, p.text,
+                            p.error or ""])
+        os.replace(tmp, path)
         return path
 
 
@@ -145,9 +156,10 @@ def evaluate(records: Sequence[IQARecord], score_fn: ScoreFn, *, batch_size: int
                 progress(done, len(records))
         seconds = time.perf_counter() - t0
         metrics = compute_metrics([p.score for p in preds], [r.mos for r in recs])
-        drawn = sum(p.n_samples for p in preds)
+        drawn = sum(p.n_samples for p in preds if p.error is None)
         reports.append(DatasetReport(name, metrics, len(recs), seconds,
-                                     sum(p.n_parsed for p in preds) / drawn if drawn else NAN))
+                                     sum(p.n_parsed for p in preds) / drawn if drawn else NAN,
+                                     sum(p.error is not None for p in preds)))
         rows.extend(zip(recs, preds))
     return EvalReport(reports, rows)
 
@@ -156,8 +168,10 @@ def scorer_fn(scorer, *, samples: Optional[int] = None, temperature: Optional[fl
               max_new_tokens: Optional[int] = None, seed: int = 0) -> ScoreFn:
     """Adapt `Scorer.score(images, *, samples, temperature, seed, ...)` to the ScoreFn shape.
 
-    Each call is one Scorer batch with its own seed (seed + call index): batches do not reuse one
-    random stream, and the whole evaluation is reproducible for a given seed and record order.
+    Every call passes the same seed: the Scorer draws each image's samples from a stream of its
+    own (seed + the image's content), so a prediction does not depend on the batch it is in, on
+    the batch size or on the record order. An image that cannot be read (deleted or damaged
+    since loading) is reported and counted, not fatal: the other images keep their scores.
     """
     kwargs: dict = {}
     if samples is not None:
@@ -166,11 +180,7 @@ def scorer_fn(scorer, *, samples: Optional[int] = None, temperature: Optional[fl
         kwargs["temperature"] = temperature
     if max_new_tokens is not None:
         kwargs["max_new_tokens"] = max_new_tokens
-    calls = [0]
-
     def fn(paths: List[str]) -> Sequence[object]:
-        out = scorer.score(list(paths), seed=seed + calls[0], batch_size=max(1, len(paths)), **kwargs)
-        calls[0] += 1
-        return out
+        return scorer.score(list(paths), seed=seed, batch_size=max(1, len(paths)), on_error="skip", **kwargs)
 
     return fn

@@ -154,8 +154,14 @@ class Scorer:
 
         on_error="raise" checks every image before any scoring and raises ImageReadError
         naming the first bad one; "skip" returns a result with ok=False for it and scores the
-        rest. The same seed (and the same inputs and batch_size) gives the same results.
+        rest.
+
+        Determinism: each image's K samples come from a random stream of its own, keyed by the
+        seed and the image's pixels (`images.content_key`), so a result depends only on the
+        image, the seed, the model and the sampling settings — not on its position, the other
+        images, duplicates in the call or batch_size. seed=None draws fresh randomness.
         """
+        from .images import content_key, mix_seed
         from .rollout import generate_rollouts
 
         if on_error not in ("raise", "skip"):
@@ -176,13 +182,13 @@ class Scorer:
                     raise
                 results[i] = ScoreResult(source=name, score=math.nan, std=math.nan, ok=False, error=str(exc))
 
-        for chunk_index, start in enumerate(range(0, len(loaded), batch_size)):
+        for start in range(0, len(loaded), batch_size):
             chunk = loaded[start : start + batch_size]
+            seeds = None if seed is None else [mix_seed(seed, content_key(im)) for _, _, im in chunk]
             rollouts = generate_rollouts(
                 self.policy, [im for _, _, im in chunk], num_generations=samples,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
-                temperature=temperature, top_p=top_p, top_k=top_k,
-                seed=None if seed is None else seed + chunk_index, prompt=self.prompt,
+                temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds, prompt=self.prompt,
             )
             for b, (i, name, _) in enumerate(chunk):
                 texts = rollouts.texts[b * samples : (b + 1) * samples]

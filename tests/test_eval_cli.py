@@ -86,7 +86,9 @@ def test_evaluate_rejects_wrong_result_count_and_accepts_scorer_results(demo):
     assert math.isnan(report.datasets[0].metrics.srcc)          # constant predictions: undefined, no crash
 
 
-def test_scorer_fn_passes_options_and_varies_seed():
+def test_scorer_fn_passes_options_and_one_seed():
+    # Per-image streams live in the Scorer: every batch gets the same seed, and unreadable images
+    # are skipped (counted), not fatal.
     calls = []
 
     class S:
@@ -97,8 +99,9 @@ def test_scorer_fn_passes_options_and_varies_seed():
     fn = scorer_fn(S(), samples=3, temperature=0.7, max_new_tokens=64, seed=10)
     fn(["a", "b"])
     fn(["c"])
-    assert calls[0] == {"seed": 10, "batch_size": 2, "samples": 3, "temperature": 0.7, "max_new_tokens": 64}
-    assert calls[1]["seed"] == 11 and calls[1]["batch_size"] == 1
+    assert calls[0] == {"seed": 10, "batch_size": 2, "on_error": "skip", "samples": 3, "temperature": 0.7,
+                        "max_new_tokens": 64}
+    assert calls[1]["seed"] == 10 and calls[1]["batch_size"] == 1
 
 
 def test_eval_command_with_stand_in_scorer(demo, tmp_path, monkeypatch):
@@ -113,7 +116,8 @@ def test_eval_command_with_stand_in_scorer(demo, tmp_path, monkeypatch):
             cls.loaded.append((path, device))
             return cls()
 
-        def score(self, images, *, samples=8, temperature=1.0, seed=0, batch_size=8, max_new_tokens=None):
+        def score(self, images, *, samples=8, temperature=1.0, seed=0, batch_size=8, max_new_tokens=None,
+                  on_error="raise"):
             return [FakeResult(truth[p], 0.0, [truth[p]] * samples, ["t"] * samples, samples) for p in images]
 
     monkeypatch.setitem(sys.modules, "hawkeye_lite.scorer", types.SimpleNamespace(Scorer=StandIn))
