@@ -170,7 +170,9 @@ class RunLock:
 
 
 def holds_run(folder: Path) -> bool:
-    return any((Path(folder) / name).exists() for name in RUN_ARTIFACTS)
+    """True once a run has written its config (a start that failed before that, e.g. on a typo in a
+    data path, leaves only run.json: no work to protect, and the retry must not need --overwrite)."""
+    return any((Path(folder) / name).exists() for name in RUN_ARTIFACTS if name != RUN_FILE)
 
 
 def read_run(folder: Path) -> Optional[dict]:
@@ -238,7 +240,7 @@ def claim(folder: Path, *, resume: bool, overwrite: bool, log: Callable[[str], N
             remove_run(folder)
         for p in clean_leftovers(folder):
             log(f"removed {p.name}, left behind by an interrupted write")
-        run = read_run(folder) if resume else None
+        run = read_run(folder) if resume and holds_run(folder) else None
         if run is None:
             run = {"id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
             tmp = folder / (RUN_FILE + ".tmp")

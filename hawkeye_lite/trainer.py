@@ -640,7 +640,11 @@ class Trainer:
         for d in report.datasets:
             m = d.metrics
             out["datasets"][d.dataset] = {"n": d.n_images, "srcc": m.srcc, "plcc": m.plcc, "plcc_fit": m.plcc_fit,
-                                          "krcc": m.krcc, "rmse": m.rmse, "parse_rate": d.sample_parse_rate}
+                                          "krcc": m.krcc, "rmse": m.rmse, "parse_rate": d.sample_parse_rate,
+                                          "n_failed": d.n_failed}
+            if d.n_failed:
+                self.log.info(f"eval [{tag}]: {d.n_failed} held-out image(s) of {d.dataset} could not be read "
+                              "(not in the metrics)")
         vals = list(out["datasets"].values())
         out["srcc"] = sum(v["srcc"] for v in vals) / len(vals)
         out["plcc"] = sum(v["plcc"] for v in vals) / len(vals)
