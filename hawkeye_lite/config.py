@@ -178,7 +178,10 @@ class DataConfig:
     eval: Tuple[str, ...] = ()
     eval_split: str = "test"
     on_bad: str = "skip"  # skip (reported) | fail
-    check_images: str = "header"  # full | header | none (full decodes every image at start)
+    # full (decode every image at start) | header (open only) | none. full is the default: it costs
+    # 2.7 ms per 1024x768 JPEG on 2 CPU cores (27 s for 10k images, bench/check_images.py) and
+    # catches truncated files before the run instead of hours into it.
+    check_images: str = "full"
     split_seed: int = 0  # seeded train/test split of datasets without their own
 
     def __post_init__(self) -> None:
