@@ -60,8 +60,8 @@ def test_json_paper_format_deqa_format_and_jsonl(tmp_path):
             {"image": "b.png", "gt_score": 4.0, "gt_score_norm": 0.7, "std": 0.6}]
     (tmp_path / "deqa.json").write_text(json.dumps(deqa))
     res = load_records(f"json:{tmp_path / 'deqa.json'}?root={tmp_path / 'imgs'}&test_frac=0.5")
-    r = by_id(res)
-    assert r["a"].mos == 2.25 and r["b"].std == pytest.approx(0.6)
+    r = by_id(res)   # no id field: the image path as written is the id
+    assert r["a.png"].mos == 2.25 and r["b.png"].std == pytest.approx(0.6)
     assert sorted(x.split for x in res.records) == ["test", "train"]   # seeded split, no split field
 
     (tmp_path / "x.jsonl").write_text('{"images": ["imgs/a.png"], "gt_score": 2}\n\n{"images": ["imgs/b.png"], "gt_score": 3}\n')
@@ -112,22 +112,29 @@ def test_csv_with_columns_root_range_and_flip(tmp_path):
 
 def test_koniq_sets_file_and_split_column(tmp_path):
     d = tmp_path / "koniq"
-    # the sets file of the authors' metadata repo: MOS on the 1-100 scale, a set column
-    rows = [("1.jpg", 1.0, 9.9, "training"), ("2.jpg", 100.0, 4.95, "validation"), ("3.jpg", 55.45, 19.8, "test"),
-            ("4.jpg", 25.75, 6.0, "training")]
+    # the sets file of the authors' metadata repo: c1..c5 are rating *fractions*, its MOS column is
+    # the 0-100 z-score MOS (not used), SD is already on 1-5, a set column
+    rows = [("1.jpg", (1, 0, 0, 0, 0), 9.0, 0.4, "training"), ("2.jpg", (0, 0, 0, 0, 1), 95.0, 0.3, "validation"),
+            ("3.jpg", (0.1, 0.2, 0.4, 0.2, 0.1), 50.0, 1.1, "test"), ("4.jpg", (0, 0.5, 0.5, 0, 0), 30.0, 0.5, "training")]
     for i, (n, *_rest) in enumerate(rows):
         img(d / "1024x768" / n, i)
     lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set"]
-    lines += [f"{n},1,2,3,4,5,15,{m},{sd},{s}" for n, m, sd, s in rows]
+    lines += [f"{n},{','.join(map(str, c))},100,{m},{sd},{s}" for n, c, m, sd, s in rows]
     (d / "koniq10k_distributions_sets.csv").write_text("\n".join(lines) + "\n")
     res = load_records(f"koniq:{d}")
     r = by_id(res)
     assert [r[n].split for n, *_ in rows] == ["train", "val", "test", "train"]
-    assert r["3.jpg"].mos == pytest.approx(3.2) and r["3.jpg"].std == pytest.approx(0.8)
-    assert r["1.jpg"].mos == 1.0 and r["2.jpg"].mos == 5.0 and r["3.jpg"].mos_range == (1.0, 100.0)
+    assert r["1.jpg"].mos == 1.0 and r["2.jpg"].mos == 5.0 and r["3.jpg"].mos == pytest.approx(3.0)
+    assert r["4.jpg"].mos == pytest.approx(2.5) and r["4.jpg"].mos_raw == pytest.approx(2.5)
+    assert r["3.jpg"].std == pytest.approx(1.1) and r["3.jpg"].mos_range == (1.0, 5.0)   # SD not rescaled
     assert r["1.jpg"].image == str(d / "1024x768" / "1.jpg") and r["1.jpg"].dataset == "koniq"
     assert res.summaries[0].splits == {"train": 2, "val": 1, "test": 1}
-    # the scores file: MOS on 1-5 (MOS_zscore on 1-100), no set column -> seeded split
+    assert "sum k*c_k" in res.format() and "koniq10k_distributions_sets.csv" in res.format()
+    # c1..c5 as counts (any scale of the distribution): divided by their sum
+    (d / "koniq10k_distributions_sets.csv").write_text(
+        "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\n1.jpg,0,3,1,0,0,4,40,0.4,training\n")
+    assert load_records(f"koniq:{d}").records[0].mos == pytest.approx(2.25)
+    # the scores file: MOS on 1-5 (MOS_zscore on 0-100), no set column -> seeded split
     (d / "koniq10k_distributions_sets.csv").unlink()
     (d / "koniq10k_scores_and_distributions.csv").write_text(
         "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"
@@ -138,6 +145,7 @@ def test_koniq_sets_file_and_split_column(tmp_path):
     assert r["3.jpg"].mos == pytest.approx(3.2) and r["3.jpg"].std == pytest.approx(0.3)
     assert r["3.jpg"].mos_range == (1.0, 5.0)
     assert sorted(x.split for x in res.records).count("test") == 2
+    assert "MOS and SD as given (1-5)" in res.format()
 
 
 def test_kadid_split_by_reference_never_leaks(tmp_path):
@@ -299,7 +307,7 @@ def messy(tmp_path):
 
 
 def test_bad_records_skipped_reported_and_counted(messy):
-    res = load_records(f"csv:{messy / 'm.csv'}")
+    res = load_records(f"csv:{messy / 'm.csv'}?range=1,5")
     assert sorted(r.id for r in res.records) == ["ok1.png", "ok2.jpg"]
     bad = {b.line: b for b in res.bad}
     f = str(messy / "m.csv")
@@ -318,7 +326,7 @@ def test_bad_records_skipped_reported_and_counted(messy):
 
 def test_bad_record_fatal_with_on_bad_fail(messy):
     with pytest.raises(DataError, match=r"m\.csv:4: image file not found"):
-        load_records(f"csv:{messy / 'm.csv'}", on_bad="fail")
+        load_records(f"csv:{messy / 'm.csv'}?range=1,5", on_bad="fail")
 
 
 def test_max_pixels_and_check_modes(messy):
@@ -326,7 +334,7 @@ def test_max_pixels_and_check_modes(messy):
     assert check_image(str(messy / "big.png")) is None
     assert check_image(str(messy / "trunc.jpg"), mode="header") is None      # header-only does not decode
     assert check_image(str(messy / "trunc.jpg"), mode="full")[0] == "truncated image"
-    res = load_records(f"csv:{messy / 'm.csv'}", check_images="none")
+    res = load_records(f"csv:{messy / 'm.csv'}?range=1,5", check_images="none")
     assert "trunc.jpg" in {r.id for r in res.records}
 
 
@@ -337,8 +345,10 @@ def test_spec_parsing_and_errors(tmp_path):
     s = parse_spec("csv:/x/y.csv?path=file&mos=MOS&root=/imgs")
     assert (s.kind, s.path, s.options) == ("csv", "/x/y.csv", {"path": "file", "mos": "MOS", "root": "/imgs"})
     assert parse_spec("/a/b.json").kind == "json"
-    with pytest.raises(DataError, match="KIND:PATH"):
+    with pytest.raises(DataError, match="unknown data kind 'tid2013'"):
         parse_spec("tid2013:/x")
+    with pytest.raises(DataError, match="KIND:PATH"):
+        parse_spec("/x/folder")
     with pytest.raises(DataError, match="unknown option 'colour'"):
         parse_spec("koniq:/x?colour=1")
     (tmp_path / "a.csv").write_text("image,mos\n")
