@@ -373,3 +373,107 @@ def test_assign_splits_is_seeded_exact_and_order_free():
 def test_map_mos():
     assert map_mos(0, 0, 100) == 1.0 and map_mos(100, 0, 100) == 5.0 and map_mos(50, 0, 100) == 3.0
     assert map_mos(0, 0, 1, lower_better=True) == 5.0 and map_mos(1, 0, 1, lower_better=True) == 1.0
+
+
+# ----------------------------------------------------------------------------- messages that must not mislead
+
+
+def test_folder_or_url_is_not_reported_as_missing(tmp_path):
+    (tmp_path / "d").mkdir()
+    for kind in ("json", "csv", "txt", "pyiqa"):
+        with pytest.raises(DataError, match=r"is a folder, but a .* is expected here"):
+            load_records(f"{kind}:{tmp_path / 'd'}")
+    f = tmp_path / "labels.csv"
+    f.write_text("image,mos\n")
+    for kind in ("koniq", "kadid", "spaq", "livec", "pipal", "csiq", "agiqa"):
+        with pytest.raises(DataError, match=rf"is a file, but {kind}: expects the .* folder"):
+            load_records(f"{kind}:{f}")
+    for spec in ("https://example.org/koniq/test.json", "json:https://example.org/a.json", "hf://datasets/x/y/meta.json",
+                 "csv:s3://bucket/scores.csv", "koniq:http://host/koniq", "txt:hf://datasets/a/b.txt"):
+        with pytest.raises(DataError, match=r"is a [a-z0-9]+:// URL; data specs read local files only\. Download it first") as e:
+            load_records(spec)
+        assert "not found" not in str(e.value)
+    (tmp_path / "k").mkdir()
+    with pytest.raises(DataError, match=r"https://x/s\.csv is a https:// URL"):
+        load_records(f"koniq:{tmp_path / 'k'}?file=https://x/s.csv")
+    # inside a file: an image entry that is a folder or a URL is a bad record saying so
+    (tmp_path / "img_dir.png").mkdir()
+    img(tmp_path / "ok.png")
+    (tmp_path / "e.json").write_text(json.dumps([{"image": "img_dir.png", "gt_score": 3}, {"image": "https://x/a.png", "gt_score": 3},
+                                                 {"image": "ok.png", "gt_score": 3}]))
+    res = load_records(f"json:{tmp_path / 'e.json'}")
+    assert [b.kind for b in res.bad] == ["image is a folder", "image is a URL"] and len(res.records) == 1
+    # a missing file in a missing folder says so
+    with pytest.raises(DataError, match=r"JSON file not found \(its folder .* does not exist either\)"):
+        load_records(f"json:{tmp_path / 'nope' / 'a.json'}")
+
+
+def test_unknown_kind_is_named_never_file_not_found(tmp_path):
+    for spec, kind, hint in (("cvs:foo.csv", "cvs", "csv"), ("xyz:dir", "xyz", None), ("koniq10k:/d/koniq", "koniq10k", "koniq"),
+                             ("jsn:/a/b.json?root=/x", "jsn", "json"), ("tid2013:/d/tid", "tid2013", None)):
+        with pytest.raises(DataError) as e:
+            load_records(spec)
+        msg = str(e.value)
+        assert f"unknown data kind '{kind}' (known: json, csv, txt, pyiqa, koniq" in msg and "not found" not in msg
+        assert (f"did you mean '{hint}:'" in msg) if hint else ("did you mean" not in msg)
+    # in a combined spec too, and kinds are case-insensitive; a one-letter prefix is a Windows drive
+    with pytest.raises(DataError, match="unknown data kind 'cvs'"):
+        load_records(f"json:{tmp_path / 'a.json'},cvs:{tmp_path / 'b.csv'}")
+    img(tmp_path / "a.png")
+    (tmp_path / "a.json").write_text(json.dumps([{"image": "a.png", "gt_score": 3}]))
+    assert len(load_records(f"JSON:{tmp_path / 'a.json'}").records) == 1
+    assert parse_spec(r"C:\data\x.csv").kind == "csv" and parse_spec(r"C:\data\x.csv").path == r"C:\data\x.csv"
+
+
+def test_non_utf8_label_files_name_the_line_and_the_option(tmp_path):
+    img(tmp_path / "café.png", 1)
+    img(tmp_path / "b.png", 2)
+    (tmp_path / "l1.csv").write_bytes("image,mos\nb.png,3\ncafé.png,4\n".encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        load_records(f"csv:{tmp_path / 'l1.csv'}")
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'l1.csv'}:3: not valid utf-8 text (byte 0xe9 at column 4")
+    assert "?encoding=latin-1" in msg and "\ufffd" not in msg and "\n" not in msg
+    r = by_id(load_records(f"csv:{tmp_path / 'l1.csv'}?encoding=latin-1"))
+    assert r["café.png"].mos == 4.0 and r["café.png"].image.endswith("café.png")
+    # the same in a txt list, a JSON file and a native label file; cp1252; UTF-16 with a BOM is read
+    (tmp_path / "l2.txt").write_bytes("b.png 3\ncafé.png 4\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"l2\.txt:2: not valid utf-8"):
+        load_records(f"txt:{tmp_path / 'l2.txt'}")
+    assert len(load_records(f"txt:{tmp_path / 'l2.txt'}?encoding=latin-1").records) == 2
+    (tmp_path / "l3.json").write_bytes(json.dumps([{"image": "café.png", "gt_score": 3}], ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(DataError, match=r"l3\.json:1: not valid utf-8 .*encoding=latin-1"):
+        load_records(f"json:{tmp_path / 'l3.json'}")
+    d = tmp_path / "PIPAL"
+    (d / "Train_Label").mkdir(parents=True)
+    (d / "Train_Label" / "A0001.txt").write_bytes("A0001_00_00.bmp,1500\nA0001_café.bmp,1400\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"A0001\.txt:2: not valid utf-8"):
+        load_records(f"pipal:{d}")
+    (tmp_path / "l4.csv").write_bytes("image,mos\n\u201cb\u201d.png,3\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"l4\.csv:2: not valid utf-8 text \(byte 0x93"):
+        load_records(f"csv:{tmp_path / 'l4.csv'}")
+    (tmp_path / "l5.csv").write_bytes("image,mos\ncafé.png,4\n".encode("utf-16"))
+    assert by_id(load_records(f"csv:{tmp_path / 'l5.csv'}"))["café.png"].mos == 4.0
+    with pytest.raises(DataError, match="unknown encoding 'latin-9x'"):
+        load_records(f"csv:{tmp_path / 'l1.csv'}?encoding=latin-9x")
+
+
+def test_txt_reader_columns_separators_and_errors(tmp_path):
+    for n in ("a b.png", "c.png"):
+        img(tmp_path / "imgs" / n, len(n))
+    # tab-separated: a name with a space; header line; trailing split word; CRLF; no final newline
+    (tmp_path / "t.txt").write_bytes(b"name\tscore\tstd\tsplit\r\na b.png\t3.5\t0.5\ttest\r\nc.png\t2\t0.25\ttrain")
+    res = load_records(f"txt:{tmp_path / 't.txt'}?root={tmp_path / 'imgs'}")
+    r = by_id(res)
+    assert r["a b.png"].mos == 3.5 and r["a b.png"].split == "test" and r["c.png"].std == 0.25
+    assert "columns name score std split (tab-separated); line 1 read as a header" in res.format()
+    # cols= with a skipped column and a full-reference list
+    (tmp_path / "fr.txt").write_text("ref.png c.png x 0.25\nref.png a.png x 0.75\n")
+    r = by_id(load_records(f"txt:{tmp_path / 'fr.txt'}?cols=ref,name,_,score&root={tmp_path / 'imgs'}&range=0,1&lower_better=1",
+                           check_images="none"))
+    assert r["c.png"].mos == 4.0 and r["c.png"].ref == "ref.png"
+    with pytest.raises(DataError, match="unknown column 'quality'"):
+        load_records(f"txt:{tmp_path / 'fr.txt'}?cols=name,quality")
+    (tmp_path / "bad.txt").write_text("0.5 0.7\n")
+    with pytest.raises(DataError, match=r"bad\.txt:1: cannot tell the columns .*\?cols=name,score,std"):
+        load_records(f"txt:{tmp_path / 'bad.txt'}")

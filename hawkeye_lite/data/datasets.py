@@ -1370,7 +1370,9 @@ class DataSpec:
 
 
 KINDS = tuple(READERS) + ("suite",)
-_SPLIT_RE = re.compile(r"[;,]\s*(?=(?i:%s):)" % "|".join(KINDS))
+# split before any `word:` of two or more letters, not only known kinds: "koniq:/a,cvs:/b.csv" must
+# say "unknown data kind 'cvs'", not look for a folder named "/a,cvs:/b.csv" (1 letter: a drive)
+_SPLIT_RE = re.compile(r"[;,]\s*(?=[A-Za-z][A-Za-z0-9_+.-]+:)")
 _KIND_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_+.-]*):(.*)$", re.S)
 
 
