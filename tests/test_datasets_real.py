@@ -335,6 +335,12 @@ def test_txt_open_scales_and_std_on_another_scale(tmp_path):
     assert len(s) == 11125 and all(s[n].std == pytest.approx(raw[n] * 4 / 100) for n in s)
     nostd = load_records(f"txt:{spaq}?cols=name,score", check_images="none")
     assert len(nostd.records) == 11125 and all(x.std is None for x in nostd.records)
+    # the other way round (0-100 scores, 0-5 stds: VisualQuality-R1's AGIQA list) is only a warning
+    ag = META / "visualquality_r1" / "test_data_label" / "AGIQA-3K_test_all.txt"
+    assert "warning: every std is below 2% of the MOS scale 0-100" in load_records(f"txt:{ag}", check_images="none").format()
+    official = {x["name"]: float(x["std_quality"]) for x in rows_of(META / "agiqa3k" / "data.csv")}
+    a = load_records(f"txt:{ag}?std_range=0,5", check_images="none")
+    assert "warning" not in a.format() and all(x.std == pytest.approx(official[x.id] * 4 / 5) for x in a.records)
 
 
 # ----------------------------------------------------------------------------- pyiqa meta_info

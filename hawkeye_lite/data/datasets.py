@@ -347,7 +347,7 @@ def _finalize(rd: _Reader, opts: LoadOptions, *, forced_split: Optional[str],
     summary.notes[:0] = rd.notes
     tol = 1e-6 * (hi - lo)
     std_lo, std_hi = rd.std_range or (lo, hi)
-    std_max = _check_std_scale(rd, lo, hi, std_lo, std_hi)
+    std_max = _check_std_scale(rd, lo, hi, std_lo, std_hi, summary.notes)
 
     good: List[Tuple[_Row, float, Optional[float], Optional[str]]] = []
     seen_ids: Dict[str, str] = {}
@@ -453,7 +453,7 @@ def _infer_range(rd: _Reader, notes: List[str]) -> Tuple[float, float]:
                     f"?range=observed for an open scale such as PIPAL's Elo")
 
 
-def _check_std_scale(rd: _Reader, lo: float, hi: float, std_lo: float, std_hi: float) -> float:
+def _check_std_scale(rd: _Reader, lo: float, hi: float, std_lo: float, std_hi: float, notes: List[str]) -> float:
     """The largest std a record may have (half its scale: the most a std of ratings on a bounded
     scale can be). When most of a file's stds are above it they are on another scale than the
     MOS (VisualQuality-R1's SPAQ list: 1-5 scores, 0-100 stds): stop, naming `std_range=`."""
@@ -464,6 +464,10 @@ def _check_std_scale(rd: _Reader, lo: float, hi: float, std_lo: float, std_hi: f
         raise DataError(f"{rd.file}: std values span {min(stds):g}-{max(stds):g}, too large for rater stds on the "
                         f"MOS scale {lo:g}-{hi:g} (at most {half:g}); they are on another scale: pass "
                         f"?std_range=LO,HI with that scale (e.g. ?std_range=0,100), or leave the std column out")
+    if rd.std_range is None and stds and std_hi - std_lo > 10 and max(stds) < 0.02 * (std_hi - std_lo):
+        # the other way round cannot be proven (VisualQuality-R1's AGIQA list: 0-100 scores, 0-5 stds)
+        notes.append(f"warning: every std is below 2% of the MOS scale {std_lo:g}-{std_hi:g} (at most {max(stds):g}): "
+                     f"if they are on another scale, pass ?std_range=LO,HI (e.g. ?std_range=0,5)")
     return half
 
 
@@ -781,7 +785,8 @@ def read_csv(file: str, params: Dict[str, str]) -> _Reader:
     CSV (recognised by its name or header) is read as `pyiqa:` reads it, with the dataset's scale."""
     path = _require_file(Path(file).expanduser(), "CSV file")
     header, it = _read_csv(path, params.get("delimiter"), params.get("encoding"))
-    if not any(params.get(k) for k in ("path", "mos", "std", "delimiter")) and _pyiqa_key(path, header) is not None:
+    pyiqa_key = _pyiqa_key(path, header)
+    if not any(params.get(k) for k in ("path", "mos", "std", "delimiter")) and pyiqa_key is not None:
         return read_pyiqa(file, params)
     root = Path(params.get("root") or path.parent).expanduser()
     pcol = _pick_column(header, params.get("path"), ["image", "image_name", "images", "img_path", "path", "filename",
@@ -801,8 +806,12 @@ def read_csv(file: str, params: Dict[str, str]) -> _Reader:
         rows.append(_Row(str(path), line, p or f"line{line}", locate(p) if p else None, r.get(mcol),
                          r.get(scol) if scol else None, None, r.get(tcol) if tcol else None,
                          r.get(gcol) if gcol else None))
+    notes = [f"{path.name}: columns {pcol}, {mcol}" + (f", std {scol}" if scol else "") + (f", split {tcol}" if tcol else "")]
+    if pyiqa_key:   # the user chose the columns of a file whose scale we know: say how to get it
+        notes.append(f"this is pyiqa's {PYIQA_FACTS[pyiqa_key].name} meta file: pyiqa:{path} (or csv: without "
+                     f"path=/mos=/std=) reads it with that dataset's scale")
     return _Reader(params.get("name") or path.stem, str(path), rows, None, infer_range=True,
-                   lower_better=_truthy(params.get("lower_better")))
+                   lower_better=_truthy(params.get("lower_better")), notes=notes)
 
 
 _TXT_ROLES = {"name": "name", "image": "name", "dist": "name", "path": "name", "img": "name",
