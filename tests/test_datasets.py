@@ -477,3 +477,44 @@ def test_txt_reader_columns_separators_and_errors(tmp_path):
     (tmp_path / "bad.txt").write_text("0.5 0.7\n")
     with pytest.raises(DataError, match=r"bad\.txt:1: cannot tell the columns .*\?cols=name,score,std"):
         load_records(f"txt:{tmp_path / 'bad.txt'}")
+
+
+def test_label_names_found_in_subfolders_but_never_guessed(tmp_path):
+    img(tmp_path / "db" / "jp2k" / "img1.bmp", 1, fmt="BMP")
+    img(tmp_path / "db" / "jpeg" / "img1.bmp", 2, fmt="BMP")
+    img(tmp_path / "db" / "jpeg" / "img7.bmp", 3, fmt="BMP")
+    img(tmp_path / "db" / "x" / "1024x768" / "k.jpg", 4, fmt="JPEG")
+    (tmp_path / "db" / "l.txt").write_text("img7.bmp 3\nimg1.bmp 2\njpeg/img1 4\n1024x768/k.jpg 3\nnested/k.jpg 2\n")
+    res = load_records(f"txt:{tmp_path / 'db' / 'l.txt'}")
+    r = by_id(res)
+    assert r["img7.bmp"].image == str(tmp_path / "db" / "jpeg" / "img7.bmp")        # the only img7.bmp
+    assert r["jpeg/img1"].image == str(tmp_path / "db" / "jpeg" / "img1.bmp")       # extension added
+    assert r["1024x768/k.jpg"].image == str(tmp_path / "db" / "x" / "1024x768" / "k.jpg")   # path suffix
+    bad = {b.line: b for b in res.bad}
+    assert bad[2].kind == "missing image" and bad[2].reason.endswith(str(tmp_path / "db" / "img1.bmp"))  # 2 candidates
+    assert bad[5].kind == "missing image"                                           # k.jpg is not under nested/
+
+
+def test_suite_spec_errors_and_file(tmp_path):
+    with pytest.raises(DataError, match=r"root .*nope does not exist; it must be the folder"):
+        load_records(f"suite:cross?root={tmp_path / 'nope'}")
+    with pytest.raises(DataError, match="needs root=DIR"):
+        load_records("suite:cross")
+    with pytest.raises(DataError, match="unknown option 'spaqq' for suite:cross"):
+        load_records(f"suite:cross?root={tmp_path}&spaqq=/y")
+    with pytest.raises(DataError, match="no built-in suite 'crosss' \\(built-in: cross\\)"):
+        load_records(f"suite:crosss?root={tmp_path}")
+    # built-in: seven specs, the per-dataset override, seed passed on
+    specs = split_specs(f"suite:cross?root={tmp_path}&spaq=/else/SPAQ&seed=4")
+    assert specs[0] == f"koniq:{tmp_path / 'koniq10k'}?seed=4" and specs[1] == "spaq:/else/SPAQ?split=test&seed=4"
+    assert len(specs) == 7 and all(s.split("?")[1].startswith("split=test") for s in specs[1:])
+    # a suite file: one spec per line, comments, {root}
+    img(tmp_path / "a.png")
+    (tmp_path / "a.json").write_text(json.dumps([{"image": "a.png", "gt_score": 3}]))
+    (tmp_path / "b.csv").write_text("image,mos\na.png,60\n")
+    (tmp_path / "mine.txt").write_text("# my protocol\njson:{root}/a.json?split=test\n\ncsv:{root}/b.csv?split=test&range=0,100  # 0-100\n")
+    res = load_records(f"suite:{tmp_path / 'mine.txt'}?root={tmp_path}")
+    assert [(s.dataset, s.n_kept) for s in res.summaries] == [("a", 1), ("b", 1)] and res.records[1].mos == pytest.approx(3.4)
+    (tmp_path / "loop.txt").write_text(f"suite:{tmp_path / 'mine.txt'}\n")
+    with pytest.raises(DataError, match="cannot include another suite"):
+        load_records(f"suite:{tmp_path / 'loop.txt'}")

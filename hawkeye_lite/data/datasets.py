@@ -623,13 +623,25 @@ def _index_images(root: Path) -> Dict[str, str]:
 
 class _Locator:
     """Image name in a label file -> path. `root/name` when it exists; else the name with an image
-    extension added (pyiqa's LIVE lists `jp2k/img2`); else the same file name anywhere under root
-    (label files that give bare names while the release nests images in subfolders). The index
-    is built on the first miss only, so a layout that matches costs no directory walk."""
+    extension added (pyiqa's LIVE lists `jp2k/img2`); else the one file under root whose path ends
+    with the name (label files that give bare names while the release nests images in subfolders).
+    A name that matches several files (LIVE's img1.bmp is in five folders) is never guessed: it stays
+    `root/name` and is reported missing. The index is built on the first miss only, so a layout
+    that matches costs no directory walk."""
 
     def __init__(self, root: Path):
         self.root = root
-        self._index: Optional[Dict[str, str]] = None
+        self._index: Optional[Dict[str, List[str]]] = None
+
+    def _build(self) -> Dict[str, List[str]]:
+        index: Dict[str, List[str]] = {}
+        if self.root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    if os.path.splitext(f)[1].lower() in IMAGE_EXTS:
+                        index.setdefault(f.lower(), []).append(os.path.join(dirpath, f))
+        return index
 
     def __call__(self, name: str) -> Optional[str]:
         if not name:
@@ -639,14 +651,22 @@ class _Locator:
         direct = _resolve(name, self.root)
         if os.path.isfile(direct):
             return direct
-        if os.path.splitext(name)[1].lower() not in IMAGE_EXTS:
+        has_ext = os.path.splitext(name)[1].lower() in IMAGE_EXTS
+        if not has_ext:
             for ext in (".bmp", ".png", ".jpg", ".JPG", ".BMP", ".PNG", ".jpeg", ".tif"):
                 if os.path.isfile(direct + ext):
                     return direct + ext
         if self._index is None:
-            self._index = _index_images(self.root) if self.root.is_dir() else {}
-        base = os.path.basename(name.replace("\\", "/")).lower()
-        return self._index.get(base) or self._index.get(base + ".png") or self._index.get(base + ".bmp") or direct
+            self._index = self._build()
+        rel = "/" + re.sub(r"^(\./)+|^/+", "", name.replace("\\", "/")).lower()
+        for suffix in ([""] if has_ext else ["", ".png", ".bmp", ".jpg"]):
+            cands = [p for p in self._index.get(os.path.basename(rel) + suffix, [])
+                     if p.replace(os.sep, "/").lower().endswith(rel + suffix)]
+            if len(cands) == 1:
+                return cands[0]
+            if cands:
+                break
+        return direct
 
 
 def _name_score_lines(path: Path, encoding: Optional[str] = None) -> Iterator[Tuple[int, str, str]]:
@@ -1326,6 +1346,9 @@ def _expand_suite(spec: "DataSpec", text: str) -> List[Tuple[str, bool]]:
     optional = _truthy(o.get("skip_missing"))
     extra = f"seed={o['seed']}" if "seed" in o else ""
     out: List[Tuple[str, bool]] = []
+    if root is not None and not Path(root).expanduser().is_dir():
+        what = "is a file" if Path(root).expanduser().is_file() else "does not exist"
+        raise DataError(f"data spec {text!r}: root {root} {what}; it must be the folder that holds the datasets")
     if spec.path in SUITES:
         entries = SUITES[spec.path]
         known = {k for k, _, _ in entries}
