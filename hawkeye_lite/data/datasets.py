@@ -2,18 +2,26 @@
 
 A data spec string picks a reader and its directory or file:
 
-    json:FILE                      the paper's JSON ({"id", "images": [path], "gt_score"}),
-                                   DeQA-Score meta JSON ({"image", "gt_score", "std", ...}), or JSONL
+    json:FILE                      JSON lists as the peers ship them (the paper's {"id", "images", "gt_score"},
+                                   DeQA-Score, Q-Align, VisualQuality-R1 jsonl), or JSONL
     csv:FILE?path=COL&mos=COL&root=DIR&range=LO,HI   any CSV with an image and a MOS column
+    txt:FILE?cols=name,score,std&root=DIR            header-less label lists (space, tab or comma)
+    pyiqa:FILE                     pyiqa's meta_info_<Name>Dataset.csv/.txt, with that dataset's scale
     koniq:DIR  kadid:DIR  spaq:DIR  livec:DIR  pipal:DIR  csiq:DIR  agiqa:DIR   native releases
+    suite:cross?root=DIR           the cross-dataset protocol (KonIQ train/test + six test sets)
 
 Several specs can be combined: "koniq:/d/koniq,spaq:/d/spaq" (comma or semicolon before the
 next `kind:`), or a list of strings. Every spec takes the common query options
 
     split=train|val|test     put every record of this spec in that split (cross-dataset testing)
     seed=N  test_frac=F  val_frac=F   the seeded split, used when the dataset has no split column
-    range=LO,HI              the raw MOS range (overrides the reader's default)
+    range=LO,HI              the raw MOS range (overrides the reader's default; `observed`: min-max)
+    std_range=LO,HI          the std's scale when it is not the MOS's
+    encoding=NAME            text encoding (default UTF-8; a non-UTF-8 file fails naming its line)
     name=NAME                the dataset name used in summaries and eval tables
+
+Generic files (json/csv/txt) are on 1-5 unless their values cannot be; then a standard range is
+inferred and said in the summary, or the load stops naming the observed range (`_infer_range`).
 
 Why the shape of this module: every reader only knows its layout and yields raw rows
 (file, line, image path, raw MOS, ...). One shared `_finalize` does the rest the same way for
