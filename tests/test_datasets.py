@@ -518,3 +518,15 @@ def test_suite_spec_errors_and_file(tmp_path):
     (tmp_path / "loop.txt").write_text(f"suite:{tmp_path / 'mine.txt'}\n")
     with pytest.raises(DataError, match="cannot include another suite"):
         load_records(f"suite:{tmp_path / 'loop.txt'}")
+
+
+def test_json_one_line_list_reports_entries_and_key_variants(tmp_path):
+    img(tmp_path / "a.png")
+    data = [{"img_path": "a.png", "gt_score": "3.5"}, {"path": "a.png", "mos": 2, "id": "dup"}, {"image": ["a.png", "b.png"], "score": "x"},
+            {"images": [], "gt_score": 3}, {"id": "a.png->4.25", "image": "a.png"}, 7]
+    (tmp_path / "q.json").write_text(json.dumps(data))       # one line, as Q-Align ships them
+    res = load_records(f"json:{tmp_path / 'q.json'}")
+    assert [(r.id, r.mos, r.source.rsplit(":", 1)[1]) for r in res.records] == [("a.png", 3.5, "entry 1"), ("dup", 2.0, "entry 2")]
+    assert [(b.line, b.kind) for b in res.bad] == [("entry 3", "non-numeric MOS"), ("entry 4", "no image"),
+                                                   ("entry 5", "duplicate"), ("entry 6", "no image")]
+    assert "score from gt_score (2), mos (1), score (1), id (name->score) (1)" in res.format()

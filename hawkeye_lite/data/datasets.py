@@ -702,8 +702,8 @@ _JSON_IMAGE_KEYS = ("images", "image", "img_path", "image_path", "path", "img", 
 _JSON_SCORE_KEYS = ("gt_score", "mos", "score", "MOS", "gt")
 
 
-def _json_entries(path: Path, text: str) -> List[Tuple[int, object]]:
-    entries: List[Tuple[int, object]] = []
+def _json_entries(path: Path, text: str) -> List[Tuple[Union[int, str], object]]:
+    entries: List[Tuple[Union[int, str], object]] = []
     dec = json.JSONDecoder()
 
     def line_of(pos: int) -> int:
@@ -735,6 +735,9 @@ def _json_entries(path: Path, text: str) -> List[Tuple[int, object]]:
                     entries.append((i, json.loads(line)))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if len({ln for ln, _ in entries}) < len(entries):
+        # a list on one line (Q-Align's files): "x.json:1" would name every entry; count them instead
+        return [(f"entry {i}", obj) for i, (_, obj) in enumerate(entries, 1)]  # type: ignore[misc]
     return entries
 
 
@@ -765,7 +768,7 @@ def read_json(file: str, params: Dict[str, str]) -> _Reader:
     rows = []
     for line, obj in entries:
         if not isinstance(obj, dict):
-            rows.append(_Row(str(path), line, f"entry@{line}", None, None))
+            rows.append(_Row(str(path), line, f"{path.name}:{line}", None, None))
             continue
         img = next((obj[k] for k in _JSON_IMAGE_KEYS if obj.get(k) not in (None, "", [])), None)
         if isinstance(img, list):
@@ -792,7 +795,7 @@ def read_json(file: str, params: Dict[str, str]) -> _Reader:
         if src:
             sources[src] += 1
         image = _resolve(str(img), root) if img else None
-        rid = str(rid) if rid not in (None, "") else (str(img) if img else f"entry@{line}")  # as written: unique
+        rid = str(rid) if rid not in (None, "") else (str(img) if img else f"{path.name}:{line}")  # as written: unique
         std = None if std_key == "none" else obj.get(std_key)
         rows.append(_Row(str(path), line, rid, image, mos, std,
                          _resolve(str(deg), root) if deg else None, obj.get("split"),
