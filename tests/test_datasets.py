@@ -456,6 +456,16 @@ def test_non_utf8_label_files_name_the_line_and_the_option(tmp_path):
     assert by_id(load_records(f"csv:{tmp_path / 'l5.csv'}"))["café.png"].mos == 4.0
     with pytest.raises(DataError, match="unknown encoding 'latin-9x'"):
         load_records(f"csv:{tmp_path / 'l1.csv'}?encoding=latin-9x")
+    # binary files are named for what they are, not as an encoding problem
+    import gzip
+    import zipfile
+    (tmp_path / "g.json").write_bytes(gzip.compress(b"[]"))
+    with pytest.raises(DataError, match=r"g\.json: is gzip-compressed"):
+        load_records(f"json:{tmp_path / 'g.json'}")
+    with zipfile.ZipFile(tmp_path / "s.csv", "w") as z:
+        z.writestr("xl/workbook.xml", "<x/>")
+    with pytest.raises(DataError, match=r"s\.csv: is a zip archive \(an \.xlsx workbook is one\)"):
+        load_records(f"csv:{tmp_path / 's.csv'}")
 
 
 def test_txt_reader_columns_separators_and_errors(tmp_path):

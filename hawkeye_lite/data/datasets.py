@@ -517,6 +517,13 @@ def _read_text(path: Path, encoding: Optional[str] = None) -> str:
     with a BOM is recognised. Anything else fails with the line and the byte at fault rather than
     decoding to replacement characters, which would surface later as "caf\ufffd.png not found"."""
     data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: is gzip-compressed, not a text file; decompress it first (gunzip)")
+    if data[:4] == b"PK\x03\x04":
+        raise DataError(f"{path}: is a zip archive (an .xlsx workbook is one), not a text file; unpack it, "
+                        f"or export the sheet to CSV")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or data[:6] in (b"MATLAB",):
+        raise DataError(f"{path}: is an image or MATLAB file, not a label file")
     if encoding:
         try:
             text = data.decode(encoding)
