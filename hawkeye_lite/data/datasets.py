@@ -1053,7 +1053,7 @@ def read_pyiqa(file: str, params: Dict[str, str]) -> _Reader:
             rows.append(_Row(str(path), line, name or f"line{line}", None, mos, r.get(std_col) if std_col else None,
                              None, _split_value(r.get(split_col)) if split_col else None,
                              (r.get(ref_col) or None) if ref_col else None))
-        what = f"columns {name_col}, {score_col}" + (f", {std_col}" if std_col else "") + (f", split column {split_col}" if split_col else "")
+        what = f"columns {name_col}, {'c1..c5' if koniq_dist else score_col}" + (f", {std_col}" if std_col else "") + (f", split column {split_col}" if split_col else "")
     else:
         rows, txt_notes = _txt_rows(path, params, root)
         what = txt_notes[0].split(": ", 1)[1]
@@ -1125,6 +1125,8 @@ def read_koniq(directory: str, params: Dict[str, str]) -> _Reader:
         d, ["1024x768", "koniq10k_1024x768/1024x768", "512x384", "koniq10k_512x384/512x384", "images"], "KonIQ-10k image folder")
     names = ["koniq10k_distributions_sets.csv", "metadata/koniq10k_distributions_sets.csv",
              "koniq10k_scores_and_distributions.csv", "koniq10k_scores_and_distributions/koniq10k_scores_and_distributions.csv"]
+    if params.get("file") and _pyiqa_key(Path(params["file"])) == "koniq10k":
+        return _via_pyiqa(_require_file(Path(params["file"]).expanduser(), "pyiqa meta_info file"), imgdir_of(), params, "koniq")
     if params.get("file"):
         ann = _require_file(Path(params["file"]).expanduser(), "KonIQ-10k score CSV")
     elif not any((d / n).is_file() for n in names) and _pyiqa_in(d, "KonIQ10k") is not None:
