@@ -402,7 +402,6 @@ def _finalize(rd: _Reader, opts: LoadOptions, *, forced_split: Optional[str],
     seeded = assign_splits(need_seeded, seed=opts.seed, test_frac=opts.test_frac, val_frac=opts.val_frac)
 
     records: List[IQARecord] = []
-    scale = 4.0 / (hi - lo)
     std_scale = 4.0 / (std_hi - std_lo)
     for row, mos, std, split in good:
         if forced_split is not None:
@@ -1531,6 +1530,7 @@ def load_records(specs: Union[str, Sequence[str]], *, on_bad: str = "skip", chec
         rd = READERS[spec.kind](spec.path, o)
         if std_rng is not None:
             rd.std_range = std_rng
+            rd.notes.append(f"std on {std_rng[0]:g}-{std_rng[1]:g} (std_range=), mapped to the 1-5 scale")
         if observed:   # an open scale: the observed min-max, as PIPAL's reader does
             rd.mos_range, rd.infer_range = None, False
         recs, summary = _finalize(rd, opts, forced_split=forced, range_override=rng, name=o.get("name"))
