@@ -60,8 +60,8 @@ def test_json_paper_format_deqa_format_and_jsonl(tmp_path):
             {"image": "b.png", "gt_score": 4.0, "gt_score_norm": 0.7, "std": 0.6}]
     (tmp_path / "deqa.json").write_text(json.dumps(deqa))
     res = load_records(f"json:{tmp_path / 'deqa.json'}?root={tmp_path / 'imgs'}&test_frac=0.5")
-    r = by_id(res)
-    assert r["a"].mos == 2.25 and r["b"].std == pytest.approx(0.6)
+    r = by_id(res)   # no id field: the image path as written is the id
+    assert r["a.png"].mos == 2.25 and r["b.png"].std == pytest.approx(0.6)
     assert sorted(x.split for x in res.records) == ["test", "train"]   # seeded split, no split field
 
     (tmp_path / "x.jsonl").write_text('{"images": ["imgs/a.png"], "gt_score": 2}\n\n{"images": ["imgs/b.png"], "gt_score": 3}\n')
@@ -112,22 +112,29 @@ def test_csv_with_columns_root_range_and_flip(tmp_path):
 
 def test_koniq_sets_file_and_split_column(tmp_path):
     d = tmp_path / "koniq"
-    # the sets file of the authors' metadata repo: MOS on the 1-100 scale, a set column
-    rows = [("1.jpg", 1.0, 9.9, "training"), ("2.jpg", 100.0, 4.95, "validation"), ("3.jpg", 55.45, 19.8, "test"),
-            ("4.jpg", 25.75, 6.0, "training")]
+    # the sets file of the authors' metadata repo: c1..c5 are rating *fractions*, its MOS column is
+    # the 0-100 z-score MOS (not used), SD is already on 1-5, a set column
+    rows = [("1.jpg", (1, 0, 0, 0, 0), 9.0, 0.4, "training"), ("2.jpg", (0, 0, 0, 0, 1), 95.0, 0.3, "validation"),
+            ("3.jpg", (0.1, 0.2, 0.4, 0.2, 0.1), 50.0, 1.1, "test"), ("4.jpg", (0, 0.5, 0.5, 0, 0), 30.0, 0.5, "training")]
     for i, (n, *_rest) in enumerate(rows):
         img(d / "1024x768" / n, i)
     lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set"]
-    lines += [f"{n},1,2,3,4,5,15,{m},{sd},{s}" for n, m, sd, s in rows]
+    lines += [f"{n},{','.join(map(str, c))},100,{m},{sd},{s}" for n, c, m, sd, s in rows]
     (d / "koniq10k_distributions_sets.csv").write_text("\n".join(lines) + "\n")
     res = load_records(f"koniq:{d}")
     r = by_id(res)
     assert [r[n].split for n, *_ in rows] == ["train", "val", "test", "train"]
-    assert r["3.jpg"].mos == pytest.approx(3.2) and r["3.jpg"].std == pytest.approx(0.8)
-    assert r["1.jpg"].mos == 1.0 and r["2.jpg"].mos == 5.0 and r["3.jpg"].mos_range == (1.0, 100.0)
+    assert r["1.jpg"].mos == 1.0 and r["2.jpg"].mos == 5.0 and r["3.jpg"].mos == pytest.approx(3.0)
+    assert r["4.jpg"].mos == pytest.approx(2.5) and r["4.jpg"].mos_raw == pytest.approx(2.5)
+    assert r["3.jpg"].std == pytest.approx(1.1) and r["3.jpg"].mos_range == (1.0, 5.0)   # SD not rescaled
     assert r["1.jpg"].image == str(d / "1024x768" / "1.jpg") and r["1.jpg"].dataset == "koniq"
     assert res.summaries[0].splits == {"train": 2, "val": 1, "test": 1}
-    # the scores file: MOS on 1-5 (MOS_zscore on 1-100), no set column -> seeded split
+    assert "sum k*c_k" in res.format() and "koniq10k_distributions_sets.csv" in res.format()
+    # c1..c5 as counts (any scale of the distribution): divided by their sum
+    (d / "koniq10k_distributions_sets.csv").write_text(
+        "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\n1.jpg,0,3,1,0,0,4,40,0.4,training\n")
+    assert load_records(f"koniq:{d}").records[0].mos == pytest.approx(2.25)
+    # the scores file: MOS on 1-5 (MOS_zscore on 0-100), no set column -> seeded split
     (d / "koniq10k_distributions_sets.csv").unlink()
     (d / "koniq10k_scores_and_distributions.csv").write_text(
         "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"
@@ -138,6 +145,7 @@ def test_koniq_sets_file_and_split_column(tmp_path):
     assert r["3.jpg"].mos == pytest.approx(3.2) and r["3.jpg"].std == pytest.approx(0.3)
     assert r["3.jpg"].mos_range == (1.0, 5.0)
     assert sorted(x.split for x in res.records).count("test") == 2
+    assert "MOS and SD as given (1-5)" in res.format()
 
 
 def test_kadid_split_by_reference_never_leaks(tmp_path):
@@ -299,7 +307,7 @@ def messy(tmp_path):
 
 
 def test_bad_records_skipped_reported_and_counted(messy):
-    res = load_records(f"csv:{messy / 'm.csv'}")
+    res = load_records(f"csv:{messy / 'm.csv'}?range=1,5")
     assert sorted(r.id for r in res.records) == ["ok1.png", "ok2.jpg"]
     bad = {b.line: b for b in res.bad}
     f = str(messy / "m.csv")
@@ -318,7 +326,7 @@ def test_bad_records_skipped_reported_and_counted(messy):
 
 def test_bad_record_fatal_with_on_bad_fail(messy):
     with pytest.raises(DataError, match=r"m\.csv:4: image file not found"):
-        load_records(f"csv:{messy / 'm.csv'}", on_bad="fail")
+        load_records(f"csv:{messy / 'm.csv'}?range=1,5", on_bad="fail")
 
 
 def test_max_pixels_and_check_modes(messy):
@@ -326,7 +334,7 @@ def test_max_pixels_and_check_modes(messy):
     assert check_image(str(messy / "big.png")) is None
     assert check_image(str(messy / "trunc.jpg"), mode="header") is None      # header-only does not decode
     assert check_image(str(messy / "trunc.jpg"), mode="full")[0] == "truncated image"
-    res = load_records(f"csv:{messy / 'm.csv'}", check_images="none")
+    res = load_records(f"csv:{messy / 'm.csv'}?range=1,5", check_images="none")
     assert "trunc.jpg" in {r.id for r in res.records}
 
 
@@ -337,8 +345,10 @@ def test_spec_parsing_and_errors(tmp_path):
     s = parse_spec("csv:/x/y.csv?path=file&mos=MOS&root=/imgs")
     assert (s.kind, s.path, s.options) == ("csv", "/x/y.csv", {"path": "file", "mos": "MOS", "root": "/imgs"})
     assert parse_spec("/a/b.json").kind == "json"
-    with pytest.raises(DataError, match="KIND:PATH"):
+    with pytest.raises(DataError, match="unknown data kind 'tid2013'"):
         parse_spec("tid2013:/x")
+    with pytest.raises(DataError, match="KIND:PATH"):
+        parse_spec("/x/folder")
     with pytest.raises(DataError, match="unknown option 'colour'"):
         parse_spec("koniq:/x?colour=1")
     (tmp_path / "a.csv").write_text("image,mos\n")
@@ -363,3 +373,170 @@ def test_assign_splits_is_seeded_exact_and_order_free():
 def test_map_mos():
     assert map_mos(0, 0, 100) == 1.0 and map_mos(100, 0, 100) == 5.0 and map_mos(50, 0, 100) == 3.0
     assert map_mos(0, 0, 1, lower_better=True) == 5.0 and map_mos(1, 0, 1, lower_better=True) == 1.0
+
+
+# ----------------------------------------------------------------------------- messages that must not mislead
+
+
+def test_folder_or_url_is_not_reported_as_missing(tmp_path):
+    (tmp_path / "d").mkdir()
+    for kind in ("json", "csv", "txt", "pyiqa"):
+        with pytest.raises(DataError, match=r"is a folder, but a .* is expected here"):
+            load_records(f"{kind}:{tmp_path / 'd'}")
+    f = tmp_path / "labels.csv"
+    f.write_text("image,mos\n")
+    for kind in ("koniq", "kadid", "spaq", "livec", "pipal", "csiq", "agiqa"):
+        with pytest.raises(DataError, match=rf"is a file, but {kind}: expects the .* folder"):
+            load_records(f"{kind}:{f}")
+    for spec in ("https://example.org/koniq/test.json", "json:https://example.org/a.json", "hf://datasets/x/y/meta.json",
+                 "csv:s3://bucket/scores.csv", "koniq:http://host/koniq", "txt:hf://datasets/a/b.txt"):
+        with pytest.raises(DataError, match=r"is a [a-z0-9]+:// URL; data specs read local files only\. Download it first") as e:
+            load_records(spec)
+        assert "not found" not in str(e.value)
+    (tmp_path / "k").mkdir()
+    with pytest.raises(DataError, match=r"https://x/s\.csv is a https:// URL"):
+        load_records(f"koniq:{tmp_path / 'k'}?file=https://x/s.csv")
+    # inside a file: an image entry that is a folder or a URL is a bad record saying so
+    (tmp_path / "img_dir.png").mkdir()
+    img(tmp_path / "ok.png")
+    (tmp_path / "e.json").write_text(json.dumps([{"image": "img_dir.png", "gt_score": 3}, {"image": "https://x/a.png", "gt_score": 3},
+                                                 {"image": "ok.png", "gt_score": 3}]))
+    res = load_records(f"json:{tmp_path / 'e.json'}")
+    assert [b.kind for b in res.bad] == ["image is a folder", "image is a URL"] and len(res.records) == 1
+    # a missing file in a missing folder says so
+    with pytest.raises(DataError, match=r"JSON file not found \(its folder .* does not exist either\)"):
+        load_records(f"json:{tmp_path / 'nope' / 'a.json'}")
+
+
+def test_unknown_kind_is_named_never_file_not_found(tmp_path):
+    for spec, kind, hint in (("cvs:foo.csv", "cvs", "csv"), ("xyz:dir", "xyz", None), ("koniq10k:/d/koniq", "koniq10k", "koniq"),
+                             ("jsn:/a/b.json?root=/x", "jsn", "json"), ("tid2013:/d/tid", "tid2013", None)):
+        with pytest.raises(DataError) as e:
+            load_records(spec)
+        msg = str(e.value)
+        assert f"unknown data kind '{kind}' (known: json, csv, txt, pyiqa, koniq" in msg and "not found" not in msg
+        assert (f"did you mean '{hint}:'" in msg) if hint else ("did you mean" not in msg)
+    # in a combined spec too, and kinds are case-insensitive; a one-letter prefix is a Windows drive
+    with pytest.raises(DataError, match="unknown data kind 'cvs'"):
+        load_records(f"json:{tmp_path / 'a.json'},cvs:{tmp_path / 'b.csv'}")
+    img(tmp_path / "a.png")
+    (tmp_path / "a.json").write_text(json.dumps([{"image": "a.png", "gt_score": 3}]))
+    assert len(load_records(f"JSON:{tmp_path / 'a.json'}").records) == 1
+    assert parse_spec(r"C:\data\x.csv").kind == "csv" and parse_spec(r"C:\data\x.csv").path == r"C:\data\x.csv"
+
+
+def test_non_utf8_label_files_name_the_line_and_the_option(tmp_path):
+    img(tmp_path / "café.png", 1)
+    img(tmp_path / "b.png", 2)
+    (tmp_path / "l1.csv").write_bytes("image,mos\nb.png,3\ncafé.png,4\n".encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        load_records(f"csv:{tmp_path / 'l1.csv'}")
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'l1.csv'}:3: not valid utf-8 text (byte 0xe9 at column 4")
+    assert "?encoding=latin-1" in msg and "\ufffd" not in msg and "\n" not in msg
+    r = by_id(load_records(f"csv:{tmp_path / 'l1.csv'}?encoding=latin-1"))
+    assert r["café.png"].mos == 4.0 and r["café.png"].image.endswith("café.png")
+    # the same in a txt list, a JSON file and a native label file; cp1252; UTF-16 with a BOM is read
+    (tmp_path / "l2.txt").write_bytes("b.png 3\ncafé.png 4\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"l2\.txt:2: not valid utf-8"):
+        load_records(f"txt:{tmp_path / 'l2.txt'}")
+    assert len(load_records(f"txt:{tmp_path / 'l2.txt'}?encoding=latin-1").records) == 2
+    (tmp_path / "l3.json").write_bytes(json.dumps([{"image": "café.png", "gt_score": 3}], ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(DataError, match=r"l3\.json:1: not valid utf-8 .*encoding=latin-1"):
+        load_records(f"json:{tmp_path / 'l3.json'}")
+    d = tmp_path / "PIPAL"
+    (d / "Train_Label").mkdir(parents=True)
+    (d / "Train_Label" / "A0001.txt").write_bytes("A0001_00_00.bmp,1500\nA0001_café.bmp,1400\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"A0001\.txt:2: not valid utf-8"):
+        load_records(f"pipal:{d}")
+    (tmp_path / "l4.csv").write_bytes("image,mos\n\u201cb\u201d.png,3\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"l4\.csv:2: not valid utf-8 text \(byte 0x93"):
+        load_records(f"csv:{tmp_path / 'l4.csv'}")
+    (tmp_path / "l5.csv").write_bytes("image,mos\ncafé.png,4\n".encode("utf-16"))
+    assert by_id(load_records(f"csv:{tmp_path / 'l5.csv'}"))["café.png"].mos == 4.0
+    with pytest.raises(DataError, match="unknown encoding 'latin-9x'"):
+        load_records(f"csv:{tmp_path / 'l1.csv'}?encoding=latin-9x")
+    # binary files are named for what they are, not as an encoding problem
+    import gzip
+    import zipfile
+    (tmp_path / "g.json").write_bytes(gzip.compress(b"[]"))
+    with pytest.raises(DataError, match=r"g\.json: is gzip-compressed"):
+        load_records(f"json:{tmp_path / 'g.json'}")
+    with zipfile.ZipFile(tmp_path / "s.csv", "w") as z:
+        z.writestr("xl/workbook.xml", "<x/>")
+    with pytest.raises(DataError, match=r"s\.csv: is a zip archive \(an \.xlsx workbook is one\)"):
+        load_records(f"csv:{tmp_path / 's.csv'}")
+
+
+def test_txt_reader_columns_separators_and_errors(tmp_path):
+    for n in ("a b.png", "c.png"):
+        img(tmp_path / "imgs" / n, len(n))
+    # tab-separated: a name with a space; header line; trailing split word; CRLF; no final newline
+    (tmp_path / "t.txt").write_bytes(b"name\tscore\tstd\tsplit\r\na b.png\t3.5\t0.5\ttest\r\nc.png\t2\t0.25\ttrain")
+    res = load_records(f"txt:{tmp_path / 't.txt'}?root={tmp_path / 'imgs'}")
+    r = by_id(res)
+    assert r["a b.png"].mos == 3.5 and r["a b.png"].split == "test" and r["c.png"].std == 0.25
+    assert "columns name score std split (tab-separated); line 1 read as a header" in res.format()
+    # cols= with a skipped column and a full-reference list
+    (tmp_path / "fr.txt").write_text("ref.png c.png x 0.25\nref.png a.png x 0.75\n")
+    r = by_id(load_records(f"txt:{tmp_path / 'fr.txt'}?cols=ref,name,_,score&root={tmp_path / 'imgs'}&range=0,1&lower_better=1",
+                           check_images="none"))
+    assert r["c.png"].mos == 4.0 and r["c.png"].ref == "ref.png"
+    with pytest.raises(DataError, match="unknown column 'quality'"):
+        load_records(f"txt:{tmp_path / 'fr.txt'}?cols=name,quality")
+    (tmp_path / "bad.txt").write_text("0.5 0.7\n")
+    with pytest.raises(DataError, match=r"bad\.txt:1: cannot tell the columns .*\?cols=name,score,std"):
+        load_records(f"txt:{tmp_path / 'bad.txt'}")
+
+
+def test_label_names_found_in_subfolders_but_never_guessed(tmp_path):
+    img(tmp_path / "db" / "jp2k" / "img1.bmp", 1, fmt="BMP")
+    img(tmp_path / "db" / "jpeg" / "img1.bmp", 2, fmt="BMP")
+    img(tmp_path / "db" / "jpeg" / "img7.bmp", 3, fmt="BMP")
+    img(tmp_path / "db" / "x" / "1024x768" / "k.jpg", 4, fmt="JPEG")
+    (tmp_path / "db" / "l.txt").write_text("img7.bmp 3\nimg1.bmp 2\njpeg/img1 4\n1024x768/k.jpg 3\nnested/k.jpg 2\n")
+    res = load_records(f"txt:{tmp_path / 'db' / 'l.txt'}")
+    r = by_id(res)
+    assert r["img7.bmp"].image == str(tmp_path / "db" / "jpeg" / "img7.bmp")        # the only img7.bmp
+    assert r["jpeg/img1"].image == str(tmp_path / "db" / "jpeg" / "img1.bmp")       # extension added
+    assert r["1024x768/k.jpg"].image == str(tmp_path / "db" / "x" / "1024x768" / "k.jpg")   # path suffix
+    bad = {b.line: b for b in res.bad}
+    assert bad[2].kind == "missing image" and bad[2].reason.endswith(str(tmp_path / "db" / "img1.bmp"))  # 2 candidates
+    assert bad[5].kind == "missing image"                                           # k.jpg is not under nested/
+
+
+def test_suite_spec_errors_and_file(tmp_path):
+    with pytest.raises(DataError, match=r"root .*nope does not exist; it must be the folder"):
+        load_records(f"suite:cross?root={tmp_path / 'nope'}")
+    with pytest.raises(DataError, match="needs root=DIR"):
+        load_records("suite:cross")
+    with pytest.raises(DataError, match="unknown option 'spaqq' for suite:cross"):
+        load_records(f"suite:cross?root={tmp_path}&spaqq=/y")
+    with pytest.raises(DataError, match="no built-in suite 'crosss' \\(built-in: cross\\)"):
+        load_records(f"suite:crosss?root={tmp_path}")
+    # built-in: seven specs, the per-dataset override, seed passed on
+    specs = split_specs(f"suite:cross?root={tmp_path}&spaq=/else/SPAQ&seed=4")
+    assert specs[0] == f"koniq:{tmp_path / 'koniq10k'}?seed=4" and specs[1] == "spaq:/else/SPAQ?split=test&seed=4"
+    assert len(specs) == 7 and all(s.split("?")[1].startswith("split=test") for s in specs[1:])
+    # a suite file: one spec per line, comments, {root}
+    img(tmp_path / "a.png")
+    (tmp_path / "a.json").write_text(json.dumps([{"image": "a.png", "gt_score": 3}]))
+    (tmp_path / "b.csv").write_text("image,mos\na.png,60\n")
+    (tmp_path / "mine.txt").write_text("# my protocol\njson:{root}/a.json?split=test\n\ncsv:{root}/b.csv?split=test&range=0,100  # 0-100\n")
+    res = load_records(f"suite:{tmp_path / 'mine.txt'}?root={tmp_path}")
+    assert [(s.dataset, s.n_kept) for s in res.summaries] == [("a", 1), ("b", 1)] and res.records[1].mos == pytest.approx(3.4)
+    (tmp_path / "loop.txt").write_text(f"suite:{tmp_path / 'mine.txt'}\n")
+    with pytest.raises(DataError, match="cannot include another suite"):
+        load_records(f"suite:{tmp_path / 'loop.txt'}")
+
+
+def test_json_one_line_list_reports_entries_and_key_variants(tmp_path):
+    img(tmp_path / "a.png")
+    data = [{"img_path": "a.png", "gt_score": "3.5"}, {"path": "a.png", "mos": 2, "id": "dup"}, {"image": ["a.png", "b.png"], "score": "x"},
+            {"images": [], "gt_score": 3}, {"id": "a.png->4.25", "image": "a.png"}, 7]
+    (tmp_path / "q.json").write_text(json.dumps(data))       # one line, as Q-Align ships them
+    res = load_records(f"json:{tmp_path / 'q.json'}")
+    assert [(r.id, r.mos, r.source.rsplit(":", 1)[1]) for r in res.records] == [("a.png", 3.5, "entry 1"), ("dup", 2.0, "entry 2")]
+    assert [(b.line, b.kind) for b in res.bad] == [("entry 3", "non-numeric MOS"), ("entry 4", "no image"),
+                                                   ("entry 5", "duplicate"), ("entry 6", "no image")]
+    assert "score from gt_score (2), mos (1), score (1), id (name->score) (1)" in res.format()
