@@ -51,15 +51,41 @@ def train(
 
 
 @app.command()
-def plot(run: Path = typer.Argument(..., help="Training run folder (holds metrics.jsonl).")) -> None:
-    """Draw reward, held-out SRCC and the KL terms over steps (PNG with matplotlib, else SVG)."""
+def plot(
+    run: Path = typer.Argument(..., help="Training run folder (holds metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG file to write (default: RUN/plot.png)."),
+) -> None:
+    """Draw a run's training curves (PNG): reward, held-out SRCC/PLCC, KL terms, entropies, uncertainty, lr.
+
+    Panels: reward and its columns, held-out SRCC/PLCC, reference KL, perception KL, entropies,
+    uncertainty and weight, parse/format rate, learning rate."""
     from hawkeye_lite.plot import plot_run
 
     try:
-        typer.echo(plot_run(run))
+        typer.echo(plot_run(run, out))
     except FileNotFoundError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+
+
+@app.command()
+def push(
+    run: Path = typer.Argument(..., help="Training run folder (its final/) or a model folder (final/, a checkpoint)."),
+    repo: str = typer.Option(..., "--repo", help="Hub repository id, e.g. you/hawkeye-lite-koniq."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch to push to (default: main)."),
+    message: Optional[str] = typer.Option(None, "--message", help="Commit message."),
+) -> None:
+    """Upload a trained adapter (with its model card, hawkeye.json and config.yaml) to the Hugging Face Hub."""
+    from hawkeye_lite.hub import HubError, push_to_hub
+
+    try:
+        url = push_to_hub(run, repo, private=private, revision=revision, commit_message=message,
+                          log=lambda m: typer.echo(m, err=True))
+    except HubError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"pushed to {url}")
 
 
 # ----------------------------------------------------------------------------- model & scoring (issue #3)
@@ -93,19 +119,29 @@ def score(
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     quantization: Optional[str] = typer.Option(None, "--quantization", help="nf4 or none (default: as trained)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Prompt + answer parser of a published checkpoint: "
+                                         "visualquality_r1, q_insight, q_hawkeye, think (default: from the model id)."),
 ) -> None:
     """Score images: mean rating of K samples on the 1-5 scale, ± their spread."""
     import json as _json
 
+    from hawkeye_lite.runlog import Progress
     from hawkeye_lite.scorer import Scorer
 
     try:
-        scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens)
+        scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens,
+                                        **({"preset": preset} if preset else {}))
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
-    results = scorer.score(images, samples=samples, temperature=temperature, seed=seed,
-                           batch_size=batch_size, on_error="skip")
+    # One Scorer call per batch of inputs (seed + batch index), so a bar can follow them.
+    results = []
+    with Progress(len(images), "scoring", unit="img", lines=10 if len(images) > batch_size else 0) as bar:
+        for k, start in enumerate(range(0, len(images), batch_size)):
+            chunk = images[start:start + batch_size]
+            results += scorer.score(chunk, samples=samples, temperature=temperature, seed=seed + k,
+                                    batch_size=batch_size, on_error="skip")
+            bar.update(len(chunk))
     for r in results:
         if json_:
             typer.echo(_json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
@@ -138,7 +174,7 @@ def _load_data(data: List[str], on_bad: str, check_images: str, seed: int):
 @app.command("eval")
 def eval_(
     model: Path = typer.Option(..., "--model", help="Run folder or model directory the Scorer loads."),
-    data: List[str] = typer.Option(..., "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."),
+    data: List[str] = typer.Option([], "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Completions sampled per image (K); default: the Scorer's."),
     json_: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image predictions to this CSV."),
@@ -150,12 +186,34 @@ def eval_(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: the Scorer's choice)."),
     on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
     check_images: str = typer.Option("full", "--check-images", help="Image checks at load: full | header | none."),
+    suite: Optional[Path] = typer.Option(None, "--suite", help="Suite file naming the data specs of a standard "
+                                         "protocol (configs/suites/koniq-cross.yaml); adds to --data."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write report.md / .csv / .json (per dataset "
+                                              "+ mean, the papers' cross-dataset layout) to this folder."),
+    plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Write prediction-vs-MOS scatter PNGs with the "
+                                            "fitted logistic, one per dataset, to this folder."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Prompt + answer parser of a published checkpoint "
+                                         "(visualquality_r1, q_insight, q_hawkeye, think); default: from the model id."),
 ) -> None:
     """Score a dataset and report SRCC, PLCC (raw and logistic-fitted), KRCC, RMSE, parse rate per dataset."""
     import json as _json
 
     from hawkeye_lite.evaluate import evaluate, scorer_fn
+    from hawkeye_lite.runlog import progress_callback
 
+    suite_name = None
+    if suite is not None:
+        from hawkeye_lite.report import SuiteError, load_suite
+
+        try:
+            suite_name, suite_specs = load_suite(suite)
+        except SuiteError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        data = list(data) + suite_specs
+    if not data:
+        typer.echo("error: give --data SPEC (repeatable) or --suite FILE", err=True)
+        raise typer.Exit(2)
     res = _load_data(data, on_bad, check_images, seed)
     try:
         records = res.split(split)
@@ -167,17 +225,29 @@ def eval_(
 
     from hawkeye_lite.scorer import Scorer
 
-    scorer = Scorer.from_pretrained(str(model), device=device)
-
-    def progress(done: int, total: int) -> None:
-        typer.echo(f"\rscored {done}/{total}", err=True, nl=done == total)
+    try:
+        scorer = Scorer.from_pretrained(str(model), device=device, **({"preset": preset} if preset else {}))
+    except ValueError as e:  # an unknown --preset
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
 
     report = evaluate(records, scorer_fn(scorer, samples=samples, temperature=temperature,
                                          max_new_tokens=max_new_tokens, seed=seed),
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress_callback("scoring", unit="img"))
     if csv_out is not None:
         report.write_csv(csv_out)
         typer.echo(f"predictions written to {csv_out}", err=True)
+    if report_dir is not None:
+        from hawkeye_lite.report import write_report
+
+        paths = write_report(report, report_dir, model=str(model), suite=suite_name, samples=samples,
+                             extra={"preset": getattr(getattr(scorer, "preset", None), "name", None), "split": split})
+        typer.echo(f"report written to {', '.join(map(str, paths))}", err=True)
+    if plot_dir is not None:
+        from hawkeye_lite.plot import plot_scatter
+
+        paths = plot_scatter(report, plot_dir, title=Path(str(model)).name)
+        typer.echo(f"scatter plots written to {', '.join(map(str, paths))}", err=True)
     if json_:
         typer.echo(_json.dumps(report.to_dict(), indent=1, allow_nan=False))
     else:
@@ -203,13 +273,11 @@ def degrade(
         typer.echo(f"error: no records in split {split!r}", err=True)
         raise typer.Exit(2)
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 100 == 0:
-            typer.echo(f"\rdegraded {done}/{total}", err=True, nl=done == total)
+    from hawkeye_lite.runlog import progress_callback
 
     try:
         degrade_records(records, out, seed=seed, recipe=DegradeRecipe(second_stage=second_stage), fmt=fmt,
-                        progress=progress)
+                        progress=progress_callback("degrading", unit="img"))
     except ValueError as e:
         raise typer.BadParameter(str(e))
     typer.echo(f"wrote {len(records)} degraded partners to {out / 'images'} and {out / 'data.json'}")

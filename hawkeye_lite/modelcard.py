@@ -57,9 +57,10 @@ def _eval_table(evals: List[dict]) -> str:
 
 
 def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] = None, evals: List[dict] = (),
-                      kind: str = "final", repo_id: Optional[str] = None) -> str:
+                      kind: str = "final", repo_id: Optional[str] = None, location: Optional[str] = None) -> str:
     """Markdown text of the card. `cfg`: the run's TrainConfig; `base`: the folder or hub id the
-    adapter applies to (RUN/sft-base after a warm start); `kind`: "final" or "checkpoint"."""
+    adapter applies to (RUN/sft-base after a warm start); `kind`: "final" or "checkpoint";
+    `repo_id` / `location`: what the load snippets name (the hub repo, else the folder)."""
     m, lora, o, obj, r = cfg.model, cfg.model.lora, cfg.optim, cfg.objective, cfg.rollout
     p = obj.perception
     original = m.name_or_path
@@ -81,7 +82,7 @@ def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] =
     base_note = (f"`{base}`" + (f", which is `{original}` after {cfg.sft.steps} supervised warm-start steps, merged "
                                 "(the adapter applies to that merged model, not to the original one)" if warm else ""))
     load_base = base if base_is_hub else "PATH/TO/" + Path(base).name
-    subject = repo_id or "RUN/final"
+    subject = repo_id or location or ("RUN/final" if kind == "final" else f"RUN/checkpoints/step-{step:06d}")
 
     lines = front + [
         f"# {name}",
@@ -164,8 +165,12 @@ def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] =
 def write_model_card(out_dir: Path, cfg, *, base: str, step: int, total_steps: Optional[int] = None,
                      run_dir: Optional[Path] = None, kind: str = "final", repo_id: Optional[str] = None) -> Path:
     out_dir = Path(out_dir)
+    location = None
+    if run_dir is not None:  # out is written under a temporary name, then renamed to this
+        location = str(Path(run_dir) / ("final" if kind == "final" else f"checkpoints/step-{step:06d}"))
     text = render_model_card(cfg, base=base, step=step, total_steps=total_steps,
-                             evals=eval_records(run_dir) if run_dir is not None else [], kind=kind, repo_id=repo_id)
+                             evals=eval_records(run_dir) if run_dir is not None else [], kind=kind, repo_id=repo_id,
+                             location=location)
     path = out_dir / CARD
     path.write_text(text, encoding="utf-8")
     return path

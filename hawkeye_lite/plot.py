@@ -14,15 +14,16 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-# (panel title, metrics.jsonl keys); a panel with none of its keys logged is left out.
+# (panel title, series keys); a panel with none of its keys logged is left out. Keys of eval
+# records carry an "eval/" prefix (both kinds of record have a parse_rate).
 PANELS = (
     ("reward", ("reward", "reward_accuracy", "reward_format", "reward_repetition")),
-    ("held-out SRCC / PLCC", ("srcc", "plcc")),
+    ("held-out SRCC / PLCC", ("eval/srcc", "eval/plcc")),
     ("reference KL", ("ref_kl",)),
     ("perception KL (orig. vs degraded)", ("perception_kl",)),
     ("entropy", ("entropy", "entropy_deg")),
     ("uncertainty and weight", ("uncertainty", "weight")),
-    ("parse / format rate", ("parse_rate", "format_rate")),
+    ("parse / format rate", ("parse_rate", "format_rate", "eval/parse_rate")),
     ("learning rate", ("lr",)),
 )
 
@@ -37,7 +38,8 @@ def _pyplot():
 
 
 def read_series(run_dir: Path) -> Dict[str, List[Tuple[float, float]]]:
-    """key -> [(step, value)] over the run's RL step and eval records (finite numbers only)."""
+    """key -> [(step, value)] over the run's RL step records and eval records ("eval/<key>"),
+    finite numbers only."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics log (is {run_dir} a training run folder?)")
@@ -49,9 +51,10 @@ def read_series(run_dir: Path) -> Dict[str, List[Tuple[float, float]]]:
             continue  # a line cut by a crash
         if rec.get("event") not in ("step", "eval") or not isinstance(rec.get("step"), (int, float)):
             continue
+        prefix = "eval/" if rec["event"] == "eval" else ""
         for key, value in rec.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                series.setdefault(key, []).append((float(rec["step"]), float(value)))
+                series.setdefault(prefix + key, []).append((float(rec["step"]), float(value)))
     return series
 
 
@@ -70,7 +73,8 @@ def plot_run(run_dir, out=None) -> str:
     for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             x, y = zip(*series[key])
-            ax.plot(x, y, marker="o" if len(x) < 8 else None, markersize=3, linewidth=1.3, label=key)
+            label = {"eval/srcc": "SRCC", "eval/plcc": "PLCC", "eval/parse_rate": "parse_rate (held-out)"}.get(key, key)
+            ax.plot(x, y, marker="o" if len(x) < 8 else None, markersize=3, linewidth=1.3, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("RL step", fontsize=8)
         ax.tick_params(labelsize=8)

@@ -46,6 +46,7 @@ class Progress:
         self.every = max(1, math.ceil(max(self.total - self.n, 1) / lines)) if lines > 0 else 0
         self.t0 = time.time()
         self.start_n = self.n
+        self._next = (self.n // self.every + 1) * self.every if self.every else 0  # next plain line at
         self.bar = None
         if enabled and _isatty(self.stream):
             from tqdm.auto import tqdm
@@ -64,7 +65,8 @@ class Progress:
             if postfix is not None:
                 self.bar.set_postfix_str(postfix, refresh=False)
             self.bar.update(n)
-        elif self.enabled and self.every and (self.n % self.every == 0 or self.n >= self.total):
+        elif self.enabled and self.every and (self.n >= self._next or self.n >= self.total):
+            self._next = (self.n // self.every + 1) * self.every
             eta = self.eta
             tail = f", ETA {_fmt_seconds(eta)}" if self.n < self.total and math.isfinite(eta) else ""
             extra = f" | {postfix}" if postfix else ""

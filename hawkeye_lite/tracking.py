@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -95,7 +96,7 @@ class WandbTracker(Tracker):
         root = Path(run_dir) / "wandb"
         root.mkdir(parents=True, exist_ok=True)
         id_file = root / "run_id"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id + "\n")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "hawkeye-lite"), name=Path(run_dir).name,
                               dir=str(run_dir), config=config or {}, id=run_id, resume="allow",
