@@ -109,8 +109,10 @@ def progress_callback(desc: str, *, stream=None, enabled: bool = True, lines: in
 
 
 class Logger:
-    """metrics.jsonl (every record), a console line every `every` steps, a tqdm bar over the RL
-    steps on a terminal, and the records forwarded to the trackers of `report_to`."""
+    """metrics.jsonl (every record), a console line every `every` steps, a tqdm bar over the
+    warm start and the RL steps on a terminal, and the records forwarded to the trackers of
+    `report_to`. `config`: the run's resolved config as a dict (the trackers store it; the
+    warm start's bar reads its length from it)."""
 
     def __init__(self, run_dir: Path, *, every: int = 1, progress: bool = True, stream=None,
                  report_to: Sequence[str] = (), config: Optional[dict] = None, resume: bool = False):
@@ -121,6 +123,8 @@ class Logger:
         self.progress = progress
         self.t0 = time.time()
         self.bar: Optional[Progress] = None
+        # The warm start writes one "sft" record per step; its length comes from the config.
+        self.sft_steps = int(((config or {}).get("sft") or {}).get("steps") or 0)
         self.trackers = []
         if report_to:
             from .tracking import make_trackers
@@ -132,6 +136,16 @@ class Logger:
             f.write(json.dumps(record, allow_nan=True) + "\n")
         for t in self.trackers:
             t.log(record)
+        if record.get("event") == "sft" and self.progress and self.sft_steps:
+            self._sft_progress(int(record["step"]), record.get("loss"))
+
+    def _sft_progress(self, step: int, loss) -> None:
+        # lines=0: off a terminal the trainer's own "sft N/T" lines are the progress.
+        if self.bar is None:
+            self.bar = Progress(self.sft_steps, "warm start", stream=self.stream, lines=0, unit="step", initial=step - 1)
+        self.bar.update(step - self.bar.n, postfix=f"loss {loss:.4f}" if isinstance(loss, float) else None)
+        if step >= self.sft_steps:
+            self.close_bar()
 
     def info(self, msg: str) -> None:
         if self.bar is not None:
@@ -142,6 +156,8 @@ class Logger:
     def step(self, rec: dict, total: int, started_step: int) -> None:
         self.write(rec)
         step = rec["step"]
+        if self.bar is not None and self.bar.desc != "RL":
+            self.close_bar()
         if self.bar is None and self.progress:
             # The bar starts at the first step of this process (a resumed run starts mid-way).
             # lines=0: off a terminal the step lines below are the progress.

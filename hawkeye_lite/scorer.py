@@ -202,8 +202,9 @@ class Scorer:
 
         A published checkpoint (VisualQuality-R1, Q-Insight, Q-Hawkeye: hawkeye_lite.presets)
         is scored with its own prompt and answer parser, picked from its hub id or folder name;
-        `preset=` forces one (or "think" for this package's prompt), and then also sets the
-        default completion cap to the authors'."""
+        `preset=` forces one (or "think" for this package's prompt). A preset's completion cap
+        (its authors') is the default after hawkeye.json's; an explicit `prompt=` without
+        `preset=` turns the automatic choice off."""
         from .model import load_policy, read_meta
         from .presets import get_preset, preset_for
 

@@ -235,3 +235,20 @@ def test_logger_step_lines_and_bar(tmp_path):
     text = tty.getvalue()
     assert "RL" in text and "4/4" in text and "\r" in text and "hello\n" in text and "step    4/4" in text
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 8
+
+
+def test_warm_start_bar_from_the_sft_records(tmp_path):
+    tty = Tty()
+    log = Logger(tmp_path, progress=True, stream=tty, config={"sft": {"steps": 3}})
+    for step in (1, 2, 3):
+        log.write({"event": "sft", "step": step, "loss": 1.0 / step, "lr": 1e-3, "time": 0.0})
+        if step == 2:
+            log.info("sft    2/3 | loss 0.5")
+    assert log.bar is None  # closed at the last step
+    text = tty.getvalue()
+    assert "warm start" in text and "3/3" in text and "sft    2/3 | loss 0.5\n" in text
+    out = io.StringIO()  # a log file: no bar, the trainer's own lines only
+    log = Logger(tmp_path, progress=True, stream=out, config={"sft": {"steps": 3}})
+    for step in (1, 2, 3):
+        log.write({"event": "sft", "step": step, "loss": 1.0, "lr": 1e-3, "time": 0.0})
+    assert out.getvalue() == ""
