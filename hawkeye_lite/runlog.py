@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,13 @@ def _isatty(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def _columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # no fileno (StringIO), not a terminal
+        return 0
 
 
 def _fmt_seconds(s: float) -> str:
@@ -51,8 +59,10 @@ class Progress:
         if enabled and _isatty(self.stream):
             from tqdm.auto import tqdm
 
+            # A terminal that reports no width (a bare pty, some CI runners) would get an empty bar.
+            wide = _columns(self.stream) > 0
             self.bar = tqdm(total=self.total, initial=self.n, desc=desc, unit=unit, file=self.stream,
-                            dynamic_ncols=True, leave=True, smoothing=0.1)
+                            dynamic_ncols=wide, ncols=None if wide else 100, leave=True, smoothing=0.1)
 
     @property
     def eta(self) -> float:
