@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .config import LoRAConfig, ModelConfig
+from .presets import Preset, get_preset, preset_for
 from .prompts import THINK, PromptTemplate, get_prompt, parse_score
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
@@ -169,11 +170,9 @@ def _hub_subfolder(repo_id: str, subfolder: str) -> str:
 
 class Scorer:
     def __init__(self, policy, *, prompt: Union[PromptTemplate, str] = THINK, max_new_tokens: int = 512,
-                 preset: Optional[Union[str, "Preset"]] = None):
+                 preset: Optional[Union[str, Preset]] = None):
         """`preset` (hawkeye_lite.presets: visualquality_r1, q_insight, q_hawkeye, think,
         no_think) sets the prompt and the answer parser together and wins over `prompt`."""
-        from .presets import Preset, get_preset
-
         self.policy = policy
         self.preset: Optional[Preset] = get_preset(preset) if preset is not None else None
         if self.preset is not None:
@@ -193,7 +192,7 @@ class Scorer:
         dtype: Optional[str] = None,
         prompt: Optional[str] = None,
         max_new_tokens: Optional[int] = None,
-        preset: Optional[str] = None,
+        preset: Optional[Union[str, Preset]] = None,
     ) -> "Scorer":
         """`path`: a training run folder, an adapter folder (its base model is read from
         adapter_config.json), a full model folder, or a hub id. quantization/dtype/prompt/
@@ -206,7 +205,6 @@ class Scorer:
         (its authors') is the default after hawkeye.json's; an explicit `prompt=` without
         `preset=` turns the automatic choice off."""
         from .model import load_policy, read_meta
-        from .presets import get_preset, preset_for
 
         local = Path(path)
         adapter = _find_adapter(local) if local.is_dir() else None
