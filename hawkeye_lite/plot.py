@@ -128,7 +128,7 @@ def plot_scatter(report, out_dir, *, title: Optional[str] = None) -> List[Path]:
         stats = ""
         if m is not None:
             f = lambda v: f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"  # noqa: E731
-            stats = f"\nSRCC {f(m.srcc)}  PLCC {f(m.plcc_fit)}"
+            stats = f"\nSRCC {f(m.srcc)}  PLCC (fit) {f(m.plcc_fit)}"
         dropped = int((~keep).sum())
         ax.set_title(f"{name} (n={int(keep.sum())}" + (f", {dropped} unparsed" if dropped else "") + ")" + stats,
                      fontsize=9)
