@@ -151,13 +151,37 @@ def train(
 
 
 @app.command()
-def plot(run: Path = typer.Argument(..., help="Training run folder (holds metrics.jsonl).")) -> None:
-    """Draw reward, held-out SRCC and the KL terms over steps (PNG with matplotlib, else SVG)."""
+def plot(
+    run: Path = typer.Argument(..., help="Training run folder (holds metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG file to write (default: RUN/plot.png)."),
+) -> None:
+    """Draw a run's training curves (PNG): reward, held-out SRCC/PLCC, KL terms, entropies, uncertainty, lr.
+
+    Panels: reward and its columns, held-out SRCC/PLCC, reference KL, perception KL, entropies,
+    uncertainty and weight, parse/format rate, learning rate."""
     from hawkeye_lite.plot import plot_run
 
     if not (run / "metrics.jsonl").is_file():
         _fail(f"{run}: no metrics.jsonl (not a training run folder)")
-    typer.echo(plot_run(run))
+    if out is not None:
+        _check_output_file(out, "--out")
+    typer.echo(plot_run(run, out))
+
+
+@app.command()
+def push(
+    run: Path = typer.Argument(..., help="Training run folder (its final/) or a model folder (final/, a checkpoint)."),
+    repo: str = typer.Option(..., "--repo", help="Hub repository id, e.g. you/hawkeye-lite-koniq."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch to push to (default: main)."),
+    message: Optional[str] = typer.Option(None, "--message", help="Commit message."),
+) -> None:
+    """Upload a trained adapter (with its model card, hawkeye.json and config.yaml) to the Hugging Face Hub."""
+    from hawkeye_lite.hub import push_to_hub
+
+    url = push_to_hub(run, repo, private=private, revision=revision, commit_message=message,
+                      log=lambda m: typer.echo(m, err=True))  # a HubError is bad input: one line, exit 2
+    typer.echo(f"pushed to {url}")
 
 
 # ----------------------------------------------------------------------------- model & scoring (issue #3)
@@ -191,18 +215,29 @@ def score(
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     quantization: Optional[str] = typer.Option(None, "--quantization", help="nf4 or none (default: as trained)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Prompt + answer parser of a published checkpoint: "
+                                         "visualquality_r1, q_insight, q_hawkeye, think (default: from the model id)."),
 ) -> None:
     """Score images: mean rating of K samples on the 1-5 scale, ± their spread."""
     import json as _json
 
+    from hawkeye_lite.runlog import Progress
     from hawkeye_lite.scorer import Scorer
 
     _check_sampling(samples, batch_size, temperature, max_new_tokens)
     if quantization not in (None, "nf4", "none"):
         _fail(f"--quantization: must be nf4 or none, got {quantization!r}")
-    scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens)
-    results = scorer.score(images, samples=samples, temperature=temperature, seed=seed,
-                           batch_size=batch_size, on_error="skip")
+    scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens,
+                                    **({"preset": preset} if preset else {}))
+    # One Scorer call per batch of inputs, so a bar can follow them. Every call gets the same seed:
+    # each image's stream is keyed by (seed, its pixels), so the chunking changes nothing.
+    results = []
+    with Progress(len(images), "scoring", unit="img", lines=10 if len(images) > batch_size else 0) as bar:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            results += scorer.score(chunk, samples=samples, temperature=temperature, seed=seed,
+                                    batch_size=batch_size, on_error="skip")
+            bar.update(len(chunk))
     for r in results:
         if json_:
             typer.echo(_json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
@@ -240,7 +275,7 @@ def _check_split(split: str) -> None:
 @app.command("eval")
 def eval_(
     model: Path = typer.Option(..., "--model", help="Run folder or model directory the Scorer loads."),
-    data: List[str] = typer.Option(..., "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."),
+    data: List[str] = typer.Option([], "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Completions sampled per image (K); default: the Scorer's."),
     json_: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image predictions to this CSV."),
@@ -252,16 +287,36 @@ def eval_(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: the Scorer's choice)."),
     on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
     check_images: str = typer.Option("full", "--check-images", help="Image checks at load: full | header | none."),
+    suite: Optional[Path] = typer.Option(None, "--suite", help="Suite file naming the data specs of a standard "
+                                         "protocol (configs/suites/koniq-cross.yaml); adds to --data."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write report.md / .csv / .json (per dataset "
+                                              "+ mean, the papers' cross-dataset layout) to this folder."),
+    plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Write prediction-vs-MOS scatter PNGs with the "
+                                            "fitted logistic, one per dataset, to this folder."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Prompt + answer parser of a published checkpoint "
+                                         "(visualquality_r1, q_insight, q_hawkeye, think); default: from the model id."),
 ) -> None:
     """Score a dataset and report SRCC, PLCC (raw and logistic-fitted), KRCC, RMSE, parse rate per dataset."""
     import json as _json
 
     from hawkeye_lite.evaluate import evaluate, scorer_fn
+    from hawkeye_lite.runlog import progress_callback
 
     _check_split(split)
     _check_sampling(samples, batch_size, temperature, max_new_tokens)
     if csv_out is not None:
         _check_output_file(csv_out, "--csv")
+    for folder, option in ((report_dir, "--report"), (plot_dir, "--plot")):
+        if folder is not None:
+            _check_output_file(folder / "report.md", option)
+    suite_name = None
+    if suite is not None:
+        from hawkeye_lite.report import load_suite
+
+        suite_name, suite_specs = load_suite(suite)
+        data = list(data) + suite_specs
+    if not data:
+        _fail("give --data SPEC (repeatable) or --suite FILE")
     res = _load_data(data, on_bad, check_images, seed)
     records = res.split(split)
     if not records:
@@ -269,14 +324,11 @@ def eval_(
 
     from hawkeye_lite.scorer import Scorer
 
-    scorer = Scorer.from_pretrained(str(model), device=device)
-
-    def progress(done: int, total: int) -> None:
-        typer.echo(f"\rscored {done}/{total}", err=True, nl=done == total)
+    scorer = Scorer.from_pretrained(str(model), device=device, **({"preset": preset} if preset else {}))
 
     report = evaluate(records, scorer_fn(scorer, samples=samples, temperature=temperature,
                                          max_new_tokens=max_new_tokens, seed=seed),
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress_callback("scoring", unit="img"))
     # The results first: a failing optional file must not cost the user the numbers.
     if json_:
         typer.echo(_json.dumps(report.to_dict(), indent=1, allow_nan=False))
@@ -285,6 +337,17 @@ def eval_(
     if csv_out is not None:
         report.write_csv(csv_out)
         typer.echo(f"predictions written to {csv_out}", err=True)
+    if report_dir is not None:
+        from hawkeye_lite.report import write_report
+
+        paths = write_report(report, report_dir, model=str(model), suite=suite_name, samples=samples,
+                             extra={"preset": getattr(getattr(scorer, "preset", None), "name", None), "split": split})
+        typer.echo(f"report written to {', '.join(map(str, paths))}", err=True)
+    if plot_dir is not None:
+        from hawkeye_lite.plot import plot_scatter
+
+        paths = plot_scatter(report, plot_dir, title=Path(str(model)).name)
+        typer.echo(f"scatter plots written to {', '.join(map(str, paths))}", err=True)
 
 
 @app.command()
@@ -310,12 +373,10 @@ def degrade(
     if not records:
         _fail(f"--split {split}: no records in that split of {', '.join(data)}")
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 100 == 0:
-            typer.echo(f"\rdegraded {done}/{total}", err=True, nl=done == total)
+    from hawkeye_lite.runlog import progress_callback
 
     degrade_records(records, out, seed=seed, recipe=DegradeRecipe(second_stage=second_stage), fmt=fmt,
-                    progress=progress)
+                    progress=progress_callback("degrading", unit="img"))
     typer.echo(f"wrote {len(records)} degraded partners to {out / 'images'} and {out / 'data.json'}")
 
 

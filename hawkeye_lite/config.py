@@ -367,8 +367,18 @@ class EvalConfig:
 @dataclass
 class LoggingConfig:
     every: int = 1  # console line every N steps (metrics.jsonl gets every step)
-    progress: bool = True  # progress bar with ETA on stderr
-    plot: bool = True  # write plot.svg (reward, SRCC, KL terms over steps) at the end
+    progress: bool = True  # tqdm bar with ETA on stderr when it is a terminal (plain lines otherwise)
+    plot: bool = True  # write plot.png (reward, SRCC/PLCC, KL terms, entropies, lr over steps) at the end
+    # Trackers that get the metrics.jsonl records too (TRL's report_to): tensorboard (event files
+    # in RUN/tensorboard, extra `tensorboard`) and/or wandb (RUN/wandb, extra `wandb`).
+    report_to: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.report_to = tuple(self.report_to)
+        for name in self.report_to:
+            _require(name in ("tensorboard", "wandb"), "logging.report_to",
+                     f"unknown tracker {name!r} (choose from tensorboard, wandb)")
+        _require(len(set(self.report_to)) == len(self.report_to), "logging.report_to", f"names a tracker twice: {list(self.report_to)}")
 
 
 @dataclass

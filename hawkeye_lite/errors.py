@@ -21,12 +21,15 @@ def user_error_types() -> tuple:
     """The exception types that mean 'bad input' (imported lazily: they live next to their code)."""
     from .config import ConfigError
     from .data.datasets import DataError
+    from .hub import HubError
     from .images import ImageReadError
     from .model import ModelLoadError
+    from .report import SuiteError
     from .runfolder import RunFolderError
     from .trainer import DataFault
 
-    return (UserError, ConfigError, DataError, ImageReadError, ModelLoadError, RunFolderError, DataFault)
+    return (UserError, ConfigError, DataError, HubError, ImageReadError, ModelLoadError, RunFolderError, SuiteError,
+            DataFault)
 
 
 def debug_enabled(argv=()) -> bool:

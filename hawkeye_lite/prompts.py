@@ -22,6 +22,11 @@ class PromptTemplate:
     system: str
     question: str
     require_think: bool  # what the format reward should ask of this prompt's answers
+    # Where the image goes in the user turn. Published checkpoints differ: VisualQuality-R1 puts
+    # it first with the "Picture 1: " label of add_vision_id=True; Q-Insight and Q-Hawkeye put
+    # the question first. A checkpoint scores best with the layout it was trained on.
+    image_first: bool = True
+    image_prefix: str = ""
 
 
 # R1-style system prompt (as used by Q-Insight / Q-Hawkeye): reason in <think>, answer in <answer>.
@@ -66,9 +71,11 @@ def get_prompt(name: str) -> PromptTemplate:
 
 def chat_text(prompt: PromptTemplate = THINK) -> str:
     """ChatML text for one image + the question, ending where the assistant starts writing."""
+    image = prompt.image_prefix + IMAGE_PLACEHOLDER
+    user = image + prompt.question if prompt.image_first else prompt.question + image
     return (
         f"<|im_start|>system\n{prompt.system}<|im_end|>\n"
-        f"<|im_start|>user\n{IMAGE_PLACEHOLDER}{prompt.question}<|im_end|>\n"
+        f"<|im_start|>user\n{user}<|im_end|>\n"
         f"<|im_start|>assistant\n"
     )
 

@@ -11,10 +11,11 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .config import LoRAConfig, ModelConfig
 from .images import ImageReadError, as_rgb
+from .presets import Preset, get_preset, preset_for
 from .prompts import THINK, PromptTemplate, get_prompt, parse_score
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
@@ -40,9 +41,11 @@ class ScoreResult:
         return d
 
 
-def aggregate(texts: Sequence[str], *, score_min: float = SCORE_MIN, score_max: float = SCORE_MAX) -> Tuple[float, float, List[float]]:
-    """(mean, population std, clamped parsed values) of the ratings in `texts`."""
-    values = [min(max(s, score_min), score_max) for s in map(parse_score, texts) if s is not None]
+def aggregate(texts: Sequence[str], *, score_min: float = SCORE_MIN, score_max: float = SCORE_MAX,
+              parse: Callable[[object], Optional[float]] = parse_score) -> Tuple[float, float, List[float]]:
+    """(mean, population std, clamped parsed values) of the ratings `parse` reads in `texts`;
+    an answer it cannot read (None) is left out, and none read gives NaN, never a guess."""
+    values = [min(max(s, score_min), score_max) for s in map(parse, texts) if s is not None]
     if not values:
         return math.nan, math.nan, []
     mean = sum(values) / len(values)
@@ -79,10 +82,29 @@ def _find_adapter(path: Path) -> Optional[Path]:
     return None
 
 
+def _hub_subfolder(repo_id: str, subfolder: str) -> str:
+    """Local folder of `subfolder` of a hub repo (downloads only that folder, cached)."""
+    from huggingface_hub import snapshot_download
+
+    root = snapshot_download(repo_id, allow_patterns=[f"{subfolder}/*"])
+    folder = Path(root) / subfolder
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"Scorer.from_pretrained: {repo_id} has no model in its {subfolder}/ folder")
+    return str(folder)
+
+
 class Scorer:
-    def __init__(self, policy, *, prompt: Union[PromptTemplate, str] = THINK, max_new_tokens: int = 512):
+    def __init__(self, policy, *, prompt: Union[PromptTemplate, str] = THINK, max_new_tokens: int = 512,
+                 preset: Optional[Union[str, Preset]] = None):
+        """`preset` (hawkeye_lite.presets: visualquality_r1, q_insight, q_hawkeye, think,
+        no_think) sets the prompt and the answer parser together and wins over `prompt`."""
         self.policy = policy
-        self.prompt = get_prompt(prompt) if isinstance(prompt, str) else prompt
+        self.preset: Optional[Preset] = get_preset(preset) if preset is not None else None
+        if self.preset is not None:
+            self.prompt, self.parse = self.preset.prompt, self.preset.parse
+        else:
+            self.prompt = get_prompt(prompt) if isinstance(prompt, str) else prompt
+            self.parse = parse_score
         self.max_new_tokens = max_new_tokens
 
     @classmethod
@@ -95,11 +117,18 @@ class Scorer:
         dtype: Optional[str] = None,
         prompt: Optional[str] = None,
         max_new_tokens: Optional[int] = None,
+        preset: Optional[Union[str, Preset]] = None,
     ) -> "Scorer":
         """`path`: a training run folder, an adapter folder (its base model is read from
         adapter_config.json), a full model folder, or a hub id. quantization/dtype/prompt/
         max_new_tokens default to what the adapter was trained with (hawkeye.json), else
-        none/auto/think/512."""
+        none/auto/think/512.
+
+        A published checkpoint (VisualQuality-R1, Q-Insight, Q-Hawkeye: hawkeye_lite.presets)
+        is scored with its own prompt and answer parser, picked from its hub id or folder name;
+        `preset=` forces one (or "think" for this package's prompt). A preset's completion cap
+        (its authors') is the default after hawkeye.json's; an explicit `prompt=` without
+        `preset=` turns the automatic choice off."""
         from .model import ModelLoadError, load_policy, read_meta
 
         local = Path(path)
@@ -107,6 +136,11 @@ class Scorer:
         if not local.is_dir() and (local.exists() or not _HUB_ID.fullmatch(str(path))):
             raise ModelLoadError(f"{path}: no such model, adapter or run folder")
         meta = read_meta(adapter) if adapter is not None else None
+        # A hawkeye-lite adapter knows its prompt (hawkeye.json); anything else is matched by name.
+        chosen = get_preset(preset) if preset is not None else (None if meta or prompt else preset_for(path))
+        if chosen is not None and chosen.subfolder and not local.is_dir():
+            path = _hub_subfolder(str(path), chosen.subfolder)  # e.g. ByteDance/Q-Insight/score_degradation
+            local = Path(path)
         saved = (meta or {}).get("model", {})
         if adapter is not None:
             base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -133,8 +167,10 @@ class Scorer:
         policy = load_policy(cfg, trainable=False)
         # The completion cap the policy was trained with: a longer one lets a small model run on
         # past where training stopped it, and scores differ from the run's own evaluation.
-        max_new_tokens = max_new_tokens or (meta or {}).get("max_new_tokens") or 512
-        return cls(policy, prompt=prompt or (meta or {}).get("prompt") or THINK.name, max_new_tokens=max_new_tokens)
+        max_new_tokens = (max_new_tokens or (meta or {}).get("max_new_tokens")
+                          or (chosen.max_new_tokens if chosen is not None else None) or 512)
+        return cls(policy, prompt=prompt or (meta or {}).get("prompt") or THINK.name, max_new_tokens=max_new_tokens,
+                   preset=chosen)
 
     def score(
         self,
@@ -192,6 +228,6 @@ class Scorer:
             )
             for b, (i, name, _) in enumerate(chunk):
                 texts = rollouts.texts[b * samples : (b + 1) * samples]
-                mean, std, values = aggregate(texts)
+                mean, std, values = aggregate(texts, parse=self.parse)
                 results[i] = ScoreResult(source=name, score=mean, std=std, samples=values, texts=texts, n_parsed=len(values))
         return results  # type: ignore[return-value]

@@ -143,6 +143,10 @@ def pretrain_tiny_vision(
     warmup = min(50, max(1, steps // 10))
     visual.train()
     loss = torch.tensor(float("nan"))
+    from .runlog import Progress
+
+    # A tqdm bar on a terminal; the ten log lines either way (above the bar on a terminal).
+    bar = Progress(steps, "vision pretraining", enabled=log is not None, lines=0, unit="step")
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / steps))
@@ -157,8 +161,14 @@ def pretrain_tiny_vision(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        bar.update(1, postfix=f"loss {loss.item():.4f}")
         if log is not None and (step + 1) % max(1, steps // 10) == 0:
-            log(f"vision pretraining {step + 1}/{steps} | loss {loss.item():.4f}")
+            msg = f"vision pretraining {step + 1}/{steps} | loss {loss.item():.4f}"
+            if bar.bar is not None:
+                bar.write(msg)
+            else:
+                log(msg)
+    bar.close()
     visual.eval()
     for p in visual.parameters():
         p.requires_grad_(False)

@@ -257,7 +257,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None):
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.output_dir)
-        self.log = Logger(self.run_dir, every=cfg.logging.every, progress=cfg.logging.progress, stream=log_stream)
+        self.log = Logger(self.run_dir, every=cfg.logging.every, progress=cfg.logging.progress, stream=log_stream,
+                          report_to=cfg.logging.report_to, config=cfg.to_dict())
         self.policy = None
         self.optimizer = None
         self.step = 0  # RL steps done
@@ -707,9 +708,14 @@ class Trainer:
 
     def _write_model(self, out: Path) -> None:
         """What a checkpoint and final/ share: the adapter, hawkeye.json (prompt and completion
-        cap the Scorer reads back) and the resolved config."""
+        cap the Scorer reads back), the resolved config and the README.md model card."""
+        from .modelcard import write_model_card
+
         self.policy.save_pretrained(out, prompt=self.cfg.rollout.prompt, max_new_tokens=self.cfg.rollout.max_new_tokens)
         (out / CONFIG_FILE).write_text(dump_train_config(self.cfg), encoding="utf-8")
+        kind = "checkpoint" if "step-" in out.name else "final"  # out is atomic_dir's .tmp-<name>-PID
+        write_model_card(out, self.cfg, base=self.base, step=self.step, total_steps=self.total_steps,
+                         run_dir=self.run_dir, kind=kind)
 
     # ------------------------------------------------------------------ the run
 
@@ -845,8 +851,8 @@ class Trainer:
         if self.cfg.logging.plot:
             from .plot import plot_run
 
-            msg = plot_run(self.run_dir)
-            self.log.info(msg)
+            self.log.info(plot_run(self.run_dir))
+        self.log.close()  # the trackers: TensorBoard's last flush, W&B's run.finish()
         result.seconds = time.time() - t_start
         return result
 
