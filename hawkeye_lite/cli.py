@@ -162,7 +162,7 @@ def plot(
     from hawkeye_lite.plot import plot_run
 
     if not (run / "metrics.jsonl").is_file():
-        _fail(f"{run}: no metrics.jsonl (not a training run folder)")
+        _fail(f"{run}: no metrics log (metrics.jsonl; is it a training run folder?)")
     if out is not None:
         _check_output_file(out, "--out")
     typer.echo(plot_run(run, out))

@@ -136,14 +136,25 @@ class Logger:
         # The warm start writes one "sft" record per step; its length comes from the config.
         self.sft_steps = int(((config or {}).get("sft") or {}).get("steps") or 0)
         self.trackers = []
+        self._pending = (tuple(report_to), config or {}, resume) if report_to else None
+        self._ready = False
         if report_to:
-            from .tracking import make_trackers
+            from .tracking import check_trackers
 
-            self.trackers = make_trackers(report_to, self.run_dir, config=config or {}, resume=resume)
+            check_trackers(report_to)  # a missing package fails now; the trackers start at the first record
 
     def write(self, record: dict) -> None:
+        if not self._ready:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._ready = True
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
+        if self._pending is not None:
+            from .tracking import make_trackers
+
+            names, config, resume = self._pending
+            self._pending = None
+            self.trackers = make_trackers(names, self.run_dir, config=config, resume=resume)
         for t in self.trackers:
             t.log(record)
         if record.get("event") == "sft" and self.progress and self.sft_steps:

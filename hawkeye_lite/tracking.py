@@ -116,6 +116,21 @@ class WandbTracker(Tracker):
         self.run.finish()
 
 
+def check_trackers(names: Iterable[str]) -> None:
+    """Fail before any work when a tracker is unknown or its package is missing (writes nothing:
+    the trackers themselves are made at the first record, once the run owns its folder)."""
+    import importlib
+
+    for name in names:
+        if name not in TRACKERS:
+            raise ConfigError(f"logging.report_to: unknown tracker {name!r} (choose from {', '.join(TRACKERS)})")
+        module = "tensorboard" if name == "tensorboard" else "wandb"
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(f"logging.report_to: {name} needs the {module} package (pip install 'hawkeye-lite[{name}]')")
+
+
 def make_trackers(names: Iterable[str], run_dir: Path, *, config: Optional[dict] = None, resume: bool = False) -> List[Tracker]:
     """One tracker per name of `logging.report_to`; a missing package is a ConfigError naming it."""
     made: List[Tracker] = []

@@ -448,7 +448,7 @@ def test_user_errors_are_one_line_exit_2(tiny, tmp_path, monkeypatch):
         (["eval", "--model", str(tiny), "--data", f"json:{tmp_path / 'x.json'}"], "x.json"),
         (["train", "--set", "optim.lrr=1"], "optim.lrr"),
         (["train", "--resume", str(tmp_path / "nope")], "nope"),
-        (["plot", str(tmp_path)], "metrics.jsonl"),
+        (["plot", str(tmp_path)], "metrics log"),
         (["nosuchcommand"], "nosuchcommand"),
         (["score", str(img)], "--model"),
     ]
