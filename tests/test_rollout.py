@@ -50,14 +50,26 @@ def calls(policy):
         h.remove()
 
 
-def test_vision_and_prefill_run_once_per_image(policy, calls):
+@pytest.mark.parametrize("engine", ["loop", "eager"])
+def test_vision_and_prefill_run_once_per_image(policy, calls, engine):
     b, g = 3, 4
-    r = generate_rollouts(policy, images(b), num_generations=g, max_new_tokens=5, seed=0)
+    rows = []
+    layer0 = policy.backbone.language_model.layers[0].self_attn.q_proj
+    handle = layer0.register_forward_hook(lambda m, a, o: rows.append(tuple(a[0].shape[:2])))
+    try:
+        r = generate_rollouts(policy, images(b), num_generations=g, max_new_tokens=5, seed=0, engine=engine)
+    finally:
+        handle.remove()
     prompt_len = r.prompt_ids.shape[1]
     assert calls["vision"] == [b]  # one vision call, each image once (not b * g)
     assert calls["lm"][0] == (b, prompt_len)  # prefill on b rows ...
-    assert all(shape == (b * g, 1) for shape in calls["lm"][1:])  # ... decoding on b * g rows
-    assert len(calls["lm"]) == r.completion_ids.shape[1]
+    assert rows[0] == (b, prompt_len)
+    assert all(shape == (b * g, 1) for shape in rows[1:])  # ... decoding on b * g rows
+    assert len(rows) - 1 >= r.completion_ids.shape[1] - 1
+    if engine == "loop":
+        assert len(calls["lm"]) == r.completion_ids.shape[1]
+    else:  # the engine's decode steps run the layers directly: the model forward is the prefill only
+        assert len(calls["lm"]) == 1
 
     calls["lm"].clear()
     generate_rollouts(policy, images(b), num_generations=g, max_new_tokens=5, seed=0, shared_prefix=False)
@@ -184,6 +196,7 @@ def test_sample_tokens_top_k_top_p():
         ({"temperature": -1.0}, "temperature"),
         ({"top_p": 0.0}, "top_p"),
         ({"top_k": -1}, "top_k"),
+        ({"engine": "fast"}, "engine"),
     ],
 )
 def test_bad_arguments_are_named(policy, kwargs, match):
