@@ -16,7 +16,8 @@ torch's kernels are) and every right shift is of a non-negative number.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import contextlib
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 
@@ -353,3 +354,87 @@ def _cache_layer(cache, i: int):
         layer = cache.layers[i]
         return layer.keys, layer.values
     return cache.key_cache[i], cache.value_cache[i]
+
+
+# ============================================================================= rollout weights
+
+
+GIB = 1 << 30
+AUTO_MARGIN_BYTES = 2 * GIB  # left free for the decode's own temporaries (logits, top-p sort, graph pool)
+
+
+def kv_cache_bytes(policy, rows: int, cache_len: int) -> int:
+    """rows x cache_len x layers x 2 (K and V) x kv_heads x head_dim x bytes per element."""
+    cfg = policy.backbone.language_model.config
+    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    elem = torch.finfo(policy.dtype).bits // 8
+    return rows * cache_len * int(cfg.num_hidden_layers) * 2 * int(cfg.num_key_value_heads) * head_dim * elem
+
+
+def _linear4bit_modules(root: torch.nn.Module):
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return []
+    found = []
+    for name, module in root.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            parent_name, _, attr = name.rpartition(".")
+            found.append((root.get_submodule(parent_name) if parent_name else root, attr, module))
+    return found
+
+
+def dense_copy_bytes(policy) -> int:
+    """Bytes of a compute-dtype copy of the language model's 4-bit linears (0 without any)."""
+    elem = torch.finfo(policy.dtype).bits // 8
+    return sum(m.in_features * m.out_features * elem for _, _, m in _linear4bit_modules(policy.backbone.language_model))
+
+
+def resolve_rollout_weights(policy, mode: str, *, rows: int, cache_len: int) -> str:
+    """'nf4' or 'bf16' for this rollout. auto -> bf16 only on CUDA, and only when the copy, the
+    KV cache and a 2 GiB margin fit in the device's free memory right now; on CPU never (the
+    copy would only cost memory: the CPU 4-bit path already dequantises to the compute dtype)."""
+    if mode not in ("auto", "nf4", "bf16"):
+        raise ValueError(f"rollout.weights: must be auto, nf4 or bf16, got {mode!r}")
+    copy = dense_copy_bytes(policy)
+    if copy == 0:
+        return "nf4"  # not a 4-bit base: nothing to dequantise, the weights are already dense
+    if mode != "auto":
+        return mode
+    if policy.device.type != "cuda":
+        return "nf4"
+    free, _ = torch.cuda.mem_get_info(policy.device)
+    return "bf16" if copy + kv_cache_bytes(policy, rows, cache_len) + AUTO_MARGIN_BYTES <= free else "nf4"
+
+
+@contextlib.contextmanager
+def rollout_weights(policy, mode: str, *, rows: int = 0, cache_len: int = 0) -> Iterator[str]:
+    """Inside: every 4-bit linear of the language model is replaced by a plain nn.Linear holding
+    its weight dequantised once, in the compute dtype (bf16 on a GPU), when `mode` resolves to
+    bf16. A LoRA layer keeps wrapping it (only its base_layer is swapped), so the adapter still
+    applies. The 4-bit modules are put back and the copy freed on exit, before learning. Yields
+    the resolved mode."""
+    resolved = resolve_rollout_weights(policy, mode, rows=rows, cache_len=cache_len)
+    if resolved != "bf16":
+        yield resolved
+        return
+    import bitsandbytes.functional as bnbf
+
+    swapped = []
+    try:
+        for parent, attr, module in _linear4bit_modules(policy.backbone.language_model):
+            weight = bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).to(policy.dtype)
+            dense = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                                    device="meta")
+            dense.weight = torch.nn.Parameter(weight.reshape(module.out_features, module.in_features), requires_grad=False)
+            if module.bias is not None:
+                dense.bias = torch.nn.Parameter(module.bias.data.to(policy.dtype), requires_grad=False)
+            setattr(parent, attr, dense)
+            swapped.append((parent, attr, module))
+        yield resolved
+    finally:
+        for parent, attr, module in swapped:
+            setattr(parent, attr, module)
+        swapped.clear()
+        if policy.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the copy's memory back before the learning phase

@@ -286,3 +286,48 @@ def test_cuda_graph_matches_eager(tiny_dir, quantization):
         loop = generate_rollouts(p, ims, num_generations=4, max_new_tokens=24, engine="loop", **kw)
         assert torch.equal(graph.completion_ids, eager.completion_ids)
         assert torch.equal(graph.completion_ids, loop.completion_ids)
+
+
+# ----------------------------------------------------------------------------- bf16 rollout weights
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dense_rollout_weights_match_nf4(tiny_dir, dtype):
+    """Criterion fixed before the first run. float32: the dense copy holds exactly the values
+    bitsandbytes dequantises on every 4-bit call, so greedy tokens must be identical row for
+    row. bfloat16: the copy must equal bitsandbytes' own dequantize_4bit exactly; the matmuls
+    may then round differently from the 4-bit kernel, so: every row's first 4 tokens equal and
+    at least half of the rows equal in full."""
+    import bitsandbytes.functional as bnbf
+
+    from hawkeye_lite.decode import dense_copy_bytes, resolve_rollout_weights, rollout_weights
+
+    p = load_policy(model_config(tiny_dir, quantization="nf4", dtype=dtype, lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
+    perturb_lora(p, std=0.2)
+    p.model.eval()
+    lm = p.backbone.language_model
+    up = lm.layers[0].mlp.up_proj  # a LoRA layer around a 4-bit base
+    four_bit = up.base_layer
+    assert dense_copy_bytes(p) > 0
+    assert resolve_rollout_weights(p, "auto", rows=8, cache_len=64) == "nf4"  # CPU: never
+    with rollout_weights(p, "bf16") as mode:
+        assert mode == "bf16" and isinstance(up.base_layer, torch.nn.Linear) and up.base_layer.weight.dtype == p.dtype
+        ref = bnbf.dequantize_4bit(four_bit.weight.data, four_bit.weight.quant_state).to(p.dtype)
+        assert torch.equal(up.base_layer.weight, ref.reshape(up.base_layer.weight.shape))
+    assert up.base_layer is four_bit  # restored
+
+    ims = images(4)
+    kw = dict(num_generations=2, max_new_tokens=16, temperature=0)
+    nf4 = generate_rollouts(p, ims, weights="nf4", **kw)
+    dense = generate_rollouts(p, ims, weights="bf16", **kw)
+    assert up.base_layer is four_bit
+    # the LoRA adapter still applies under the dense copy
+    with p.model.disable_adapter():
+        off = generate_rollouts(p, ims, weights="bf16", **kw)
+    assert not torch.equal(off.completion_ids, dense.completion_ids)
+    if dtype == "float32":
+        assert torch.equal(dense.completion_ids, nf4.completion_ids) and dense.texts == nf4.texts
+    else:
+        assert torch.equal(dense.completion_ids[:, :4], nf4.completion_ids[:, :4])
+        same = [a == b for a, b in zip(dense.texts, nf4.texts)]
+        assert sum(same) >= len(same) / 2, same
