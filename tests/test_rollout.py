@@ -1,6 +1,7 @@
 """Shared-prefix multi-rollout generation on the tiny model."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -208,3 +209,61 @@ def test_bad_arguments_are_named(policy, kwargs, match):
 def test_non_pil_input_is_named(policy):
     with pytest.raises(TypeError, match=r"images\[1\]"):
         generate_rollouts(policy, [images(1)[0], "not-an-image.png"], num_generations=1, max_new_tokens=2)
+
+
+# ----------------------------------------------------------------------------- step-wide rollouts in the trainer
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    from hawkeye_lite.data import demo_records
+
+    root = tmp_path_factory.mktemp("demo-data")
+    demo_records(root)
+    return root
+
+
+def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny_dir, demo_dir, tmp_path, monkeypatch):
+    """All 6 images of a step decoded together, 3 at a time (not aligned with the micro-batches
+    of 2) and micro-batch by micro-batch: the same tokens for every image (per-image seeds are a
+    function of (seed, step, slot)), and learning still sees micro-batches of 2."""
+    import hawkeye_lite.rollout as rollout_mod
+    from hawkeye_lite.config import load_train_config
+    from hawkeye_lite.rollout import step_seeds
+    from hawkeye_lite.trainer import Trainer, batch_indices
+
+    calls = []
+    real = rollout_mod.generate_rollouts
+
+    def spy(policy, images, **kw):
+        calls.append(len(images))
+        return real(policy, images, **kw)
+
+    monkeypatch.setattr(rollout_mod, "generate_rollouts", spy)
+    seed = int.from_bytes(os.urandom(2), "little")
+    print(f"trainer seed: {seed}")
+    results = {}
+    for chunk in ("null", "3", "2"):
+        cfg = load_train_config(None, [
+            f"output_dir={tmp_path / chunk}", f"model.name_or_path={tiny_dir}", "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}]", "optim.batch_size=2", "optim.grad_accum=3", "rollout.num_generations=3",
+            "rollout.max_new_tokens=10", f"rollout.batch_size={chunk}", "sft.steps=0", "logging.progress=false",
+            "objective.perception.enabled=false", f"seed={seed}",
+        ])
+        t = Trainer(cfg)
+        t.prepare()
+        t.policy = t.load_policy(t.base)
+        perturb_lora(t.policy, std=0.2)
+        recs = [t.data.train[i] for m in range(3) for i in batch_indices(len(t.data.train), 5, m, batch_size=2, grad_accum=3, seed=seed)]
+        calls.clear()
+        exps = t.sample(recs, step_seeds(seed, 5, len(recs)))
+        results[chunk] = exps
+        assert calls == {"null": [6], "3": [3, 3], "2": [2, 2, 2]}[chunk]
+        assert [e.completion_ids.shape[0] for e in exps] == [6, 6, 6]
+    for chunk in ("3", "2"):
+        for a, b in zip(results["null"], results[chunk]):
+            assert torch.equal(a.completion_ids, b.completion_ids), chunk
+            assert torch.equal(a.completion_mask, b.completion_mask) and torch.equal(a.advantages, b.advantages)
+    ids = torch.cat([e.completion_ids[:, :3] for e in results["null"]])
+    assert len({tuple(r) for r in ids.tolist()}) > 6  # real samples, not one answer repeated
+    assert step_seeds(seed, 5, 6)[:4] == step_seeds(seed, 5, 4) and step_seeds(seed, 6, 6) != step_seeds(seed, 5, 6)
