@@ -283,7 +283,8 @@ class DecodeEngine:
         hidden = policy.language_forward(embeds, batch.attention_mask, batch.position_ids, cache)
         logits = policy.hf_model.lm_head(hidden[:, -1]).float().repeat_interleave(g, 0)
         b, length = batch.input_ids.shape
-        n, s = b * g, length + max_new_tokens
+        # Columns rounded up to a multiple of 8 (masked): GPU attention kernels want an aligned mask stride.
+        n, s = b * g, -(-(length + max_new_tokens) // 8) * 8
         dev = policy.device
         ks, vs = [], []
         for i in range(len(self.lm.layers)):
