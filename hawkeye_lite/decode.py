@@ -17,6 +17,7 @@ torch's kernels are) and every right shift is of a non-negative number.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Iterator, List, Optional, Sequence
 
 import torch
@@ -164,9 +165,10 @@ class DecodeEngine:
 
     Prefill runs through the model's own forward (B rows, transformers' DynamicCache), exactly as
     the old loop did; its keys/values are then copied, widened to B*G rows, into our own
-    preallocated cache of prompt_len + max_new_tokens columns. A decode step is our own pass over
-    the decoder layers, calling the layer's modules (so peft LoRA and bitsandbytes 4-bit layers
-    run as they are): rope for the text position (all three mrope axes are equal after the image),
+    preallocated cache of prompt_len + max_new_tokens columns (rounded up to a multiple of 8). A
+    decode step is our own pass over the decoder layers, calling the layers' modules (so peft
+    LoRA and bitsandbytes 4-bit layers run as they are): rope for the text position (all three
+    mrope axes are equal after the image),
     the new key/value written into column prompt_len + t with index_copy_, SDPA over the whole
     cache under the mask. Nothing in a step allocates per-call state, reads a value back to the
     host, or depends on Python-side data, so on CUDA one step is captured as a CUDA graph
@@ -184,7 +186,7 @@ class DecodeEngine:
 
     def __init__(self, policy, *, temperature: float, top_p: float, top_k: int, stop_ids: Sequence[int],
                  suppressed_ids: Sequence[int], pad_id: int, graph: bool = False, sync_every: int = 8,
-                 compact: bool = True):
+                 compact: bool = True, graph_fallback: bool = False):
         if graph and policy.device.type != "cuda":
             raise ValueError("DecodeEngine: graph=True needs a CUDA device")
         if sync_every < 1:
@@ -209,6 +211,7 @@ class DecodeEngine:
         self.vocab = int(policy.lm_head_weight.shape[0])
         self.vhash = vocab_hash(self.vocab, device=dev)
         self.graph = graph
+        self.graph_fallback = graph_fallback  # engine "auto": a failed capture falls back to eager
         self.sync_every = int(sync_every)
         self.compact = compact
         self.stats: dict = {}
@@ -316,7 +319,17 @@ class DecodeEngine:
             chunk = min(self.sync_every, max_new_tokens - done)
             for _ in range(chunk):
                 if self.graph and rows.graph is None:
-                    self._capture(rows)  # also runs one real step
+                    before = int(rows.t)
+                    try:
+                        self._capture(rows)  # also runs one real step
+                    except Exception as exc:  # noqa: BLE001 - an uncapturable layer must not kill a run
+                        # Fall back only when the eager warm-up step ran (the recording failed).
+                        if not self.graph_fallback or int(rows.t) == before:
+                            raise
+                        warnings.warn(f"decode: CUDA graph capture failed ({type(exc).__name__}: {exc}); "
+                                      f"decoding eagerly (rollout.engine: eager silences this)")
+                        self.graph = False
+                        self.stats["capture_error"] = f"{type(exc).__name__}: {exc}"
                 elif rows.graph is not None:
                     rows.graph.replay()
                 else:

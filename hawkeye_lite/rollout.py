@@ -184,7 +184,8 @@ def generate_rollouts(
         if engine != "loop":
             graph = engine == "graph" or (engine == "auto" and policy.device.type == "cuda")
             eng = DecodeEngine(policy, temperature=temperature, top_p=top_p, top_k=top_k, stop_ids=stop_ids.tolist(),
-                               suppressed_ids=suppressed.tolist(), pad_id=pad_id, graph=graph, sync_every=sync_every)
+                               suppressed_ids=suppressed.tolist(), pad_id=pad_id, graph=graph, sync_every=sync_every,
+                               graph_fallback=engine == "auto")
             completion_ids = eng.generate(batch, feats, g, max_new_tokens, keys)
             completion_mask = _stop_mask(completion_ids, stop_ids)
             # The old loop stopped at the step where the last row finished; the engine only looks

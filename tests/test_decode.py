@@ -333,3 +333,31 @@ def test_dense_rollout_weights_match_nf4(tiny_dir, dtype):
         assert torch.equal(dense.completion_ids[:, :4], nf4.completion_ids[:, :4])
         same = [a == b for a, b in zip(dense.texts, nf4.texts)]
         assert sum(same) >= len(same) / 2, same
+
+
+def test_failed_capture_falls_back_to_eager_under_auto(policy, monkeypatch):
+    """engine auto on CUDA: a layer the CUDA graph cannot record must not kill a run. Simulated
+    on CPU: the capture runs its real warm-up step, then the recording raises."""
+    from hawkeye_lite.decode import DecodeEngine
+
+    def fake_capture(self, rows):
+        self._step(rows)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(DecodeEngine, "_capture", fake_capture)
+    ims = images(2)
+    kw = dict(temperature=1.0, top_p=1.0, top_k=0, stop_ids=policy.stop_token_ids(),
+              suppressed_ids=policy.suppressed_token_ids(), pad_id=policy.tokenizer.pad_token_id)
+    batch = policy.encode(ims)
+    with torch.no_grad():
+        feats = policy.image_features(batch)
+        eager = DecodeEngine(policy, **kw).generate(batch, feats, 2, 10, row_keys([3, 4], 2))
+        fallback = DecodeEngine(policy, **kw, graph_fallback=True)
+        fallback.graph = True  # as on CUDA
+        with pytest.warns(UserWarning, match="capture failed"):
+            out = fallback.generate(batch, feats, 2, 10, row_keys([3, 4], 2))
+        assert torch.equal(out, eager) and "capture_error" in fallback.stats
+        strict = DecodeEngine(policy, **kw)
+        strict.graph = True
+        with pytest.raises(RuntimeError, match="capturing"):
+            strict.generate(batch, feats, 2, 10, row_keys([3, 4], 2))
