@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# One-shot GPU check for the lent device machine (see README "On a GPU"): the 7B memory proof
-# (bench/memory.py), the whole test suite with the kernels compiled for the GPU, then
-# bench/kernels.py at the real shapes. Writes logs and results under $OUT.
+# One-shot GPU check for the lent device machine (see README "On a GPU"). Writes logs and results
+# under $OUT. PARTS picks what runs, in this order (default: the decode-engine checks, ~10 min):
+#   rollout      bench/rollout.py, 7B shape NF4 + LoRA r=64, 448x448, 256 tokens forced: old loop vs
+#                engine (CUDA graph) vs engine on bf16 rollout weights, 8 and 64 rows, greedy first
+#                differences (rollout.json / rollout.md)
+#   memory_step  bench/memory.py --grad-accum 8: the 7B config's step with its 8 images (64 rows)
+#                rolled out together on the engine (memory_step.json / .md); MEMORY_STEP_ARGS adds
+#                e.g. "--rollout-weights bf16"
+#   tests        the whole test suite with CUDA (tests/test_decode.py::test_cuda_graph_matches_eager
+#                is the capture check: fp32 and NF4 + LoRA) (pytest.log)
+#   memory       bench/memory.py as measured before (one image per step, old numbers to compare)
+#   kernels      bench/kernels.py at the real shapes
+# e.g. PARTS="rollout tests" bash bench/gpu_check.sh; each part has a *_TIMEOUT (seconds).
 # Wheels the machine lacks (bitsandbytes, liger-kernel, typer) travel in .whl/ and go to /tmp/site.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PARTS=${PARTS:-"rollout memory_step tests"}
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -14,13 +25,29 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, triton, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)"
   python3 -c "import importlib.metadata as m; print('liger-kernel', m.version('liger-kernel'))"
+  echo "parts: $PARTS"
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 # Run from /tmp so the repo's top-level kernels/ folder never shadows Hugging Face's `kernels`.
 REPO=$(pwd)
-( cd /tmp && timeout "${MEMORY_TIMEOUT:-240}" python3 "$REPO/bench/memory.py" ${MEMORY_ARGS:-} --json "$OUT/memory.json" \
-    --markdown "$OUT/memory.md" ) 2>&1 | tee "$OUT/memory.log" | grep -v "^{" | tail -30
-( cd /tmp && timeout "${TEST_TIMEOUT:-200}" python3 -m pytest -q -p no:cacheprovider -W ignore::RuntimeWarning \
-    --rootdir "$REPO" "$REPO/tests" ) 2>&1 | tee "$OUT/pytest.log" | tail -15
-timeout "${BENCH_TIMEOUT:-360}" python3 bench/kernels.py ${BENCH_ARGS:-} --json "$OUT/bench.json" --markdown "$OUT/bench.md" \
-  2>&1 | tee "$OUT/bench.log" | tail -30
+for part in $PARTS; do
+  echo "=== $part ($(date -u +%T))"
+  case $part in
+    rollout)
+      ( cd /tmp && timeout "${ROLLOUT_TIMEOUT:-240}" python3 "$REPO/bench/rollout.py" ${ROLLOUT_ARGS:-} \
+          --json "$OUT/rollout.json" --markdown "$OUT/rollout.md" ) 2>&1 | tee "$OUT/rollout.log" | grep -v "^{" | tail -30 ;;
+    memory_step)
+      ( cd /tmp && timeout "${MEMORY_STEP_TIMEOUT:-150}" python3 "$REPO/bench/memory.py" --grad-accum 8 ${MEMORY_STEP_ARGS:-} \
+          --json "$OUT/memory_step.json" --markdown "$OUT/memory_step.md" ) 2>&1 | tee "$OUT/memory_step.log" | grep -v "^{" | tail -40 ;;
+    tests)
+      ( cd /tmp && timeout "${TEST_TIMEOUT:-200}" python3 -m pytest -q -p no:cacheprovider -W ignore::RuntimeWarning \
+          --rootdir "$REPO" "$REPO/tests" -rs ) 2>&1 | tee "$OUT/pytest.log" | tail -15 ;;
+    memory)
+      ( cd /tmp && timeout "${MEMORY_TIMEOUT:-240}" python3 "$REPO/bench/memory.py" ${MEMORY_ARGS:-} --json "$OUT/memory.json" \
+          --markdown "$OUT/memory.md" ) 2>&1 | tee "$OUT/memory.log" | grep -v "^{" | tail -30 ;;
+    kernels)
+      timeout "${BENCH_TIMEOUT:-360}" python3 bench/kernels.py ${BENCH_ARGS:-} --json "$OUT/bench.json" --markdown "$OUT/bench.md" \
+        2>&1 | tee "$OUT/bench.log" | tail -30 ;;
+    *) echo "unknown part: $part (rollout memory_step tests memory kernels)" ;;
+  esac
+done

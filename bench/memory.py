@@ -3,6 +3,7 @@
     python bench/memory.py                          # GPU: 7B shape, NF4, LoRA r=64, G=8, 256 tokens, 448x448
     python bench/memory.py --preset 3b --json out.json --markdown out.md
     python bench/memory.py --preset tiny --device cpu --max-new-tokens 8   # the code path, on a CPU
+    python bench/memory.py --grad-accum 8           # the 7B config's step: 8 images x G=8 = 64 rows decoded together
 
 No download: the real Qwen2.5-VL-7B-Instruct configuration is written below, the model is built
 on the meta device and then materialised one module at a time directly on the GPU, each
@@ -12,8 +13,9 @@ modules stay in bf16 as `load_policy` leaves them (vision tower, embeddings, lm_
 `hawkeye_lite.model.wrap_policy` attaches LoRA exactly as for a real checkpoint.
 
 The step is the trainer's own `Trainer.rl_step` with the 7B config (configs/qwen2.5-vl-7b-koniq.yaml:
-beta > 0, perception loss on, 8-bit AdamW, gradient checkpointing), one micro-batch of one image
-and G rollouts. Every completion is forced to the full --max-new-tokens (stop tokens are never
+beta > 0, perception loss on, 8-bit AdamW, gradient checkpointing), by default one micro-batch of one
+image and G rollouts; --grad-accum K makes it the step-wide case: the K x batch_size images of the
+step rolled out together (--rollout-batch-size images at a time), K learning micro-batches. Every completion is forced to the full --max-new-tokens (stop tokens are never
 sampled), the worst case for memory. Phases are timed and their peak memory read by wrapping
 the functions the trainer calls (vision tower, rollouts, the three language-model passes, the
 fused loss, gradient clipping, the optimizer step); what runs between the fused loss and the
@@ -24,6 +26,7 @@ the steady state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -221,15 +224,32 @@ def instrument(trainer, phases: Phases):
     import hawkeye_lite.rollout as rollout_mod
     import hawkeye_lite.trainer as trainer_mod
 
+    import hawkeye_lite.decode as decode_mod
+
     policy = trainer.policy
     glue = "(glue)"
-    policy.image_features = phases.wrap(policy.image_features, ["vision tower (original)", "vision tower (degraded)"], glue)
+    k = trainer.cfg.optim.grad_accum  # the step's micro-batches: each runs its own passes, in this order
+    policy.image_features = phases.wrap(policy.image_features, ["vision tower (original)"] * k + ["vision tower (degraded)"], glue)
     policy.completion_hidden_states = phases.wrap(
-        policy.completion_hidden_states, ["reference forward (adapter off)", "degraded forward (no grad)", "policy forward"],
-        glue)
+        policy.completion_hidden_states,
+        ["reference forward (adapter off)", "degraded forward (no grad)"] * k + ["policy forward"], glue)
     saved = (rollout_mod.generate_rollouts, trainer_mod.token_stats, trainer_mod.policy_loss_from_hidden,
-             torch.nn.utils.clip_grad_norm_)
+             torch.nn.utils.clip_grad_norm_, decode_mod.rollout_weights)
     rollout_mod.generate_rollouts = phases.wrap(rollout_mod.generate_rollouts, ["rollouts"], "rewards + advantages")
+    real_weights = decode_mod.rollout_weights
+
+    @contextlib.contextmanager
+    def weights_phase(policy, mode, **kw):
+        # The dense rollout copy, when one is made, is a phase of its own.
+        dense = decode_mod.resolve_rollout_weights(policy, mode, **kw) == "bf16"
+        if dense:
+            phases.mark("rollout weights (dequantise)")
+        with real_weights(policy, mode, **kw) as resolved:
+            if dense:
+                phases.mark(glue)
+            yield resolved
+
+    decode_mod.rollout_weights = weights_phase
     trainer_mod.token_stats = phases.wrap(trainer_mod.token_stats, ["reference log-probs"], "encode degraded")
     trainer_mod.policy_loss_from_hidden = phases.wrap(trainer_mod.policy_loss_from_hidden, ["fused loss (fwd + grad)"],
                                                       "backward")
@@ -239,7 +259,7 @@ def instrument(trainer, phases: Phases):
 
     def undo() -> None:
         (rollout_mod.generate_rollouts, trainer_mod.token_stats, trainer_mod.policy_loss_from_hidden,
-         torch.nn.utils.clip_grad_norm_) = saved
+         torch.nn.utils.clip_grad_norm_, decode_mod.rollout_weights) = saved
 
     return undo
 
@@ -259,6 +279,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--image-size", type=int, default=448)
     ap.add_argument("--batch-size", type=int, default=1, help="images per micro-batch")
+    ap.add_argument("--grad-accum", type=int, default=1,
+                    help="micro-batches per step; all batch_size x grad_accum images are rolled out together")
+    ap.add_argument("--rollout-batch-size", type=int, default=None, help="images decoded together (default: all of the step)")
+    ap.add_argument("--rollout-weights", default="nf4", choices=["auto", "nf4", "bf16"])
+    ap.add_argument("--engine", default="auto", choices=["auto", "graph", "eager", "loop"])
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--allow-stop", action="store_true", help="let completions end at a stop token (default: full length)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more trainer config overrides")
@@ -285,7 +310,9 @@ def main(argv=None) -> dict:
         f"model.quantization={'none' if args.no_nf4 else 'nf4'}", f"model.lora.r={args.lora_r}",
         f"model.lora.alpha={2 * args.lora_r}", f"model.max_pixels={max(pixels, 3136)}",
         f"rollout.num_generations={args.num_generations}", f"rollout.max_new_tokens={args.max_new_tokens}",
-        f"optim.batch_size={args.batch_size}", "optim.grad_accum=1", f"optim.max_steps={args.steps}", "optim.epochs=null",
+        f"optim.batch_size={args.batch_size}", f"optim.grad_accum={args.grad_accum}", f"optim.max_steps={args.steps}",
+        "optim.epochs=null", f"rollout.batch_size={args.rollout_batch_size or 'null'}",
+        f"rollout.weights={args.rollout_weights}", f"rollout.engine={args.engine}",
         "logging.progress=false",
     ]
     if device.type != "cuda":
@@ -295,6 +322,8 @@ def main(argv=None) -> dict:
     info = {"preset": args.preset, "device": str(device), "dtype": str(dtype), "nf4": not args.no_nf4,
             "lora_r": args.lora_r, "G": args.num_generations, "max_new_tokens": args.max_new_tokens,
             "image": f"{args.image_size}x{args.image_size}", "batch_size": args.batch_size,
+            "grad_accum": args.grad_accum, "rollout_batch_size": args.rollout_batch_size,
+            "rollout_weights": args.rollout_weights, "engine": args.engine,
             "optimizer": cfg.optim.optimizer, "gradient_checkpointing": cfg.model.gradient_checkpointing,
             "beta": cfg.objective.beta, "perception": cfg.objective.perception.enabled,
             "torch": torch.__version__}
@@ -330,7 +359,7 @@ def main(argv=None) -> dict:
         policy.suppressed_token_ids = lambda: sorted(set(base()) | set(stops))
 
     records = []
-    for i in range(args.batch_size):
+    for i in range(args.batch_size * args.grad_accum):
         path = tmp / f"image{i}.png"
         rng = np.random.default_rng([7, i])
         Image.fromarray(np.asarray(render_scene(rng, args.image_size, args.image_size))).save(path)
@@ -396,7 +425,9 @@ def run_steps(trainer, phases: Phases, n: int, out: list) -> None:
 def to_markdown(result: dict) -> str:
     info = result["info"]
     head = (f"{info.get('gpu', info['device'])}, torch {info['torch']}: preset {info['preset']}, "
-            f"{'NF4 + ' if info['nf4'] else ''}LoRA r={info['lora_r']}, B={info['batch_size']} x G={info['G']}, "
+            f"{'NF4 + ' if info['nf4'] else ''}LoRA r={info['lora_r']}, B={info['batch_size']} x grad_accum "
+            f"{info.get('grad_accum', 1)} x G={info['G']} (rollouts {info.get('rollout_batch_size') or 'all'} images at a time, "
+            f"{info.get('rollout_weights', 'nf4')} weights, engine {info.get('engine', 'loop')}), "
             f"{info['max_new_tokens']} completion tokens, {info['image']} image, optimizer {info['optimizer']}, "
             f"beta {info['beta']}, perception {'on' if info['perception'] else 'off'}")
     lines = [head, "", "| step | phase | ms | peak allocated GiB | peak reserved GiB | allocated after GiB |",

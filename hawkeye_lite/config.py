@@ -138,6 +138,8 @@ LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adamw_8bit")
 PROMPTS = ("think", "no_think")
+ROLLOUT_WEIGHTS = ("auto", "nf4", "bf16")
+ROLLOUT_ENGINES = ("auto", "graph", "eager", "loop")
 
 
 class ConfigError(ValueError):
@@ -201,8 +203,22 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0
     prompt: str = "think"  # think: <think>…</think><answer>x</answer>; no_think: <answer>x</answer>
+    # Images decoded together: None = every image of the optimizer step (batch_size x
+    # grad_accum), however learning splits them. Rows decoded = batch_size x G; each row holds a
+    # KV cache of (prompt + max_new_tokens) columns, the new memory cost (README "Decoding engine").
+    batch_size: Optional[int] = None
+    weights: str = "auto"  # NF4 base only: nf4 | bf16 (a dequantised copy for decoding) | auto (bf16 if it fits)
+    engine: str = "auto"  # auto: CUDA graph on CUDA, eager elsewhere | graph | eager | loop (the old loop)
+    sync_every: int = 8  # decode steps between two host reads of the finished flags
 
     def __post_init__(self) -> None:
+        _require(self.batch_size is None or self.batch_size >= 1, "rollout.batch_size",
+                 f"must be >= 1 or null (all images of a step), got {self.batch_size}")
+        _require(self.weights in ROLLOUT_WEIGHTS, "rollout.weights",
+                 f"must be one of {', '.join(ROLLOUT_WEIGHTS)}, got {self.weights!r}")
+        _require(self.engine in ROLLOUT_ENGINES, "rollout.engine",
+                 f"must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.engine!r}")
+        _require(self.sync_every >= 1, "rollout.sync_every", f"must be >= 1, got {self.sync_every}")
         _require(self.num_generations >= 2, "rollout.num_generations",
                  f"GRPO compares rollouts within a group, so G must be >= 2, got {self.num_generations}")
         _require(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")

@@ -16,7 +16,9 @@ torch's kernels are) and every right shift is of a non-negative number.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import contextlib
+import warnings
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 
@@ -127,3 +129,326 @@ def sample_tokens(logits: torch.Tensor, *, temperature: float, top_p: float, top
         return logits.float().argmax(-1)
     scaled = filter_logits(logits, temperature=temperature, top_p=top_p, top_k=top_k)
     return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+# ============================================================================= the decode engine
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Rows:
+    """The static state of R decoding rows: KV cache [R, kv_heads, S, D] per layer, attention
+    mask [R, S], next rope position, last logits, random keys, finished flags and the tokens so
+    far. Every decode step updates these in place (what a CUDA graph needs: fixed addresses)."""
+
+    def __init__(self, **buffers):
+        self.__dict__.update(buffers)
+        self.graph = None
+
+    @property
+    def size(self) -> int:
+        return self.finished.shape[0]
+
+    def select(self, index: torch.Tensor, ids: List[int]) -> "_Rows":
+        """A smaller state holding rows `index` (a compaction: finished rows leave the batch)."""
+        pick = lambda x: x.index_select(0, index)  # noqa: E731
+        return _Rows(k=[pick(x) for x in self.k], v=[pick(x) for x in self.v], mask=pick(self.mask),
+                     pos=pick(self.pos), logits=pick(self.logits), keys=pick(self.keys), finished=pick(self.finished),
+                     out=pick(self.out), t=self.t.clone(), slot=self.slot.clone(), ids=ids)
+
+
+class DecodeEngine:
+    """Batched decoding of B prompts x G rows on a static KV cache.
+
+    Prefill runs through the model's own forward (B rows, transformers' DynamicCache), exactly as
+    the old loop did; its keys/values are then copied, widened to B*G rows, into our own
+    preallocated cache of prompt_len + max_new_tokens columns (rounded up to a multiple of 8). A
+    decode step is our own pass over the decoder layers, calling the layers' modules (so peft
+    LoRA and bitsandbytes 4-bit layers run as they are): rope for the text position (all three
+    mrope axes are equal after the image),
+    the new key/value written into column prompt_len + t with index_copy_, SDPA over the whole
+    cache under the mask. Nothing in a step allocates per-call state, reads a value back to the
+    host, or depends on Python-side data, so on CUDA one step is captured as a CUDA graph
+    (torch.cuda.CUDAGraph) and replayed. The host looks at the finished flags every
+    `sync_every` steps: it stops when all rows are done, and when at most half of the rows are
+    still running it compacts the state to those rows (padded up to a power of two, one graph per
+    size), so finished rows stop costing compute.
+
+    Why our own cache and not transformers' StaticCache: the step must not go through the
+    model's top-level forward, whose mask construction inspects the mask on the host (a sync,
+    which breaks graph capture) and whose cache/mask API differs between the transformers
+    versions this package runs on (5.17 on the GPU image, 5.2x here); two tensors per layer
+    and an index_copy_ are all a static cache needs.
+    """
+
+    def __init__(self, policy, *, temperature: float, top_p: float, top_k: int, stop_ids: Sequence[int],
+                 suppressed_ids: Sequence[int], pad_id: int, graph: bool = False, sync_every: int = 8,
+                 compact: bool = True, graph_fallback: bool = False):
+        if graph and policy.device.type != "cuda":
+            raise ValueError("DecodeEngine: graph=True needs a CUDA device")
+        if sync_every < 1:
+            raise ValueError(f"sync_every: must be >= 1, got {sync_every}")
+        self.policy = policy
+        lm = policy.backbone.language_model
+        self.lm = lm
+        cfg = lm.config
+        self.num_heads = int(cfg.num_attention_heads)
+        self.kv_heads = int(cfg.num_key_value_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        for layer in lm.layers:
+            if getattr(layer.self_attn, "sliding_window", None):
+                raise ValueError("DecodeEngine: sliding-window attention layers are not supported (use engine='loop')")
+        self.inv_freq = lm.rotary_emb.inv_freq.float()
+        self.rope_scale = float(getattr(lm.rotary_emb, "attention_scaling", 1.0))
+        self.sampling = dict(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
+        dev = policy.device
+        self.stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=dev)
+        self.suppressed = torch.tensor(list(suppressed_ids), dtype=torch.long, device=dev)
+        self.pad_id = int(pad_id)
+        self.vocab = int(policy.lm_head_weight.shape[0])
+        self.vhash = vocab_hash(self.vocab, device=dev)
+        self.graph = graph
+        self.graph_fallback = graph_fallback  # engine "auto": a failed capture falls back to eager
+        self.sync_every = int(sync_every)
+        self.compact = compact
+        self.stats: dict = {}
+
+    # ------------------------------------------------------------------ one step
+
+    def _rope(self, pos: torch.Tensor, dtype: torch.dtype):
+        freqs = pos[:, None].float() * self.inv_freq  # [R, D/2], as the model's rotary embedding does
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rope_scale).to(dtype)[:, None, None, :]  # [R, 1, 1, D]
+        sin = (emb.sin() * self.rope_scale).to(dtype)[:, None, None, :]
+        return cos, sin
+
+    def _layer(self, layer, h, cos, sin, kc, vc, mask, slot):
+        r = h.shape[0]
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)
+        q = attn.q_proj(x).view(r, 1, self.num_heads, self.head_dim).transpose(1, 2)  # [R, H, 1, D]
+        k = attn.k_proj(x).view(r, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(r, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        kc.index_copy_(2, slot, k.to(kc.dtype))
+        vc.index_copy_(2, slot, v.to(vc.dtype))
+        # One query per row: fold the query heads of a kv head into the query-length axis
+        # ([R, kv, rep, D]) instead of repeating the cache rep times.
+        qg = q.reshape(r, self.kv_heads, self.num_heads // self.kv_heads, self.head_dim)
+        o = torch.nn.functional.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask[:, None, None, :],
+                                                             scale=attn.scaling)
+        h = h + attn.o_proj(o.reshape(r, 1, self.num_heads * self.head_dim))
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+    def _step(self, rows: _Rows) -> None:
+        """Sample token t of every row from the last logits, then run it through the model."""
+        logits = rows.logits
+        logits.index_fill_(1, self.suppressed, float("-inf"))
+        tok = sample_keyed(logits, rows.keys, rows.t, self.vhash, **self.sampling)
+        tok = tok.masked_fill(rows.finished, self.pad_id)
+        rows.out.index_copy_(1, rows.t, tok[:, None])
+        rows.finished |= torch.isin(tok, self.stop_ids)
+        rows.mask.index_fill_(1, rows.slot, True)
+        h = self.lm.embed_tokens(tok[:, None])
+        cos, sin = self._rope(rows.pos, h.dtype)
+        for i, layer in enumerate(self.lm.layers):
+            h = self._layer(layer, h, cos, sin, rows.k[i], rows.v[i], rows.mask, rows.slot)
+        h = self.lm.norm(h)
+        rows.logits.copy_(self.policy.hf_model.lm_head(h[:, 0]))
+        rows.pos += 1
+        rows.slot += 1
+        rows.t += 1
+
+    def _capture(self, rows: _Rows) -> None:
+        # One real step on a side stream first (cuBLAS handles, lazy inits, allocator warm-up),
+        # as torch.cuda.graphs requires; capture then records a step without running it.
+        stream = torch.cuda.Stream(device=self.policy.device)
+        stream.wait_stream(torch.cuda.current_stream(self.policy.device))
+        with torch.cuda.stream(stream):
+            self._step(rows)
+        torch.cuda.current_stream(self.policy.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step(rows)
+        rows.graph = graph
+        self.stats["captures"] = self.stats.get("captures", 0) + 1
+
+    # ------------------------------------------------------------------ a whole decode
+
+    def prefill(self, batch, image_features: torch.Tensor, g: int, max_new_tokens: int, keys: torch.Tensor) -> _Rows:
+        policy = self.policy
+        cache = policy.new_cache()
+        embeds = policy.embed(batch.input_ids, image_features)
+        hidden = policy.language_forward(embeds, batch.attention_mask, batch.position_ids, cache)
+        logits = policy.hf_model.lm_head(hidden[:, -1]).float().repeat_interleave(g, 0)
+        b, length = batch.input_ids.shape
+        # Columns rounded up to a multiple of 8 (masked): GPU attention kernels want an aligned mask stride.
+        n, s = b * g, -(-(length + max_new_tokens) // 8) * 8
+        dev = policy.device
+        ks, vs = [], []
+        for i in range(len(self.lm.layers)):
+            k_p, v_p = _cache_layer(cache, i)
+            k = k_p.new_zeros(n, self.kv_heads, s, self.head_dim)
+            v = v_p.new_zeros(n, self.kv_heads, s, self.head_dim)
+            k[:, :, :length] = k_p.repeat_interleave(g, 0)
+            v[:, :, :length] = v_p.repeat_interleave(g, 0)
+            ks.append(k)
+            vs.append(v)
+        del cache
+        mask = torch.zeros(n, s, dtype=torch.bool, device=dev)
+        mask[:, :length] = batch.attention_mask.bool().repeat_interleave(g, 0)
+        pos = (batch.attention_mask.sum(1) + batch.rope_deltas.reshape(-1)).repeat_interleave(g, 0).long()
+        return _Rows(k=ks, v=vs, mask=mask, pos=pos, logits=logits, keys=keys.to(dev),
+                     finished=torch.zeros(n, dtype=torch.bool, device=dev),
+                     out=torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=dev),
+                     t=torch.zeros(1, dtype=torch.long, device=dev),
+                     slot=torch.full((1,), length, dtype=torch.long, device=dev), ids=list(range(n)))
+
+    def generate(self, batch, image_features: torch.Tensor, g: int, max_new_tokens: int, keys: torch.Tensor) -> torch.Tensor:
+        """[B*G, T] completion ids (pad after the stop token), T = the longest completion."""
+        rows = self.prefill(batch, image_features, g, max_new_tokens, keys)
+        n = rows.size
+        out = torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=self.policy.device)
+        done = 0
+        self.stats.update(steps=0, row_steps=0, sizes=[n])
+        while done < max_new_tokens:
+            chunk = min(self.sync_every, max_new_tokens - done)
+            for _ in range(chunk):
+                if self.graph and rows.graph is None:
+                    before = int(rows.t)
+                    try:
+                        self._capture(rows)  # also runs one real step
+                    except Exception as exc:  # noqa: BLE001 - an uncapturable layer must not kill a run
+                        # Fall back only when the eager warm-up step ran (the recording failed).
+                        if not self.graph_fallback or int(rows.t) == before:
+                            raise
+                        warnings.warn(f"decode: CUDA graph capture failed ({type(exc).__name__}: {exc}); "
+                                      f"decoding eagerly (rollout.engine: eager silences this)")
+                        self.graph = False
+                        self.stats["capture_error"] = f"{type(exc).__name__}: {exc}"
+                elif rows.graph is not None:
+                    rows.graph.replay()
+                else:
+                    self._step(rows)
+                self.stats["row_steps"] += rows.size
+            done += chunk
+            self.stats["steps"] = done
+            live = int((~rows.finished).sum())  # the one host sync per `sync_every` steps
+            if live == 0 or done >= max_new_tokens:
+                break
+            if self.compact and live <= rows.size // 2:
+                _write_back(out, rows)
+                keep = torch.nonzero(~rows.finished).reshape(-1)
+                size = 1 << (live - 1).bit_length()  # next power of two: few distinct graph sizes
+                filler = torch.nonzero(rows.finished).reshape(-1)[: size - live]
+                index = torch.cat([keep, filler])
+                ids = [rows.ids[i] for i in keep.tolist()] + [-1] * (size - live)
+                rows = rows.select(index, ids)
+                self.stats["sizes"].append(size)
+        _write_back(out, rows)
+        return out
+
+
+def _write_back(out: torch.Tensor, rows: _Rows) -> None:
+    valid = [i for i, r in enumerate(rows.ids) if r >= 0]
+    if valid:
+        src = torch.tensor(valid, device=out.device)
+        dst = torch.tensor([rows.ids[i] for i in valid], device=out.device)
+        out.index_copy_(0, dst, rows.out.index_select(0, src))
+
+
+def _cache_layer(cache, i: int):
+    """(keys, values) [B, kv_heads, L, D] of layer i of a transformers DynamicCache (5.x layers;
+    4.x key_cache lists)."""
+    if hasattr(cache, "layers"):
+        layer = cache.layers[i]
+        return layer.keys, layer.values
+    return cache.key_cache[i], cache.value_cache[i]
+
+
+# ============================================================================= rollout weights
+
+
+GIB = 1 << 30
+AUTO_MARGIN_BYTES = 2 * GIB  # left free for the decode's own temporaries (logits, top-p sort, graph pool)
+
+
+def kv_cache_bytes(policy, rows: int, cache_len: int) -> int:
+    """rows x cache_len x layers x 2 (K and V) x kv_heads x head_dim x bytes per element."""
+    cfg = policy.backbone.language_model.config
+    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    elem = torch.finfo(policy.dtype).bits // 8
+    return rows * cache_len * int(cfg.num_hidden_layers) * 2 * int(cfg.num_key_value_heads) * head_dim * elem
+
+
+def _linear4bit_modules(root: torch.nn.Module):
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return []
+    found = []
+    for name, module in root.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            parent_name, _, attr = name.rpartition(".")
+            found.append((root.get_submodule(parent_name) if parent_name else root, attr, module))
+    return found
+
+
+def dense_copy_bytes(policy) -> int:
+    """Bytes of a compute-dtype copy of the language model's 4-bit linears (0 without any)."""
+    elem = torch.finfo(policy.dtype).bits // 8
+    return sum(m.in_features * m.out_features * elem for _, _, m in _linear4bit_modules(policy.backbone.language_model))
+
+
+def resolve_rollout_weights(policy, mode: str, *, rows: int, cache_len: int) -> str:
+    """'nf4' or 'bf16' for this rollout. auto -> bf16 only on CUDA, and only when the copy, the
+    KV cache and a 2 GiB margin fit in the device's free memory right now; on CPU never (the
+    copy would only cost memory: the CPU 4-bit path already dequantises to the compute dtype)."""
+    if mode not in ("auto", "nf4", "bf16"):
+        raise ValueError(f"rollout.weights: must be auto, nf4 or bf16, got {mode!r}")
+    copy = dense_copy_bytes(policy)
+    if copy == 0:
+        return "nf4"  # not a 4-bit base: nothing to dequantise, the weights are already dense
+    if mode != "auto":
+        return mode
+    if policy.device.type != "cuda":
+        return "nf4"
+    free, _ = torch.cuda.mem_get_info(policy.device)
+    return "bf16" if copy + kv_cache_bytes(policy, rows, cache_len) + AUTO_MARGIN_BYTES <= free else "nf4"
+
+
+@contextlib.contextmanager
+def rollout_weights(policy, mode: str, *, rows: int = 0, cache_len: int = 0) -> Iterator[str]:
+    """Inside: every 4-bit linear of the language model is replaced by a plain nn.Linear holding
+    its weight dequantised once, in the compute dtype (bf16 on a GPU), when `mode` resolves to
+    bf16. A LoRA layer keeps wrapping it (only its base_layer is swapped), so the adapter still
+    applies. The 4-bit modules are put back and the copy freed on exit, before learning. Yields
+    the resolved mode."""
+    resolved = resolve_rollout_weights(policy, mode, rows=rows, cache_len=cache_len)
+    if resolved != "bf16":
+        yield resolved
+        return
+    import bitsandbytes.functional as bnbf
+
+    swapped = []
+    try:
+        for parent, attr, module in _linear4bit_modules(policy.backbone.language_model):
+            weight = bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).to(policy.dtype)
+            dense = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                                    device="meta")
+            dense.weight = torch.nn.Parameter(weight.reshape(module.out_features, module.in_features), requires_grad=False)
+            if module.bias is not None:
+                dense.bias = torch.nn.Parameter(module.bias.data.to(policy.dtype), requires_grad=False)
+            setattr(parent, attr, dense)
+            swapped.append((parent, attr, module))
+        yield resolved
+    finally:
+        for parent, attr, module in swapped:
+            setattr(parent, attr, module)
+        swapped.clear()
+        if policy.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the copy's memory back before the learning phase

@@ -17,9 +17,12 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from .decode import derive_seed, row_keys, sample_keyed, sample_tokens, vocab_hash
+from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, sample_tokens, vocab_hash
 from .model import Policy, PromptBatch
 from .prompts import THINK, PromptTemplate, parse_score
+
+
+ENGINES = ("auto", "graph", "eager", "loop")
 
 
 @dataclass
@@ -110,6 +113,9 @@ def generate_rollouts(
     shared_prefix: bool = True,
     batch: Optional[PromptBatch] = None,
     image_features: Optional[torch.Tensor] = None,
+    engine: str = "auto",
+    sync_every: int = 8,
+    weights: str = "nf4",
 ) -> Rollouts:
     """Sample `num_generations` completions for each of the B images (PIL).
 
@@ -127,11 +133,24 @@ def generate_rollouts(
     naive path: vision and prefill G times per image); it exists to check and to benchmark the
     shared path against, uses the global RNG seeded in a forked state, and takes `seed` only.
 
+    `engine`: "auto" = the static-cache decode engine (hawkeye_lite/decode.py), captured as a
+    CUDA graph on CUDA and eager elsewhere; "graph" / "eager" force one of the two; "loop" is the
+    previous decode loop (dynamic cache, one host sync per token), kept to compare against.
+    `sync_every`: how many engine steps run between two looks at the finished flags.
+    `weights` (an NF4 base only): "bf16" decodes from a dense copy of the language model
+    dequantised for this call, "auto" does so when it fits in free GPU memory, "nf4" (default)
+    decodes from the 4-bit weights (decode.rollout_weights; the trainer makes the copy once per
+    step instead, around all of the step's calls).
+
     `batch` / `image_features`: the trainer's already encoded prompts of `images` and their
     vision-tower output, so one training step runs the vision tower once per image in total
     (rollouts, policy and reference passes share it).
     """
     _check_args(num_generations, max_new_tokens, temperature, top_p, top_k)
+    if engine not in ENGINES:
+        raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if weights not in ("auto", "nf4", "bf16"):
+        raise ValueError(f"weights: must be auto, nf4 or bf16, got {weights!r}")
     images = _as_pil(images)
     if not images:
         raise ValueError("generate_rollouts: no images")
@@ -148,15 +167,34 @@ def generate_rollouts(
             completion_ids = _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids)
             return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
 
-        keys = row_keys(_resolve_seeds(seed, seeds, len(images)), g, device=policy.device)
+        resolved = _resolve_seeds(seed, seeds, len(images))
+        keys = row_keys(resolved, g, device=policy.device)
         suppressed = torch.tensor(policy.suppressed_token_ids(), device=policy.device, dtype=torch.long)
         pad_id = policy.tokenizer.pad_token_id
         lm_head = policy.hf_model.lm_head
         vhash = vocab_hash(policy.lm_head_weight.shape[0], device=policy.device)
 
-        # Prefill once per image: vision tower + prompt, B rows.
-        cache = policy.new_cache()
         feats = policy.image_features(batch) if image_features is None else image_features
+        if weights != "nf4":
+            rows, cache_len = batch.batch_size * g, batch.input_ids.shape[1] + max_new_tokens
+            with rollout_weights(policy, weights, rows=rows, cache_len=cache_len):
+                return generate_rollouts(policy, images, num_generations=g, max_new_tokens=max_new_tokens,
+                                         temperature=temperature, top_p=top_p, top_k=top_k, seeds=resolved,
+                                         batch=batch, image_features=feats, engine=engine, sync_every=sync_every)
+        if engine != "loop":
+            graph = engine == "graph" or (engine == "auto" and policy.device.type == "cuda")
+            eng = DecodeEngine(policy, temperature=temperature, top_p=top_p, top_k=top_k, stop_ids=stop_ids.tolist(),
+                               suppressed_ids=suppressed.tolist(), pad_id=pad_id, graph=graph, sync_every=sync_every,
+                               graph_fallback=engine == "auto")
+            completion_ids = eng.generate(batch, feats, g, max_new_tokens, keys)
+            completion_mask = _stop_mask(completion_ids, stop_ids)
+            # The old loop stopped at the step where the last row finished; the engine only looks
+            # every sync_every steps. Same tensor: cut the columns after the longest completion.
+            width = int(completion_mask.sum(1).max())
+            return _finish(policy, batch, completion_ids[:, :width], completion_mask[:, :width], g)
+
+        # The previous loop. Prefill once per image: vision tower + prompt, B rows.
+        cache = policy.new_cache()
         embeds = policy.embed(batch.input_ids, feats)
         hidden = policy.language_forward(embeds, batch.attention_mask, batch.position_ids, cache)
         logits = lm_head(hidden[:, -1]).repeat_interleave(g, 0)
@@ -186,6 +224,14 @@ def generate_rollouts(
 
         completion_ids = torch.stack(tokens, 1)
         return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
+
+
+def step_seeds(seed: int, step: int, count: int) -> List[int]:
+    """Per-image rollout seeds of optimizer step `step`: image slot j of the step (micro-batch m,
+    position i: j = m * batch_size + i) gets a pure function of (seed, step, j), so its tokens do
+    not depend on how the step's images are grouped for decoding."""
+    base = derive_seed(seed, step)
+    return [derive_seed(base, j) for j in range(count)]
 
 
 def _resolve_seeds(seed: Optional[int], seeds: Optional[Sequence[int]], n: int) -> List[int]:

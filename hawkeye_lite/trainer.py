@@ -470,56 +470,104 @@ class Trainer:
     # ------------------------------------------------------------------ one RL step
 
     @torch.no_grad()
-    def sample(self, records, seed: int) -> Experience:
-        """Rollouts, rewards, advantages, reference log-probs and degraded hidden states for one
-        micro-batch. The vision tower runs once on the originals and once on the partners."""
+    def sample(self, records, seeds: Sequence[int]) -> List[Experience]:
+        """Rollouts for the images of a step (`records` in slot order, one rollout seed each),
+        decoded `rollout.batch_size` images at a time (None: all together); then, per learning
+        micro-batch of `optim.batch_size` images, rewards, advantages, reference log-probs and
+        degraded hidden states. The vision tower runs once per image on the originals (its
+        features feed the rollouts and every pass) and once on the partners."""
+        from .decode import rollout_weights
         from .prompts import format_ok
         from .rewards import compute_rewards
         from .rollout import generate_rollouts
 
         cfg, policy = self.cfg, self.policy
-        r, o = cfg.rollout, cfg.objective
+        r = cfg.rollout
         records, images = self._load(records)
-        batch = policy.encode(images, r.prompt)
-        feats = policy.image_features(batch)
-        t0 = time.time()
-        ro = generate_rollouts(policy, images, num_generations=r.num_generations, max_new_tokens=r.max_new_tokens,
-                               temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, seed=seed, prompt=r.prompt,
-                               batch=batch, image_features=feats)
-        t_roll = time.time() - t0
-        ids, mask = ro.completion_ids, ro.completion_mask
-        B, G = len(records), r.num_generations
-        rewards = compute_rewards(ro.texts, [x.mos for x in records], cfg.reward, num_generations=G)
-        adv = group_advantages(rewards.total.view(B, G).to(policy.device), ro.scores.to(policy.device), alpha=o.alpha,
-                               score_min=cfg.reward.score_min, score_max=cfg.reward.score_max, eps=o.adv_eps,
-                               scale_rewards=o.scale_rewards, use_uncertainty=o.use_uncertainty)
-        sel = mask.bool()
-        ref_logp = None
-        if o.beta > 0:  # reference = the same model with the adapter switched off
-            with policy.reference():
-                h_ref = policy.completion_hidden_states(batch, ids, mask, feats)
-            ref_logp = _scatter(sel, token_stats(h_ref[sel], policy.lm_head_weight, ids[sel],
-                                                 temperature=r.temperature, chunk_size=o.chunk_size).logp)
-        batch_deg = feats_deg = hidden_deg = None
-        if self._perception_on():
-            batch_deg = policy.encode([self.partners(rec, im) for rec, im in zip(records, images)], r.prompt)
-            feats_deg = policy.image_features(batch_deg)
-            if not o.perception.degraded_grad:
-                hidden_deg = policy.completion_hidden_states(batch_deg, ids, mask, feats_deg)
+        if len(seeds) != len(records):
+            raise ValueError(f"sample: {len(seeds)} seeds for {len(records)} images")
+        n, mb, g = len(records), cfg.optim.batch_size, r.num_generations
+        micro = [list(range(i, min(i + mb, n))) for i in range(0, n, mb)]
+        batches, feats, per_image = [], [], []
+        for m in micro:
+            batch = policy.encode([images[i] for i in m], r.prompt)
+            f = policy.image_features(batch)
+            batches.append(batch)
+            feats.append(f)
+            per_image += list(torch.split(f, policy.processor.num_image_tokens(batch.image_grid_thw)))
 
-        scores = ro.scores
-        stats = {"reward": float(rewards.total.mean()), "reward_std": float(rewards.total.std()) if rewards.total.numel() > 1 else 0.0}
-        stats.update({f"reward_{k}": float(v.mean()) for k, v in rewards.columns.items()})
-        stats["format_rate"] = sum(format_ok(t, require_think=cfg.reward.require_think) for t in ro.texts) / len(ro.texts)
-        stats["parse_rate"] = float((~torch.isnan(scores)).float().mean())
-        stats["uncertainty"] = float(adv.uncertainty.mean())
-        stats["weight"] = float(adv.weight.mean())
-        stats["adv_std"] = float(adv.advantages.std())
-        stats["completion_len"] = float(mask.sum(1).float().mean())
-        stats["rollout_tokens"] = float(mask.sum())
-        stats["rollout_time"] = t_roll
-        return Experience(batch, feats, batch_deg, feats_deg, ids, mask, adv.advantages.reshape(-1).float(), ref_logp,
-                          hidden_deg, stats=stats)
+        chunk = min(r.batch_size or n, n)
+        done = [None] * n  # per image: (ids [G, T], mask [G, T], texts, scores [G])
+        t0 = time.time()
+        cache_len = max(b.input_ids.shape[1] for b in batches) + r.max_new_tokens
+        with rollout_weights(policy, r.weights, rows=chunk * g, cache_len=cache_len):
+            for c0 in range(0, n, chunk):
+                idx = list(range(c0, min(c0 + chunk, n)))
+                # A chunk that is exactly one micro-batch decodes from that micro-batch's prompts.
+                batch = batches[c0 // mb] if c0 % mb == 0 and idx == micro[c0 // mb] else \
+                    policy.encode([images[i] for i in idx], r.prompt)
+                ro = generate_rollouts(policy, [images[i] for i in idx], num_generations=g,
+                                       max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                       top_k=r.top_k, seeds=[seeds[i] for i in idx], prompt=r.prompt, batch=batch,
+                                       image_features=torch.cat([per_image[i] for i in idx]), engine=r.engine,
+                                       sync_every=r.sync_every)
+                for j, i in enumerate(idx):
+                    rows = slice(j * g, (j + 1) * g)
+                    done[i] = (ro.completion_ids[rows], ro.completion_mask[rows], ro.texts[rows], ro.scores[j])
+        t_roll = time.time() - t0
+
+        # Rewards, advantages, reference and degraded passes: per learning micro-batch.
+        def experience(records, images, batch, feats, ids, mask, texts, scores, t_roll) -> Experience:
+            o = cfg.objective
+            B, G = len(records), r.num_generations
+            rewards = compute_rewards(texts, [x.mos for x in records], cfg.reward, num_generations=G)
+            adv = group_advantages(rewards.total.view(B, G).to(policy.device), scores.to(policy.device), alpha=o.alpha,
+                                   score_min=cfg.reward.score_min, score_max=cfg.reward.score_max, eps=o.adv_eps,
+                                   scale_rewards=o.scale_rewards, use_uncertainty=o.use_uncertainty)
+            sel = mask.bool()
+            ref_logp = None
+            if o.beta > 0:  # reference = the same model with the adapter switched off
+                with policy.reference():
+                    h_ref = policy.completion_hidden_states(batch, ids, mask, feats)
+                ref_logp = _scatter(sel, token_stats(h_ref[sel], policy.lm_head_weight, ids[sel],
+                                                     temperature=r.temperature, chunk_size=o.chunk_size).logp)
+            batch_deg = feats_deg = hidden_deg = None
+            if self._perception_on():
+                batch_deg = policy.encode([self.partners(rec, im) for rec, im in zip(records, images)], r.prompt)
+                feats_deg = policy.image_features(batch_deg)
+                if not o.perception.degraded_grad:
+                    hidden_deg = policy.completion_hidden_states(batch_deg, ids, mask, feats_deg)
+
+            stats = {"reward": float(rewards.total.mean()), "reward_std": float(rewards.total.std()) if rewards.total.numel() > 1 else 0.0}
+            stats.update({f"reward_{k}": float(v.mean()) for k, v in rewards.columns.items()})
+            stats["format_rate"] = sum(format_ok(t, require_think=cfg.reward.require_think) for t in texts) / len(texts)
+            stats["parse_rate"] = float((~torch.isnan(scores)).float().mean())
+            stats["uncertainty"] = float(adv.uncertainty.mean())
+            stats["weight"] = float(adv.weight.mean())
+            stats["adv_std"] = float(adv.advantages.std())
+            stats["completion_len"] = float(mask.sum(1).float().mean())
+            stats["rollout_tokens"] = float(mask.sum())
+            stats["rollout_time"] = t_roll  # this micro-batch's share of the step's decoding time
+            return Experience(batch, feats, batch_deg, feats_deg, ids, mask, adv.advantages.reshape(-1).float(), ref_logp,
+                              hidden_deg, stats=stats)
+
+        pad = policy.tokenizer.pad_token_id
+        exps = []
+        for m, batch, f in zip(micro, batches, feats):
+            # Each micro-batch's completions as one decode of it alone would give them: as wide
+            # as its longest completion (only pad columns are cut or added).
+            width = max(int(done[i][1].sum(1).max()) for i in m)
+            ids = torch.full((len(m) * g, width), pad, dtype=torch.long, device=policy.device)
+            mask = torch.zeros_like(ids)
+            for j, i in enumerate(m):
+                w = min(width, done[i][0].shape[1])
+                ids[j * g : (j + 1) * g, :w] = done[i][0][:, :w]
+                mask[j * g : (j + 1) * g, :w] = done[i][1][:, :w]
+            texts = [t for i in m for t in done[i][2]]
+            scores = torch.stack([done[i][3] for i in m])
+            exps.append(experience([records[i] for i in m], [images[i] for i in m], batch, f, ids, mask, texts,
+                                   scores, t_roll * len(m) / n))
+        return exps
 
     def loss(self, exp: Experience, gamma: float):
         """Policy forward on the completion positions only, then the fused objective."""
@@ -551,7 +599,10 @@ class Trainer:
         return loss, metrics, tokens
 
     def rl_step(self) -> dict:
-        """One step: sample grad_accum micro-batches, then μ optimizer updates on them."""
+        """One step: rollouts for all grad_accum x batch_size images (rollout.batch_size at a
+        time), then μ optimizer updates over the grad_accum micro-batches."""
+        from .rollout import step_seeds
+
         cfg, o = self.cfg, self.cfg.optim
         step = self.step
         n = len(self.data.train)
@@ -561,10 +612,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.time()
-        exps = []
+        records = []  # every image of the step, in slot order (micro-batch m, position i)
         for micro in range(o.grad_accum):
             idx = batch_indices(n, step, micro, batch_size=o.batch_size, grad_accum=o.grad_accum, seed=cfg.seed)
-            exps.append(self.sample([self.data.train[i] for i in idx], seed=cfg.seed * 1_000_003 + step * 997 + micro))
+            records += [self.data.train[i] for i in idx]
+        exps = self.sample(records, step_seeds(cfg.seed, step, len(records)))
         t_sample = time.time() - t0
 
         params = self.policy.trainable_parameters()

@@ -68,3 +68,32 @@ def test_one_full_step_in_phases(memory, tmp_path):
     per_layer = r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + t["intermediate_size"]) + (t["intermediate_size"] + h))
     assert result["info"]["trainable_params"] == per_layer * t["num_hidden_layers"]
     assert (tmp_path / "m.json").is_file() and "| 1 | rollouts |" in (tmp_path / "m.md").read_text()
+
+
+def test_step_wide_rollouts_in_phases(memory, tmp_path):
+    """--grad-accum 2: both micro-batches' images are rolled out in one decode (one rollouts
+    phase), with the dense rollout copy made once, then learned on in two micro-batches."""
+    result = memory.main(["--preset", "tiny", "--device", "cpu", "--max-new-tokens", "3", "--image-size", "56",
+                          "--steps", "1", "--lora-r", "4", "--grad-accum", "2", "--rollout-weights", "bf16"])
+    phases = [row["phase"] for row in result["phases"]]
+    assert phases.count("rollouts") == 1 and phases.count("rollout weights (dequantise)") == 1
+    assert phases.index("rollout weights (dequantise)") < phases.index("rollouts")
+    assert phases.count("vision tower (original)") == 2 and phases.count("policy forward") == 2
+    assert result["steps"][0]["completion_len"] == 3 and math.isfinite(result["steps"][0]["loss"])
+
+
+def test_rollout_bench_tiny_preset(tmp_path):
+    """bench/rollout.py on its tiny preset: every case decodes the forced number of tokens, and
+    in fp32 the engine (and the dense rollout copy) reproduce the loop's greedy tokens."""
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_rollout", ROOT / "bench" / "rollout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    result = mod.main(["--preset", "tiny", "--device", "cpu", "--rows", "8,16", "--max-new-tokens", "5",
+                       "--lora-r", "4", "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    cases = [(r["rows"], r["case"]) for r in result["results"]]
+    assert cases == [(8, "loop"), (8, "engine"), (8, "engine_bf16"), (16, "loop"), (16, "engine"), (16, "engine_bf16")]
+    assert all(r["tokens"] == r["rows"] * 5 and r["tokens_per_s"] > 0 for r in result["results"])
+    for rows in (8, 16):
+        for case in ("engine", "engine_bf16"):
+            assert result["greedy"][rows][case]["rows_differing"] == 0
+    assert (tmp_path / "r.json").is_file() and "| 16 | engine |" in (tmp_path / "r.md").read_text()

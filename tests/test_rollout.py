@@ -1,6 +1,7 @@
 """Shared-prefix multi-rollout generation on the tiny model."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -50,14 +51,26 @@ def calls(policy):
         h.remove()
 
 
-def test_vision_and_prefill_run_once_per_image(policy, calls):
+@pytest.mark.parametrize("engine", ["loop", "eager"])
+def test_vision_and_prefill_run_once_per_image(policy, calls, engine):
     b, g = 3, 4
-    r = generate_rollouts(policy, images(b), num_generations=g, max_new_tokens=5, seed=0)
+    rows = []
+    layer0 = policy.backbone.language_model.layers[0].self_attn.q_proj
+    handle = layer0.register_forward_hook(lambda m, a, o: rows.append(tuple(a[0].shape[:2])))
+    try:
+        r = generate_rollouts(policy, images(b), num_generations=g, max_new_tokens=5, seed=0, engine=engine)
+    finally:
+        handle.remove()
     prompt_len = r.prompt_ids.shape[1]
     assert calls["vision"] == [b]  # one vision call, each image once (not b * g)
     assert calls["lm"][0] == (b, prompt_len)  # prefill on b rows ...
-    assert all(shape == (b * g, 1) for shape in calls["lm"][1:])  # ... decoding on b * g rows
-    assert len(calls["lm"]) == r.completion_ids.shape[1]
+    assert rows[0] == (b, prompt_len)
+    assert all(shape == (b * g, 1) for shape in rows[1:])  # ... decoding on b * g rows
+    assert len(rows) - 1 >= r.completion_ids.shape[1] - 1
+    if engine == "loop":
+        assert len(calls["lm"]) == r.completion_ids.shape[1]
+    else:  # the engine's decode steps run the layers directly: the model forward is the prefill only
+        assert len(calls["lm"]) == 1
 
     calls["lm"].clear()
     generate_rollouts(policy, images(b), num_generations=g, max_new_tokens=5, seed=0, shared_prefix=False)
@@ -184,6 +197,7 @@ def test_sample_tokens_top_k_top_p():
         ({"temperature": -1.0}, "temperature"),
         ({"top_p": 0.0}, "top_p"),
         ({"top_k": -1}, "top_k"),
+        ({"engine": "fast"}, "engine"),
     ],
 )
 def test_bad_arguments_are_named(policy, kwargs, match):
@@ -195,3 +209,61 @@ def test_bad_arguments_are_named(policy, kwargs, match):
 def test_non_pil_input_is_named(policy):
     with pytest.raises(TypeError, match=r"images\[1\]"):
         generate_rollouts(policy, [images(1)[0], "not-an-image.png"], num_generations=1, max_new_tokens=2)
+
+
+# ----------------------------------------------------------------------------- step-wide rollouts in the trainer
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    from hawkeye_lite.data import demo_records
+
+    root = tmp_path_factory.mktemp("demo-data")
+    demo_records(root)
+    return root
+
+
+def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny_dir, demo_dir, tmp_path, monkeypatch):
+    """All 6 images of a step decoded together, 3 at a time (not aligned with the micro-batches
+    of 2) and micro-batch by micro-batch: the same tokens for every image (per-image seeds are a
+    function of (seed, step, slot)), and learning still sees micro-batches of 2."""
+    import hawkeye_lite.rollout as rollout_mod
+    from hawkeye_lite.config import load_train_config
+    from hawkeye_lite.rollout import step_seeds
+    from hawkeye_lite.trainer import Trainer, batch_indices
+
+    calls = []
+    real = rollout_mod.generate_rollouts
+
+    def spy(policy, images, **kw):
+        calls.append(len(images))
+        return real(policy, images, **kw)
+
+    monkeypatch.setattr(rollout_mod, "generate_rollouts", spy)
+    seed = int.from_bytes(os.urandom(2), "little")
+    print(f"trainer seed: {seed}")
+    results = {}
+    for chunk in ("null", "3", "2"):
+        cfg = load_train_config(None, [
+            f"output_dir={tmp_path / chunk}", f"model.name_or_path={tiny_dir}", "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}]", "optim.batch_size=2", "optim.grad_accum=3", "rollout.num_generations=3",
+            "rollout.max_new_tokens=10", f"rollout.batch_size={chunk}", "sft.steps=0", "logging.progress=false",
+            "objective.perception.enabled=false", f"seed={seed}",
+        ])
+        t = Trainer(cfg)
+        t.prepare()
+        t.policy = t.load_policy(t.base)
+        perturb_lora(t.policy, std=0.2)
+        recs = [t.data.train[i] for m in range(3) for i in batch_indices(len(t.data.train), 5, m, batch_size=2, grad_accum=3, seed=seed)]
+        calls.clear()
+        exps = t.sample(recs, step_seeds(seed, 5, len(recs)))
+        results[chunk] = exps
+        assert calls == {"null": [6], "3": [3, 3], "2": [2, 2, 2]}[chunk]
+        assert [e.completion_ids.shape[0] for e in exps] == [6, 6, 6]
+    for chunk in ("3", "2"):
+        for a, b in zip(results["null"], results[chunk]):
+            assert torch.equal(a.completion_ids, b.completion_ids), chunk
+            assert torch.equal(a.completion_mask, b.completion_mask) and torch.equal(a.advantages, b.advantages)
+    ids = torch.cat([e.completion_ids[:, :3] for e in results["null"]])
+    assert len({tuple(r) for r in ids.tolist()}) > 6  # real samples, not one answer repeated
+    assert step_seeds(seed, 5, 6)[:4] == step_seeds(seed, 5, 4) and step_seeds(seed, 6, 6) != step_seeds(seed, 5, 6)
