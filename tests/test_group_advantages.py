@@ -63,6 +63,16 @@ def test_triton_matches_reference(B, G, dtype, scale, use_unc, gen, triton_devic
     want = R.group_advantages(r.double(), s.double(), **kw)
     for name, x, y in zip(got._fields, got, want):
         assert x.dtype == torch.float32 and torch.isfinite(x).all(), name
+        if name == "advantages" and scale:
+            # (r - mean) / (std + eps) is ill-conditioned when a group's rewards nearly agree:
+            # fp32 rounding of r - mean (~eps32 * |r|) is amplified by 1 / (std + eps). The bound
+            # below is that conditioning (8 ulps of headroom), not a tolerance fitted to results;
+            # the plain 1e-5 stays for every well-conditioned group.
+            cond = r.double().abs().amax(1, keepdim=True) / (want.reward_std[:, None] + kw["eps"])
+            bound = 1e-5 + 1e-5 * y.abs() + 8 * 2.0 ** -23 * cond * want.weight[:, None]
+            err = (x.cpu().double() - y).abs()
+            assert bool((err <= bound).all()), f"{name}: max err {float(err.max()):.3g}, bound {bound.flatten().tolist()}"
+            continue
         torch.testing.assert_close(x.cpu().double(), y, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
