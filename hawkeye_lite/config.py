@@ -407,6 +407,19 @@ class CheckpointConfig:
         _require(self.keep_last >= 1, "checkpoint.keep_last", f"must be >= 1, got {self.keep_last}")
 
 
+@dataclass
+class DistributedConfig:
+    """Data parallelism under torchrun (hawkeye_lite/distributed.py); ignored by one process."""
+
+    # Every collective (gradient all-reduce, the wait for rank 0's warm start, the gathered
+    # evaluation) gives up after this long: a rank that died stops the others with an error
+    # instead of a hang. It must exceed the longest single-rank phase (the warm start).
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        _require(self.timeout_s > 0, "distributed.timeout_s", f"must be > 0, got {self.timeout_s}")
+
+
 def _demo_model() -> ModelConfig:
     return ModelConfig(name_or_path="runs/demo/tiny-model", quantization="none", dtype="float32",
                        # LoRA dropout regularises the warm start: without it the tiny model over-fits
@@ -429,6 +442,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         # Combinations no single section can judge.

@@ -122,10 +122,13 @@ class Logger:
     """metrics.jsonl (every record), a console line every `every` steps, a tqdm bar over the
     warm start and the RL steps on a terminal, and the records forwarded to the trackers of
     `report_to`. `config`: the run's resolved config as a dict (the trackers store it; the
-    warm start's bar reads its length from it)."""
+    warm start's bar reads its length from it). `silent`: write and show nothing (the ranks
+    other than 0 of a torchrun job: one writer, one console)."""
 
     def __init__(self, run_dir: Path, *, every: int = 1, progress: bool = True, stream=None,
-                 report_to: Sequence[str] = (), config: Optional[dict] = None, resume: bool = False):
+                 report_to: Sequence[str] = (), config: Optional[dict] = None, resume: bool = False,
+                 silent: bool = False):
+        self.silent = silent
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS
         self.every = max(1, every)
@@ -144,6 +147,8 @@ class Logger:
             check_trackers(report_to)  # a missing package fails now; the trackers start at the first record
 
     def write(self, record: dict) -> None:
+        if self.silent:
+            return
         if not self._ready:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._ready = True
@@ -169,12 +174,16 @@ class Logger:
             self.close_bar()
 
     def info(self, msg: str) -> None:
+        if self.silent:
+            return
         if self.bar is not None:
             self.bar.write(msg)
         else:
             print(msg, file=self.stream, flush=True)
 
     def step(self, rec: dict, total: int, started_step: int) -> None:
+        if self.silent:
+            return
         self.write(rec)
         step = rec["step"]
         if self.bar is not None and self.bar.desc != "RL":

@@ -1,19 +1,23 @@
 """The Q-Hawkeye trainer (SPEC §1): UA-GRPO + the implicit perception loss on a LoRA policy.
 
-One RL step (`Trainer.rl_step`), for each of `grad_accum` micro-batches of B images:
-  1. encode the B images and their degraded partners; run the frozen vision tower ONCE on each
-     (the features are reused by the rollouts and by every forward pass of the step),
-  2. sample G completions per image (shared prefix, rollout.py),
-  3. rewards (rewards.py) -> `group_advantages` (uncertainty weighted, kernels),
-  4. reference log-probs with the adapter off (skipped when beta = 0) and the degraded-image
-     hidden states (no gradient), both on the same completions,
+One RL step (`Trainer.rl_step`) over the step's grad_accum x batch_size images (this rank's
+share of them under torchrun):
+  1. encode the images; run the frozen vision tower ONCE on each (the features are reused by
+     the rollouts and by every forward pass of the step),
+  2. sample G completions per image, all images of the step decoded together by the engine
+     (decode.py), each from the random stream of its slot in the step,
+  3. per learning micro-batch: rewards (rewards.py) -> `group_advantages` (uncertainty weighted,
+     kernels), reference log-probs with the adapter off (skipped when beta = 0) and the
+     degraded-image hidden states (no gradient), on the same completions,
 then μ times: policy forward -> completion hidden states only -> `policy_loss_from_hidden` (the
-fused objective: never full-vocabulary logits) with γ(t) on its cosine -> backward -> step.
+fused objective: never full-vocabulary logits) with γ(t) on its cosine, normalised over the whole
+step -> backward -> (all-reduce across ranks) -> clip -> step.
 
 Everything random is either seeded by (seed, step) (data order, sampling, degradations) or
 restored from the checkpoint (torch RNG: LoRA dropout), so `--resume` continues exactly.
+The run folder (runfolder.py), logging (runlog.py), checkpoint I/O (checkpoint.py) and the
+ranks (distributed.py) live in modules of their own.
 """
-
 from __future__ import annotations
 
 import functools
@@ -31,6 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from .checkpoint import CHECKPOINTS, STATE_DIR, atomic_dir, latest_checkpoint, rng_state, set_rng_state
+from .distributed import Dist, picklable, share
 from .config import ConfigError, ModelConfig, TrainConfig, dump_train_config, load_train_config
 from .kernels import group_advantages, policy_loss_from_hidden, token_stats
 from .runfolder import RunFolderError
@@ -254,11 +259,15 @@ class RunResult:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None):
+    def __init__(self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None,
+                 dist: Optional[Dist] = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.output_dir)
+        # Data parallel (torchrun): rank 0 alone writes files and talks to the user.
+        self.dist = dist or Dist.single()
         self.log = Logger(self.run_dir, every=cfg.logging.every, progress=cfg.logging.progress, stream=log_stream,
-                          report_to=cfg.logging.report_to, config=cfg.to_dict())
+                          report_to=cfg.logging.report_to if self.dist.main else (), config=cfg.to_dict(),
+                          silent=not self.dist.main)
         self.policy = None
         self.optimizer = None
         self.step = 0  # RL steps done
@@ -270,6 +279,7 @@ class Trainer:
         self._stop = False
         self.bad_ids: set = set()  # training records whose image failed to decode
         self.faults = 0  # data faults so far (this process)
+        self._saved_step: Optional[int] = None  # step of the newest checkpoint written or loaded
         self._positions: Optional[Dict[str, int]] = None
 
     # ------------------------------------------------------------------ setup
@@ -279,11 +289,34 @@ class Trainer:
         o = self.cfg.optim
         if o.max_steps is not None:
             return o.max_steps
-        per_step = o.batch_size * o.grad_accum
+        per_step = o.batch_size * o.grad_accum * self.dist.world  # the effective batch: summed over ranks
         return max(1, math.ceil(o.epochs * len(self.data.train) / per_step))
 
+    def _main_only(self, fn: Callable[[], object]):
+        """Run `fn` on rank 0 only (it writes files), then let every rank see its result, or the
+        exception it raised (so a refused folder or bad config stops all ranks with one message)."""
+        if not self.dist.enabled:
+            return fn()
+        out, err = None, None
+        if self.dist.main:
+            try:
+                out = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised on every rank below
+                err = picklable(e)
+        err = self.dist.broadcast(err)
+        if err is not None:
+            raise err
+        return self.dist.broadcast(out if isinstance(out, (str, int, float, type(None))) else None)
+
     def prepare(self) -> None:
-        """Model folder (built when it is the demo's and missing), data, saved resolved config."""
+        """Model folder (built when it is the demo's and missing), data, saved resolved config.
+        Under torchrun rank 0 does what writes (the tiny model, generated demo data, config.yaml)
+        and the other ranks then read."""
+        self._main_only(self._prepare)
+        if self.data is None:
+            self.data = Dataset.load(self.cfg, lambda msg: None)
+
+    def _prepare(self) -> None:
         from .runfolder import describe, differences, read_settings
 
         cfg = self.cfg
@@ -569,7 +602,24 @@ class Trainer:
                                    scores, t_roll * len(m) / n))
         return exps
 
-    def loss(self, exp: Experience, gamma: float):
+    def _normalisers(self, exps: List[Experience]) -> List[tuple]:
+        """(scale, perception_scale) per micro-batch, so that the sum of `scale * loss` over the
+        step's micro-batches and ranks is the objective of the whole step as one batch (SPEC
+        §1.3-1.4) for every loss_type: the policy term is normalised by sequences (grpo, dr_grpo)
+        or tokens (dapo) of the whole step, the perception terms by its tokens. Counts are summed
+        over ranks, so R ranks x batch b give the gradient of one process with batch R*b."""
+        seqs = [float(e.completion_mask.shape[0]) for e in exps]
+        toks = [float(e.completion_mask.sum()) for e in exps]
+        total_seqs, total_toks = self.dist.sum([sum(seqs), sum(toks)])
+        out = []
+        for s_i, t_i in zip(seqs, toks):
+            scale = t_i / total_toks if self.cfg.objective.loss_type == "dapo" else s_i / total_seqs
+            # The fused loss averages the perception terms over this micro-batch's tokens; rescale
+            # their coefficients so that after `scale` they are averaged over the step's tokens.
+            out.append((scale, (t_i / total_toks) / scale))
+        return out
+
+    def loss(self, exp: Experience, gamma: float, perception_scale: float = 1.0):
         """Policy forward on the completion positions only, then the fused objective."""
         cfg, policy = self.cfg, self.policy
         o, p = cfg.objective, cfg.objective.perception
@@ -585,8 +635,8 @@ class Trainer:
             hidden, policy.lm_head_weight, exp.completion_ids, exp.advantages, exp.completion_mask,
             exp.old_logp, exp.ref_logp, hidden_deg if on else None,
             beta=o.beta, eps_low=o.eps_low, eps_high=o.eps_high, loss_type=o.loss_type,
-            max_len=cfg.rollout.max_new_tokens, gamma=gamma if on else 0.0, eta1=p.eta1 if on else 0.0,
-            eta2=p.eta2 if on else 0.0, temperature=cfg.rollout.temperature, chunk_size=o.chunk_size,
+            max_len=cfg.rollout.max_new_tokens, gamma=gamma * perception_scale if on else 0.0,
+            eta1=p.eta1 * perception_scale if on else 0.0, eta2=p.eta2 * perception_scale if on else 0.0, temperature=cfg.rollout.temperature, chunk_size=o.chunk_size,
         )
         if cfg.optim.mu > 1 and exp.old_logp is None:
             # The sampling policy's log-probs, for the μ-1 later updates on this batch.
@@ -606,18 +656,33 @@ class Trainer:
         cfg, o = self.cfg, self.cfg.optim
         step = self.step
         n = len(self.data.train)
-        epoch = step * o.batch_size * o.grad_accum / n
+        world, rank = self.dist.world, self.dist.rank
+        epoch = step * o.batch_size * o.grad_accum * world / n
         gamma = gamma_at(epoch, cfg.objective.perception.gamma0, cfg.objective.perception.kl_zero_epoch)
         lr = lr_at(step, self.total_steps, lr=o.lr, warmup=o.warmup_steps, schedule=o.schedule, min_ratio=o.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.time()
-        records = []  # every image of the step, in slot order (micro-batch m, position i)
-        for micro in range(o.grad_accum):
-            idx = batch_indices(n, step, micro, batch_size=o.batch_size, grad_accum=o.grad_accum, seed=cfg.seed)
+        # The step's images in slot order (global micro-batch m, position i); rank r takes the
+        # contiguous micro-batches r*grad_accum .. (r+1)*grad_accum-1, so R ranks x batch b is
+        # the same images and rollout seeds as one process with batch R*b.
+        records = []
+        for micro in range(rank * o.grad_accum, (rank + 1) * o.grad_accum):
+            idx = batch_indices(n, step, micro, batch_size=o.batch_size, grad_accum=o.grad_accum * world, seed=cfg.seed)
             records += [self.data.train[i] for i in idx]
-        exps = self.sample(records, step_seeds(cfg.seed, step, len(records)))
+        seeds = step_seeds(cfg.seed, step, len(records) * world)[rank * len(records):(rank + 1) * len(records)]
+        fault = None
+        try:
+            exps = self.sample(records, seeds)
+        except DataFault as e:  # on_bad: fail on one rank stops every rank with its message
+            fault = str(e)
+        if self.dist.enabled:
+            faults = [f for f in self.dist.gather(fault) if f]
+            fault = faults[0] if faults else None
+        if fault is not None:
+            raise DataFault(fault)
         t_sample = time.time() - t0
+        norms = self._normalisers(exps)
 
         params = self.policy.trainable_parameters()
         t1 = time.time()
@@ -626,15 +691,18 @@ class Trainer:
         for _ in range(o.mu):
             self.optimizer.zero_grad(set_to_none=True)
             finite = True
-            for exp in exps:
-                loss, metrics, ntok = self.loss(exp, gamma)
+            for exp, (scale, perception_scale) in zip(exps, norms):
+                loss, metrics, ntok = self.loss(exp, gamma, perception_scale)
                 tokens += ntok
                 if not torch.isfinite(loss):
                     finite = False
                     break
-                (loss / o.grad_accum).backward()
+                (loss * scale).backward()
                 losses.append(loss.item())
                 metrics_all.append(metrics)
+            finite = not self.dist.any(not finite)  # every rank skips, or none
+            if finite:
+                self.dist.all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else float("inf"))
             if not finite or not torch.isfinite(grad_norm):
                 # A non-finite loss or gradient must never reach the weights (AdamW would spread
@@ -663,6 +731,12 @@ class Trainer:
         rec["sample_time"] = t_sample
         rec["train_time"] = t_train
         rec["peak_mem_mb"] = peak_memory_mb(self.policy.device)
+        if self.dist.enabled:  # the logged numbers are means over ranks (peak memory: the largest)
+            keys = [k for k, v in rec.items() if isinstance(v, (int, float)) and k not in ("step", "epoch", "lr", "gamma")]
+            vals = self.dist.sum([rec[k] for k in keys])
+            peak = max(self.dist.gather(rec["peak_mem_mb"]))
+            rec.update({k: v / world for k, v in zip(keys, vals)})
+            rec["peak_mem_mb"], rec["skipped_updates"] = peak, skipped
         if skipped == o.mu:
             self.bad_streak += 1
             self.log.info(f"step {self.step}: non-finite loss or gradient, update skipped "
@@ -686,8 +760,16 @@ class Trainer:
             return {}
         scorer = Scorer(self.policy, prompt=r.prompt, max_new_tokens=e.max_new_tokens or r.max_new_tokens)
         t0 = time.time()
-        report = evaluate(self.data.eval, scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=e.seed),
-                          batch_size=e.batch_size)
+        score = scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=e.seed)
+        if self.dist.enabled:
+            # Sharded: each rank scores a contiguous share; every prediction is a function of its
+            # image alone (per-image streams), so the gathered table is the single-process one.
+            mine = [self.data.eval[i] for i in share(len(self.data.eval), self.dist.rank, self.dist.world)]
+            rows = evaluate(mine, score, batch_size=e.batch_size).rows if mine else []
+            by_image = {rec.image: p for part in self.dist.gather([(rec, p) for rec, p in rows]) for rec, p in part}
+            report = evaluate(self.data.eval, lambda paths: [by_image[q] for q in paths], batch_size=len(self.data.eval))
+        else:
+            report = evaluate(self.data.eval, score, batch_size=e.batch_size)
         self.policy.model.train()
         out = {"event": "eval", "tag": tag, "step": self.step, "seconds": round(time.time() - t0, 2), "datasets": {}}
         for d in report.datasets:
@@ -716,8 +798,13 @@ class Trainer:
         from safetensors.torch import save_file
 
         final = self.run_dir / CHECKPOINTS / f"step-{self.step:06d}"
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._saved_step = self.step
         rng = rng or rng_state()
+        if self.dist.enabled:  # every rank's stream (LoRA dropout), so a resume continues each exactly
+            rng = {f"rank{r}.{k}": v for r, state in enumerate(self.dist.gather(rng)) for k, v in state.items()}
+        if not self.dist.main:
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
 
         def write(tmp: Path) -> None:
             self._write_model(tmp)
@@ -726,7 +813,7 @@ class Trainer:
             # Optimizer state is tensors + numbers only, so it reloads with weights_only=True.
             torch.save(self.optimizer.state_dict(), st / "optimizer.pt")
             save_file({k: v.contiguous() for k, v in rng.items()}, str(st / "rng.safetensors"))
-            state = {"step": self.step, "base": self.base, "bad_streak": self.bad_streak,
+            state = {"step": self.step, "base": self.base, "bad_streak": self.bad_streak, "world_size": self.dist.world,
                      "total_steps": self.total_steps, "scheduler": {"kind": self.cfg.optim.schedule, "step": self.step}}
             (st / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
@@ -744,6 +831,11 @@ class Trainer:
             state = json.loads((st / "state.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise TrainingError(f"{st / 'state.json'}: cannot read the training state ({e})") from None
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world:
+            # The data order and every rank's random stream are laid out per world size.
+            raise RunFolderError(f"--resume {self.run_dir}: {ckpt.name} was written by {saved_world} process(es); "
+                                 f"resume it with torchrun --nproc_per_node {saved_world} (this is {self.dist.world})")
         self.base = state["base"]
         self.policy = self.load_policy(self.base, adapter=ckpt)
         o = self.cfg.optim
@@ -751,11 +843,18 @@ class Trainer:
         # weights_only: never unpickle arbitrary objects from a file on disk.
         self.optimizer.load_state_dict(torch.load(st / "optimizer.pt", map_location=self.policy.device, weights_only=True))
         self.step = int(state["step"])
+        self._saved_step = self.step
         self.bad_streak = int(state.get("bad_streak", 0))
-        set_rng_state(load_file(str(st / "rng.safetensors")))
+        rng = load_file(str(st / "rng.safetensors"))
+        if self.dist.enabled:
+            prefix = f"rank{self.dist.rank}."
+            rng = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
+        set_rng_state(rng)
         self.log.info(f"resumed from {ckpt} at step {self.step}")
 
     def save_final(self) -> Path:
+        if not self.dist.main:
+            return self.run_dir / FINAL
         return atomic_dir(self.run_dir / FINAL, self._write_model)
 
     def _write_model(self, out: Path) -> None:
@@ -775,9 +874,14 @@ class Trainer:
         """Take the run folder (locked; a folder holding another run is refused unless `resume`
         or `overwrite`), then train. `max_steps` stops early after that many steps in total
         (tests, Ctrl-C emulation); the schedule still follows the configured total."""
+        import contextlib
+
         from .runfolder import claim
 
-        with claim(self.run_dir, resume=resume, overwrite=overwrite, log=self.log.info):
+        with contextlib.ExitStack() as stack:
+            # Rank 0 takes the folder (lock, refusal); the others learn whether it could.
+            self._main_only(lambda: stack.enter_context(claim(self.run_dir, resume=resume, overwrite=overwrite,
+                                                              log=self.log.info)) and None)
             return self._run(resume, max_steps)
 
     def _resume_changes(self) -> List[tuple]:
@@ -812,7 +916,7 @@ class Trainer:
         result = RunResult(self.run_dir, 0)
         if resume and ckpt is None:
             self.log.info(f"no checkpoint in {self.run_dir / CHECKPOINTS}: starting from the beginning")
-        if resume:
+        if resume and self.dist.main:
             at = 0 if ckpt is None else int(ckpt.name.split("-")[-1])
             keep_sft = ckpt is not None or self.cfg.sft.steps == 0 or self.sft_reusable()[0]
             dropped = cut_metrics(self.run_dir / METRICS, at, restart=ckpt is None, keep_sft=keep_sft)
@@ -826,8 +930,8 @@ class Trainer:
                               "nothing to do (raise optim.max_steps or optim.epochs with --set to train on)")
                 return RunResult(self.run_dir, self.step, seconds=time.time() - t_start)
         else:
-            if self.cfg.sft.steps > 0:
-                self.base = self.warm_start()
+            if self.cfg.sft.steps > 0:  # rank 0 warm-starts; every rank then loads RUN/sft-base
+                self.base = self._main_only(self.warm_start)
             self.policy = self.load_policy(self.base)
             o = self.cfg.optim
             self.optimizer = self.make_optimizer(self.policy.trainable_parameters(), o.lr, o.betas, o.weight_decay)
@@ -848,9 +952,11 @@ class Trainer:
             self._stop = True
             self.log.info("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)")
 
-        previous = None
+        previous, previous_term = None, None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, on_sigint)
+            if self.dist.enabled:  # torchrun passes a Ctrl-C on to its workers as SIGTERM
+                previous_term = signal.signal(signal.SIGTERM, on_sigint)
         try:
             while self.step < stop_at and not self._stop:
                 rng = rng_state()  # the step's starting RNG: what a checkpoint of the pre-step state holds
@@ -873,6 +979,7 @@ class Trainer:
                         self.log.info(f"\ninterrupted: writing a checkpoint at step {self.step}")
                         self.save_checkpoint(rng)
                     break
+                self._stop = self.dist.any(self._stop)  # all ranks stop after the same step
                 self.history.append(rec)
                 self.log.step(rec, total, started)
                 every = self.cfg.checkpoint.every
@@ -882,12 +989,14 @@ class Trainer:
                     self.evaluate(f"step {self.step}")
             if self._stop:
                 result.interrupted = True
-                if latest_checkpoint(self.run_dir) is None or latest_checkpoint(self.run_dir).name != f"step-{self.step:06d}":
+                if self._saved_step != self.step:
                     self.log.info(f"writing a checkpoint at step {self.step}")
                     self.save_checkpoint()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
         result.steps = self.step
         if result.interrupted:
             result.seconds = time.time() - t_start
@@ -900,7 +1009,7 @@ class Trainer:
         if self.cfg.eval.after:
             result.eval_after = self.evaluate("after RL")
         self.save_final()
-        if self.cfg.logging.plot:
+        if self.cfg.logging.plot and self.dist.main:
             from .plot import plot_run
 
             self.log.info(plot_run(self.run_dir))
@@ -932,7 +1041,8 @@ def train(config: Optional[Path] = None, overrides: Sequence[str] = (), resume: 
           log_stream=None, overwrite: bool = False) -> RunResult:
     """`hawkeye-lite train`: config file (default: the built-in demo) + overrides, or --resume RUN
     (the run's saved config.yaml, plus any overrides). `overwrite` replaces a run already in
-    output_dir (otherwise such a folder is refused)."""
+    output_dir (otherwise such a folder is refused). Under torchrun (WORLD_SIZE > 1) every
+    process runs this, data-parallel; rank 0 writes."""
     if resume is not None:
         resume = Path(resume)
         saved = resume / CONFIG_FILE
@@ -942,8 +1052,15 @@ def train(config: Optional[Path] = None, overrides: Sequence[str] = (), resume: 
         if overwrite:
             raise RunFolderError("--resume continues the run in its folder; --overwrite would delete it: use one of them")
         cfg = load_train_config(saved, overrides)
-        trainer = Trainer(cfg, run_dir=resume, log_stream=log_stream)
-        return trainer.run(resume=True)
-    cfg = load_train_config(config, overrides)
-    trainer = Trainer(cfg, log_stream=log_stream)
-    return trainer.run(overwrite=overwrite)
+    else:
+        cfg = load_train_config(config, overrides)
+    dist = Dist.from_env(timeout_s=cfg.distributed.timeout_s, device=cfg.model.device or "")
+    try:
+        if dist.backend == "nccl" and (cfg.model.device in (None, "cuda")):
+            from dataclasses import replace
+
+            cfg = replace(cfg, model=replace(cfg.model, device=f"cuda:{dist.local_rank}"))  # one GPU per rank
+        trainer = Trainer(cfg, run_dir=resume, log_stream=log_stream, dist=dist)
+        return trainer.run(resume=True) if resume is not None else trainer.run(overwrite=overwrite)
+    finally:
+        dist.close()
