@@ -823,6 +823,17 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def _check_world_size(self, ckpt: Path) -> None:
+        try:
+            state = json.loads((ckpt / STATE_DIR / "state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainingError(f"{ckpt / STATE_DIR / 'state.json'}: cannot read the training state ({e})") from None
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world:
+            # The data order and every rank's random stream are laid out per world size.
+            raise RunFolderError(f"--resume {self.run_dir}: {ckpt.name} was written by {saved_world} process(es); "
+                                 f"resume it with torchrun --nproc_per_node {saved_world} (this is {self.dist.world})")
+
     def load_checkpoint(self, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
@@ -831,11 +842,7 @@ class Trainer:
             state = json.loads((st / "state.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise TrainingError(f"{st / 'state.json'}: cannot read the training state ({e})") from None
-        saved_world = int(state.get("world_size", 1))
-        if saved_world != self.dist.world:
-            # The data order and every rank's random stream are laid out per world size.
-            raise RunFolderError(f"--resume {self.run_dir}: {ckpt.name} was written by {saved_world} process(es); "
-                                 f"resume it with torchrun --nproc_per_node {saved_world} (this is {self.dist.world})")
+        self._check_world_size(ckpt)
         self.base = state["base"]
         self.policy = self.load_policy(self.base, adapter=ckpt)
         o = self.cfg.optim
@@ -910,6 +917,8 @@ class Trainer:
             if fixed:
                 raise RunFolderError(f"--resume {self.run_dir}: {describe(fixed)} cannot change in a run that has "
                                      "checkpoints (the adapter was trained on that base); start a new run instead")
+        if ckpt is not None:
+            self._check_world_size(ckpt)  # before anything in the folder is touched
         for key, old, new in changes:
             self.log.info(f"resume: {key} changed {old!r} -> {new!r}")
         self.prepare()

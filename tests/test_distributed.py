@@ -83,14 +83,27 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_pa
     two = tmp_path / "two"
     res = torchrun(train_args(settings(tiny, demo_dir, two, "optim.batch_size=2")))
     assert res.returncode == 0, res.stderr[-3000:]
+    # The gradient: the step-1 gradient norm (before clipping, after the all-reduce) is the
+    # single-process one up to fp32 summation order, and so is every step's loss.
+    s1, s2 = events(one, "step"), events(two, "step")
+    assert abs(s2[0]["grad_norm"] - s1[0]["grad_norm"]) <= 1e-5 * s1[0]["grad_norm"] + 1e-7
+    for x, y in zip(s1, s2):
+        assert abs(x["loss"] - y["loss"]) <= 1e-4 * abs(x["loss"]) + 1e-6, (x["step"], x["loss"], y["loss"])
+    # The weights: equal up to summation order, except where AdamW divides a near-zero gradient
+    # by its own size (m / (sqrt(v) + 1e-8)): there an ulp of difference can flip an update of
+    # size ~lr. So: 95% of the elements within rtol 1e-4 / atol 1e-6 (measured: 98.75%), and every element within
+    # 2 * lr per step (the most one flipped update can move a weight).
     a, b = lora(one), lora(two)
     assert a.keys() == b.keys() and len(a) > 0
     moved = max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k)
     assert moved > 1e-4  # the adapter did learn something, so the comparison means something
-    for k in a:
-        # fp32 gradients summed in another order (an all-reduce of two halves vs one backward)
-        # differ by a few ulps; three AdamW steps keep that at ~1e-6 relative to the weights.
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=lambda m: f"{k}: {m}")
+    flat_a = torch.cat([a[k].flatten() for k in sorted(a)])
+    flat_b = torch.cat([b[k].flatten() for k in sorted(a)])
+    close = (flat_a - flat_b).abs() <= 1e-6 + 1e-4 * flat_a.abs()
+    print(f"{int((~close).sum())} of {close.numel()} LoRA elements outside rtol 1e-4 / atol 1e-6, "
+          f"max diff {float((flat_a - flat_b).abs().max()):.3g}")
+    assert float(close.float().mean()) >= 0.95
+    assert float((flat_a - flat_b).abs().max()) <= 2 * 5e-3 * 3
     # one writer: each step once, one eval record, the same gathered evaluation
     assert [r["step"] for r in events(two, "step")] == [1, 2, 3]
     (ev_one,), (ev_two,) = events(one, "eval"), events(two, "eval")
@@ -117,6 +130,7 @@ def test_two_rank_resume_is_exact_and_other_world_sizes_are_refused(tiny, demo_d
 
     out = CliRunner().invoke(app, ["train", "--resume", str(split), "--set", "optim.max_steps=4"])
     assert out.exit_code == 2 and "written by 2 process(es)" in out.output and "Traceback" not in out.output
+    assert "max_steps: 2" in (split / "config.yaml").read_text()  # a refused resume leaves the folder as it was
     res = torchrun(["train", "--resume", str(split), "--set", "optim.max_steps=4"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resume: optim.max_steps changed 2 -> 4" in res.stderr
