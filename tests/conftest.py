@@ -29,3 +29,21 @@ def gen() -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny random Qwen2.5-VL on disk, built once per session (tests/_tiny.py)."""
+    from _tiny import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The generated demo dataset on disk, written once per session."""
+    from hawkeye_lite.data import demo_records
+
+    root = tmp_path_factory.mktemp("demo-data")
+    demo_records(root)
+    return root

@@ -21,24 +21,9 @@ import torch
 from hawkeye_lite.config import load_train_config
 from hawkeye_lite.trainer import Trainer
 
-from _tiny import tiny_model_dir
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from hawkeye_lite.data import demo_records
-
-    root = tmp_path_factory.mktemp("demo-data")
-    demo_records(root)
-    return root
 
 
 def settings(tiny, demo_dir, run, *extra):

@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,21 +23,7 @@ from hawkeye_lite.runfolder import LOCK_FILE, RunFolderError, RunLock, cut_metri
 from hawkeye_lite.trainer import CHECKPOINTS, DataFault, Dataset, Trainer, latest_checkpoint
 
 from _tiny import images as tiny_images
-from _tiny import model_config, perturb_lora, tiny_model_dir
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from hawkeye_lite.data import demo_records
-
-    root = tmp_path_factory.mktemp("demo-data")
-    demo_records(root)
-    return root
+from _tiny import model_config, perturb_lora
 
 
 def make_cfg(tiny, data, run_dir, *extra):

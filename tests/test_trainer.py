@@ -12,28 +12,8 @@ from hawkeye_lite.trainer import (
     CHECKPOINTS, TrainingError, Trainer, batch_indices, gamma_at, latest_checkpoint, lr_at,
 )
 
-from _tiny import tiny_model_dir
 
-try:  # plot_run draws a PNG with matplotlib when it is installed (the GPU image has it), else an SVG
-    import matplotlib  # noqa: F401
-
-    PLOT_FILE = "plot.png"
-except ImportError:
-    PLOT_FILE = "plot.svg"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from hawkeye_lite.data import demo_records
-
-    root = tmp_path_factory.mktemp("demo-data")
-    demo_records(root)  # generated once for the module
-    return root
+PLOT_FILE = "plot.png"  # matplotlib is a dependency
 
 
 def make_cfg(tiny, demo_dir, run_dir, *extra):
