@@ -17,7 +17,8 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, sample_tokens, vocab_hash
+from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, vocab_hash
+from .decode import sample_tokens  # noqa: F401 - re-exported: the old loop's sampler, tested from here
 from .model import Policy, PromptBatch
 from .prompts import THINK, PromptTemplate, parse_score
 

@@ -47,3 +47,16 @@ def demo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo-data")
     demo_records(root)
     return root
+
+
+@pytest.fixture(scope="module")
+def policy(tiny):
+    """A plain (fp32, unquantised) policy on the tiny model with a LoRA adapter that changes it."""
+    from _tiny import model_config, perturb_lora
+
+    from hawkeye_lite.config import LoRAConfig
+    from hawkeye_lite.model import load_policy
+
+    p = load_policy(model_config(tiny, quantization="none", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
+    perturb_lora(p, std=0.2)
+    return p

@@ -12,7 +12,7 @@ from hawkeye_lite.decode import derive_seed, filter_logits, mix32, row_keys, sam
 from hawkeye_lite.model import load_policy
 from hawkeye_lite.rollout import generate_rollouts
 
-from _tiny import images, model_config, perturb_lora, tiny_model_dir
+from _tiny import images, model_config, perturb_lora
 
 
 def fresh_seed(label: str) -> int:
@@ -101,18 +101,6 @@ def test_temperature_zero_is_greedy(gen):
 
 
 # ----------------------------------------------------------------------------- batch invariance on the model
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_dir):
-    p = load_policy(model_config(tiny_dir, quantization="none", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
-    perturb_lora(p, std=0.2)
-    return p
 
 
 def _per_image(r, g):
@@ -235,8 +223,8 @@ def test_engine_sampling_matches_loop_and_compacts(policy, monkeypatch):
     assert nocompact and torch.equal(same.completion_ids, loop.completion_ids)
 
 
-def test_engine_nf4_greedy_matches_loop(tiny_dir):
-    p = load_policy(model_config(tiny_dir, quantization="nf4", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)), trainable=False)
+def test_engine_nf4_greedy_matches_loop(tiny):
+    p = load_policy(model_config(tiny, quantization="nf4", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)), trainable=False)
     ims = images(3)
     loop = generate_rollouts(p, ims, num_generations=2, max_new_tokens=16, temperature=0, engine="loop")
     eng = generate_rollouts(p, ims, num_generations=2, max_new_tokens=16, temperature=0, engine="eager")
@@ -275,10 +263,10 @@ def test_engine_step_is_static(policy, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
-def test_cuda_graph_matches_eager(tiny_dir, quantization):
+def test_cuda_graph_matches_eager(tiny, quantization):
     """On a GPU: the captured step replays to the same tokens as the eager engine, in fp32 (and
     with the NF4 base + LoRA: does the capture take bitsandbytes' 4-bit calls?)."""
-    p = load_policy(model_config(tiny_dir, device="cuda", dtype="float32", quantization=quantization,
+    p = load_policy(model_config(tiny, device="cuda", dtype="float32", quantization=quantization,
                                  lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
     perturb_lora(p, std=0.2)
     ims = images(4)
@@ -294,7 +282,7 @@ def test_cuda_graph_matches_eager(tiny_dir, quantization):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_dense_rollout_weights_match_nf4(tiny_dir, dtype):
+def test_dense_rollout_weights_match_nf4(tiny, dtype):
     """Criterion fixed before the first run. float32: the dense copy holds exactly the values
     bitsandbytes dequantises on every 4-bit call, so greedy tokens must be identical row for
     row. bfloat16: the copy must equal bitsandbytes' own dequantize_4bit exactly; the matmuls
@@ -304,7 +292,7 @@ def test_dense_rollout_weights_match_nf4(tiny_dir, dtype):
 
     from hawkeye_lite.decode import dense_copy_bytes, resolve_rollout_weights, rollout_weights
 
-    p = load_policy(model_config(tiny_dir, quantization="nf4", dtype=dtype, lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
+    p = load_policy(model_config(tiny, quantization="nf4", dtype=dtype, lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
     perturb_lora(p, std=0.2)
     p.model.eval()
     lm = p.backbone.language_model

@@ -6,25 +6,12 @@ import os
 import pytest
 import torch
 
-from hawkeye_lite.config import LoRAConfig
-from hawkeye_lite.model import VISION_TOKENS, load_policy
+from hawkeye_lite.model import VISION_TOKENS
 from hawkeye_lite.prompts import parse_score
 from hawkeye_lite.rewards import compute_rewards
 from hawkeye_lite.rollout import generate_rollouts, sample_tokens
 
-from _tiny import images, model_config, perturb_lora, tiny_model_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_dir):
-    p = load_policy(model_config(tiny_dir, quantization="none", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
-    perturb_lora(p, std=0.2)
-    return p
+from _tiny import images, perturb_lora
 
 
 @pytest.fixture
@@ -223,7 +210,7 @@ def demo_dir(tmp_path_factory):
     return root
 
 
-def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny_dir, demo_dir, tmp_path, monkeypatch):
+def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny, demo_dir, tmp_path, monkeypatch):
     """All 6 images of a step decoded together, 3 at a time (not aligned with the micro-batches
     of 2) and micro-batch by micro-batch: the same tokens for every image (per-image seeds are a
     function of (seed, step, slot)), and learning still sees micro-batches of 2."""
@@ -245,7 +232,7 @@ def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny_dir, demo_dir, tmp_p
     results = {}
     for chunk in ("null", "3", "2"):
         cfg = load_train_config(None, [
-            f"output_dir={tmp_path / chunk}", f"model.name_or_path={tiny_dir}", "tiny_model.build=false",
+            f"output_dir={tmp_path / chunk}", f"model.name_or_path={tiny}", "tiny_model.build=false",
             f"data.train=[demo:{demo_dir}]", "optim.batch_size=2", "optim.grad_accum=3", "rollout.num_generations=3",
             "rollout.max_new_tokens=10", f"rollout.batch_size={chunk}", "sft.steps=0", "logging.progress=false",
             "objective.perception.enabled=false", f"seed={seed}",
