@@ -91,7 +91,7 @@ def _check_output_file(path: Path, option: str) -> None:
 
 def _check_output_dir(out: Path, option: str, overwrite: bool, owned: List[str]) -> None:
     """An output folder must be empty (or only hold what this command wrote, with --overwrite)."""
-    import shutil
+    from hawkeye_lite.runfolder import remove_named
 
     if out.exists() and not out.is_dir():
         _fail(f"{option} {out}: is a file, not a folder")
@@ -102,9 +102,7 @@ def _check_output_dir(out: Path, option: str, overwrite: bool, owned: List[str])
         if foreign:
             _fail(f"{option} {out}: --overwrite only replaces what this command writes ({', '.join(owned)}), "
                   f"but it also holds {', '.join(foreign[:5])}; choose another folder")
-        for name in owned:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        remove_named(out, owned)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

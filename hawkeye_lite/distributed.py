@@ -125,12 +125,6 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
     def close(self) -> None:
         if self.enabled:
             import torch.distributed as dist

@@ -209,13 +209,18 @@ def clean_leftovers(folder: Path) -> List[Path]:
     return removed
 
 
-def remove_run(folder: Path) -> None:
-    for name in RUN_ARTIFACTS:
-        p = folder / name
+def remove_named(folder: Path, names: Sequence[str]) -> None:
+    """Remove exactly the files and folders `names` under `folder` (what a command wrote there)."""
+    for name in names:
+        p = Path(folder) / name
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+
+
+def remove_run(folder: Path) -> None:
+    remove_named(folder, RUN_ARTIFACTS)
 
 
 @contextlib.contextmanager

@@ -303,10 +303,11 @@ class Trainer:
                 out = fn()
             except BaseException as e:  # noqa: BLE001 - re-raised on every rank below
                 err = picklable(e)
-        err = self.dist.broadcast(err)
+        out = out if isinstance(out, (str, int, float, type(None))) else None  # only small results cross ranks
+        out, err = self.dist.broadcast((out, err))
         if err is not None:
             raise err
-        return self.dist.broadcast(out if isinstance(out, (str, int, float, type(None))) else None)
+        return out
 
     def prepare(self) -> None:
         """Model folder (built when it is the demo's and missing), data, saved resolved config.
@@ -823,11 +824,15 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def _check_world_size(self, ckpt: Path) -> None:
+    @staticmethod
+    def _read_state(ckpt: Path) -> dict:
+        path = ckpt / STATE_DIR / "state.json"
         try:
-            state = json.loads((ckpt / STATE_DIR / "state.json").read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise TrainingError(f"{ckpt / STATE_DIR / 'state.json'}: cannot read the training state ({e})") from None
+            raise TrainingError(f"{path}: cannot read the training state ({e})") from None
+
+    def _check_world_size(self, ckpt: Path, state: dict) -> None:
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.dist.world:
             # The data order and every rank's random stream are laid out per world size.
@@ -838,11 +843,8 @@ class Trainer:
         from safetensors.torch import load_file
 
         st = ckpt / STATE_DIR
-        try:
-            state = json.loads((st / "state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise TrainingError(f"{st / 'state.json'}: cannot read the training state ({e})") from None
-        self._check_world_size(ckpt)
+        state = self._read_state(ckpt)
+        self._check_world_size(ckpt, state)
         self.base = state["base"]
         self.policy = self.load_policy(self.base, adapter=ckpt)
         o = self.cfg.optim
@@ -918,7 +920,7 @@ class Trainer:
                 raise RunFolderError(f"--resume {self.run_dir}: {describe(fixed)} cannot change in a run that has "
                                      "checkpoints (the adapter was trained on that base); start a new run instead")
         if ckpt is not None:
-            self._check_world_size(ckpt)  # before anything in the folder is touched
+            self._check_world_size(ckpt, self._read_state(ckpt))  # before anything in the folder is touched
         for key, old, new in changes:
             self.log.info(f"resume: {key} changed {old!r} -> {new!r}")
         self.prepare()
