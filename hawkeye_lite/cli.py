@@ -3,6 +3,7 @@ heavy imports (torch, transformers) happen inside the commands so `--help` stays
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -45,7 +46,8 @@ class _Group(TyperGroup):
             if debug_enabled(argv):
                 raise
             code, line = classify(e)
-            click.echo(line, err=True)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: rank 0 says it
+                click.echo(line, err=True)
             sys.exit(code)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -139,6 +141,8 @@ def train(
     if config is not None and resume is not None:
         _fail("--resume continues a run with its saved config.yaml; use --set for changes, not --config")
     result = run_training(config, set_, resume, overwrite=overwrite)
+    if not result.main:  # torchrun: rank 0 speaks for the run
+        raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:
         typer.echo(f"interrupted at step {result.steps}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True)
         raise typer.Exit(130)

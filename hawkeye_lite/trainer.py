@@ -256,6 +256,7 @@ class RunResult:
     eval_before: Optional[dict] = None
     eval_after: Optional[dict] = None
     seconds: float = 0.0
+    main: bool = True  # False on torchrun ranks other than 0, which say nothing to the user
 
 
 class Trainer:
@@ -924,7 +925,7 @@ class Trainer:
         for key, old, new in changes:
             self.log.info(f"resume: {key} changed {old!r} -> {new!r}")
         self.prepare()
-        result = RunResult(self.run_dir, 0)
+        result = RunResult(self.run_dir, 0, main=self.dist.main)
         if resume and ckpt is None:
             self.log.info(f"no checkpoint in {self.run_dir / CHECKPOINTS}: starting from the beginning")
         if resume and self.dist.main:
@@ -939,7 +940,7 @@ class Trainer:
             if self.step >= self.total_steps and (self.run_dir / FINAL).is_dir():
                 self.log.info(f"{self.run_dir}: the run finished at step {self.step} of {self.total_steps}; "
                               "nothing to do (raise optim.max_steps or optim.epochs with --set to train on)")
-                return RunResult(self.run_dir, self.step, seconds=time.time() - t_start)
+                return RunResult(self.run_dir, self.step, seconds=time.time() - t_start, main=self.dist.main)
         else:
             if self.cfg.sft.steps > 0:  # rank 0 warm-starts; every rank then loads RUN/sft-base
                 self.base = self._main_only(self.warm_start)

@@ -68,6 +68,7 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_pa
     two = tmp_path / "two"
     res = torchrun(train_args(settings(tiny, demo_dir, two, "optim.batch_size=2")))
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("done in ") == 1  # one console: rank 0's
     # The gradient: the step-1 gradient norm (before clipping, after the all-reduce) is the
     # single-process one up to fp32 summation order, and so is every step's loss.
     s1, s2 = events(one, "step"), events(two, "step")
