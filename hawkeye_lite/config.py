@@ -349,12 +349,17 @@ class SFTConfig:
     top, so the reference policy of the KL term is the warm-started model, not the random one."""
 
     steps: int = 0  # 0: no warm start
+    # mos: the rating in each target is the image's MOS (supervised). format: a rating drawn
+    # uniformly from [reward.score_min, reward.score_max], independent of the image, so only the
+    # answer format is taught and no label reaches the model before RL.
+    target: str = "mos"
     lr: float = 3e-3
     batch_size: int = 16
     warmup_steps: int = 10
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "sft.steps", f"must be >= 0, got {self.steps}")
+        _require(self.target in ("mos", "format"), "sft.target", f"must be mos or format, got {self.target!r}")
         _require(self.lr > 0, "sft.lr", f"must be > 0, got {self.lr}")
         _require(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.warmup_steps >= 0, "sft.warmup_steps", f"must be >= 0, got {self.warmup_steps}")

@@ -76,11 +76,21 @@ def lr_at(step: int, total: int, *, lr: float, warmup: int, schedule: str, min_r
     return lr * (min_ratio + (1.0 - min_ratio) * shape)
 
 
-def sft_target(mos: float, *, think: bool) -> str:
-    """The answer the warm start teaches: a one-word judgement, then the MOS with 2 decimals."""
-    word = ("bad", "poor", "fair", "good", "great")[min(4, max(0, int((mos - 1.0) / 0.8)))]
-    answer = f"<answer>{mos:.2f}</answer>"
+def sft_target(rating: float, *, think: bool) -> str:
+    """The answer the warm start teaches: a one-word judgement of `rating`, then `rating` with 2
+    decimals. `rating` is the MOS (sft.target: mos) or a random draw (sft.target: format)."""
+    word = ("bad", "poor", "fair", "good", "great")[min(4, max(0, int((rating - 1.0) / 0.8)))]
+    answer = f"<answer>{rating:.2f}</answer>"
     return f"<think> {word} </think>{answer}" if think else answer
+
+
+def sft_format_ratings(cfg: TrainConfig, step: int, n: int) -> List[float]:
+    """The ratings of a label-free warm-start batch: uniform on [score_min, score_max], a pure
+    function of (seed, step), so a rebuilt warm start is identical; never the images' MOS."""
+    import numpy as np
+
+    rng = np.random.default_rng([cfg.seed, 11, step])
+    return [float(v) for v in rng.uniform(cfg.reward.score_min, cfg.reward.score_max, n)]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -216,6 +226,8 @@ def sft_settings(cfg: TrainConfig) -> dict:
                      "lora": asdict(m.lora) if m.lora else None, "dtype": m.dtype, "quantization": m.quantization,
                      "min_pixels": m.min_pixels, "max_pixels": m.max_pixels},
            "data": {"train": list(cfg.data.train), "split_seed": cfg.data.split_seed}}
+    if cfg.sft.target == "format":  # the random ratings are drawn from the reward's score range
+        out["reward"] = {"score_min": cfg.reward.score_min, "score_max": cfg.reward.score_max}
     if cfg.tiny_model.build:
         out.update(tiny_settings(cfg))
     return json.loads(json.dumps(out))  # tuples -> lists, as read back from disk
@@ -432,7 +444,8 @@ class Trainer:
     # ------------------------------------------------------------------ SFT warm start
 
     def warm_start(self) -> str:
-        """Supervised steps on `sft_target(MOS)`, then fold the adapter into the base and save it
+        """Supervised steps on `sft_target(rating)` (the MOS, or a random rating with
+        sft.target: format), then fold the adapter into the base and save it
         as RUN/sft-base (the RL base and reference). Returns that folder. Reuses a finished one."""
         from .runfolder import write_settings
 
@@ -455,7 +468,8 @@ class Trainer:
             idx = batch_indices(len(self.data.train), step, 0, batch_size=s.batch_size, grad_accum=1, seed=cfg.seed + 7)
             recs, images = self._load([self.data.train[i] for i in idx])
             batch = policy.encode(images, cfg.rollout.prompt)
-            seqs = [tok(sft_target(r.mos, think=think), add_special_tokens=False)["input_ids"] + [eos] for r in recs]
+            ratings = [r.mos for r in recs] if s.target == "mos" else sft_format_ratings(cfg, step, len(recs))
+            seqs = [tok(sft_target(y, think=think), add_special_tokens=False)["input_ids"] + [eos] for y in ratings]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
