@@ -351,7 +351,9 @@ class SFTConfig:
     steps: int = 0  # 0: no warm start
     # mos: the rating in each target is the image's MOS (supervised). format: a rating drawn
     # uniformly from [reward.score_min, reward.score_max], independent of the image, so only the
-    # answer format is taught and no label reaches the model before RL.
+    # answer format is taught and no label reaches the model before RL. describe: a random
+    # rating too, after a <think> that reports four pixel statistics of the image (describe.py),
+    # the stand-in for an instruct model that can say what it sees (needs rollout.prompt: think).
     target: str = "mos"
     lr: float = 3e-3
     batch_size: int = 16
@@ -359,7 +361,8 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "sft.steps", f"must be >= 0, got {self.steps}")
-        _require(self.target in ("mos", "format"), "sft.target", f"must be mos or format, got {self.target!r}")
+        _require(self.target in ("mos", "format", "describe"), "sft.target",
+                 f"must be mos, format or describe, got {self.target!r}")
         _require(self.lr > 0, "sft.lr", f"must be > 0, got {self.lr}")
         _require(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.warmup_steps >= 0, "sft.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
@@ -459,6 +462,8 @@ class TrainConfig:
         _require(self.model.lora is not None, "model.lora", "training updates a LoRA adapter; model.lora must be set")
         _require(not (self.sft.steps > 0 and self.model.quantization == "nf4"), "sft.steps",
                  "the warm start folds its adapter into the base weights, which needs model.quantization: none")
+        _require(not (self.sft.steps > 0 and self.sft.target == "describe" and self.rollout.prompt != "think"),
+                 "sft.target", "describe writes the description in the <think> block; it needs rollout.prompt: think")
         _require(not (self.reward.require_think and self.rollout.prompt == "no_think"), "reward.require_think",
                  "the no_think prompt tells the model not to think; the format reward must not ask for <think> (set false)")
         _require(not (self.optim.optimizer == "adamw_8bit" and self.model.device == "cpu"), "optim.optimizer",

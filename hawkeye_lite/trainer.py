@@ -76,12 +76,13 @@ def lr_at(step: int, total: int, *, lr: float, warmup: int, schedule: str, min_r
     return lr * (min_ratio + (1.0 - min_ratio) * shape)
 
 
-def sft_target(rating: float, *, think: bool) -> str:
-    """The answer the warm start teaches: a one-word judgement of `rating`, then `rating` with 2
-    decimals. `rating` is the MOS (sft.target: mos) or a random draw (sft.target: format)."""
+def sft_target(rating: float, *, think: bool, description: Optional[str] = None) -> str:
+    """The answer the warm start teaches: a one-word judgement of `rating` (or, with
+    sft.target: describe, the image's `description`), then `rating` with 2 decimals. `rating`
+    is the MOS (sft.target: mos) or a random draw (format, describe)."""
     word = ("bad", "poor", "fair", "good", "great")[min(4, max(0, int((rating - 1.0) / 0.8)))]
     answer = f"<answer>{rating:.2f}</answer>"
-    return f"<think> {word} </think>{answer}" if think else answer
+    return f"<think> {description or word} </think>{answer}" if think else answer
 
 
 def sft_format_ratings(cfg: TrainConfig, step: int, n: int) -> List[float]:
@@ -91,6 +92,23 @@ def sft_format_ratings(cfg: TrainConfig, step: int, n: int) -> List[float]:
 
     rng = np.random.default_rng([cfg.seed, 11, step])
     return [float(v) for v in rng.uniform(cfg.reward.score_min, cfg.reward.score_max, n)]
+
+
+def reward_spread(rewards, G: int, eps: float = 1e-6) -> Dict[str, float]:
+    """Where a step's learning signal comes from. GRPO learns only from the spread of rewards
+    inside a group: `zero_spread` is the fraction of groups whose G rewards are all equal (their
+    advantages are 0: no gradient), and `spread_<name>` is each reward column's share of the
+    within-group variance of the total, cov(r_name, r_total) / var(r_total) summed over groups
+    (the shares add up to 1), e.g. how much of the advantage comes from format vs accuracy."""
+    total = rewards.total.double().view(-1, G)
+    dev = total - total.mean(1, keepdim=True)
+    out = {"zero_spread": float((total.std(1, unbiased=False) <= eps).double().mean()) if G > 1 else 1.0}
+    var = float(dev.square().sum())
+    for name, col in rewards.columns.items():
+        c = col.double().view(-1, G)
+        cov = float(((c - c.mean(1, keepdim=True)) * dev).sum())
+        out[f"spread_{name}"] = cov / var if var > 0 else float("nan")
+    return out
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -226,7 +244,7 @@ def sft_settings(cfg: TrainConfig) -> dict:
                      "lora": asdict(m.lora) if m.lora else None, "dtype": m.dtype, "quantization": m.quantization,
                      "min_pixels": m.min_pixels, "max_pixels": m.max_pixels},
            "data": {"train": list(cfg.data.train), "split_seed": cfg.data.split_seed}}
-    if cfg.sft.target == "format":  # the random ratings are drawn from the reward's score range
+    if cfg.sft.target != "mos":  # the random ratings are drawn from the reward's score range
         out["reward"] = {"score_min": cfg.reward.score_min, "score_max": cfg.reward.score_max}
     if cfg.tiny_model.build:
         out.update(tiny_settings(cfg))
@@ -463,13 +481,16 @@ class Trainer:
         tok = policy.tokenizer
         eos = tok.convert_tokens_to_ids("<|im_end|>")
         think = cfg.rollout.prompt == "think"
+        describe = self._describer() if s.target == "describe" else None
         t0 = time.time()
         for step in range(s.steps):
             idx = batch_indices(len(self.data.train), step, 0, batch_size=s.batch_size, grad_accum=1, seed=cfg.seed + 7)
             recs, images = self._load([self.data.train[i] for i in idx])
             batch = policy.encode(images, cfg.rollout.prompt)
             ratings = [r.mos for r in recs] if s.target == "mos" else sft_format_ratings(cfg, step, len(recs))
-            seqs = [tok(sft_target(y, think=think), add_special_tokens=False)["input_ids"] + [eos] for y in ratings]
+            texts = [sft_target(y, think=think, description=describe(r, im) if describe else None)
+                     for y, r, im in zip(ratings, recs, images)]
+            seqs = [tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
@@ -501,6 +522,21 @@ class Trainer:
         atomic_dir(out, write)
         del policy, merged, opt
         return str(out.resolve())
+
+    def _describer(self) -> Callable:
+        """record, image -> its label-free description (describe.py), relative to the training
+        images; cached per record, since the warm start sees each image many times."""
+        from .describe import Describer
+
+        _, images = self._load(self.data.train)
+        describer, cache = Describer(images), {}
+
+        def describe(record, image) -> str:
+            if record.id not in cache:
+                cache[record.id] = describer(image)
+            return cache[record.id]
+
+        return describe
 
     def sft_reusable(self) -> tuple:
         """(True, "") when RUN/sft-base exists and was made with this config's warm-start
@@ -591,6 +627,7 @@ class Trainer:
             stats.update({f"reward_{k}": float(v.mean()) for k, v in rewards.columns.items()})
             stats["format_rate"] = sum(format_ok(t, require_think=cfg.reward.require_think) for t in texts) / len(texts)
             stats["parse_rate"] = float((~torch.isnan(scores)).float().mean())
+            stats.update(reward_spread(rewards, G))
             stats["uncertainty"] = float(adv.uncertainty.mean())
             stats["weight"] = float(adv.weight.mean())
             stats["adv_std"] = float(adv.advantages.std())
