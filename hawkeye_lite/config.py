@@ -379,9 +379,18 @@ class EvalConfig:
     batch_size: int = 32
     max_images: Optional[int] = None  # cap the held-out set (periodic evals on big datasets)
     seed: int = 0
+    # The whole scoring again with seeds seed+1 .. seed+repeats-1: srcc_std / plcc_std say how
+    # much of a difference between two evals is sampling noise. srcc / plcc stay seed's.
+    repeats: int = 1
+    # Mechanism metrics (mechanism.py): sens (score drop on the degraded partner), pkl / pkl_all
+    # (KL between the answers on original and partner). Costs ~2.5x the scoring itself (demo, CPU).
+    mechanism: bool = True
+    mechanism_samples: int = 4  # completions per image teacher-forced for pkl (the eval's first ones)
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        _require(self.repeats >= 1, "eval.repeats", f"must be >= 1, got {self.repeats}")
+        _require(self.mechanism_samples >= 1, "eval.mechanism_samples", f"must be >= 1, got {self.mechanism_samples}")
         _require(self.samples >= 1, "eval.samples", f"must be >= 1, got {self.samples}")
         _require(self.temperature >= 0, "eval.temperature", f"must be >= 0, got {self.temperature}")
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")

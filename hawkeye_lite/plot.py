@@ -20,7 +20,8 @@ PANELS = (
     ("reward", ("reward", "reward_accuracy", "reward_format", "reward_repetition")),
     ("held-out SRCC / PLCC", ("eval/srcc", "eval/plcc")),
     ("reference KL", ("ref_kl",)),
-    ("perception KL (orig. vs degraded)", ("perception_kl",)),
+    ("perception KL (orig. vs degraded)", ("perception_kl", "eval/pkl", "eval/pkl_all")),
+    ("held-out sensitivity: score(orig.) - score(degraded)", ("eval/sens",)),
     ("entropy", ("entropy", "entropy_deg")),
     ("uncertainty and weight", ("uncertainty", "weight")),
     ("parse / format rate", ("parse_rate", "format_rate", "eval/parse_rate")),
@@ -73,7 +74,9 @@ def plot_run(run_dir, out=None) -> str:
     for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             x, y = zip(*series[key])
-            label = {"eval/srcc": "SRCC", "eval/plcc": "PLCC", "eval/parse_rate": "parse_rate (held-out)"}.get(key, key)
+            label = {"eval/srcc": "SRCC", "eval/plcc": "PLCC", "eval/parse_rate": "parse_rate (held-out)",
+                     "eval/pkl": "pkl (held-out, rating tokens)", "eval/pkl_all": "pkl_all (held-out)",
+                     "eval/sens": "sens"}.get(key, key)
             ax.plot(x, y, marker="o" if len(x) < 8 else None, markersize=3, linewidth=1.3, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("RL step", fontsize=8)

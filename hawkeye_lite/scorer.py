@@ -184,6 +184,7 @@ class Scorer:
         seed: Optional[int] = 0,
         batch_size: int = 8,
         on_error: str = "raise",
+        stream_keys: Optional[Sequence[int]] = None,
     ) -> List[ScoreResult]:
         """One ScoreResult per image, in input order. Inputs: paths, PIL images, numpy HxWxC
         uint8 (or uint16 / float in [0, 1]), torch CxHxW float in [0, 1].
@@ -196,6 +197,10 @@ class Scorer:
         seed and the image's pixels (`images.content_key`), so a result depends only on the
         image, the seed, the model and the sampling settings — not on its position, the other
         images, duplicates in the call or batch_size. seed=None draws fresh randomness.
+        `stream_keys` (one int per image, e.g. `images.content_key(original)`) keys the streams
+        instead of the pixels: a degraded copy scored with its original's key draws the same
+        random numbers, so the two scores differ by what the pixels change, not by sampling
+        noise (mechanism.py's sensitivity).
         """
         from .images import content_key, mix_seed
         from .rollout import generate_rollouts
@@ -206,6 +211,8 @@ class Scorer:
             raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
         if not isinstance(images, (list, tuple)):
             images = [images]
+        if stream_keys is not None and len(stream_keys) != len(images):
+            raise ValueError(f"stream_keys: {len(stream_keys)} keys for {len(images)} images")
 
         results: List[Optional[ScoreResult]] = [None] * len(images)
         loaded = []  # (index, name, RGB image)
@@ -220,7 +227,8 @@ class Scorer:
 
         for start in range(0, len(loaded), batch_size):
             chunk = loaded[start : start + batch_size]
-            seeds = None if seed is None else [mix_seed(seed, content_key(im)) for _, _, im in chunk]
+            keys = [content_key(im) if stream_keys is None else int(stream_keys[i]) for i, _, im in chunk]
+            seeds = None if seed is None else [mix_seed(seed, k) for k in keys]
             rollouts = generate_rollouts(
                 self.policy, [im for _, _, im in chunk], num_generations=samples,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,

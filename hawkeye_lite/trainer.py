@@ -805,6 +805,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, tag: str) -> dict:
+        from . import mechanism
         from .evaluate import evaluate, scorer_fn
         from .scorer import Scorer
 
@@ -813,23 +814,38 @@ class Trainer:
             return {}
         scorer = Scorer(self.policy, prompt=r.prompt, max_new_tokens=e.max_new_tokens or r.max_new_tokens)
         t0 = time.time()
-        score = scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=e.seed)
-        if self.dist.enabled:
-            # Sharded: each rank scores a contiguous share; every prediction is a function of its
-            # image alone (per-image streams), so the gathered table is the single-process one.
-            mine = [self.data.eval[i] for i in share(len(self.data.eval), self.dist.rank, self.dist.world)]
-            rows = evaluate(mine, score, batch_size=e.batch_size).rows if mine else []
-            by_image = {rec.image: p for part in self.dist.gather([(rec, p) for rec, p in rows]) for rec, p in part}
-            report = evaluate(self.data.eval, lambda paths: [by_image[q] for q in paths], batch_size=len(self.data.eval))
-        else:
-            report = evaluate(self.data.eval, score, batch_size=e.batch_size)
+
+        def scored(seed: int):
+            score = scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=seed)
+            if self.dist.enabled:
+                # Sharded: each rank scores a contiguous share; every prediction is a function of its
+                # image alone (per-image streams), so the gathered table is the single-process one.
+                mine = [self.data.eval[i] for i in share(len(self.data.eval), self.dist.rank, self.dist.world)]
+                rows = evaluate(mine, score, batch_size=e.batch_size).rows if mine else []
+                by_image = {rec.image: p for part in self.dist.gather([(rec, p) for rec, p in rows]) for rec, p in part}
+                return evaluate(self.data.eval, lambda paths: [by_image[q] for q in paths], batch_size=len(self.data.eval))
+            return evaluate(self.data.eval, score, batch_size=e.batch_size)
+
+        # eval.repeats: the whole scoring again with seeds seed+1, ...; the logged srcc/plcc stay seed's.
+        reports = [scored(e.seed + i) for i in range(e.repeats)]
+        report = reports[0]
+        per_image, t1 = None, time.time()
+        if e.mechanism:  # mechanism.py: sens, pkl, pkl_all (this rank's share, then gathered)
+            mine = [report.rows[i] for i in share(len(report.rows), self.dist.rank, self.dist.world)]
+            per_image = mechanism.measure(scorer, mine, self.partners, samples=e.samples, temperature=e.temperature,
+                                          seed=e.seed, mechanism_samples=e.mechanism_samples, batch_size=e.batch_size,
+                                          chunk_size=self.cfg.objective.chunk_size)
+            per_image = [x for part in self.dist.gather(per_image) for x in part]
+        per_dataset, extra = mechanism.eval_fields(reports, per_image)
         self.policy.model.train()
         out = {"event": "eval", "tag": tag, "step": self.step, "seconds": round(time.time() - t0, 2), "datasets": {}}
+        if e.mechanism:
+            out["mechanism_seconds"] = round(time.time() - t1, 2)
         for d in report.datasets:
             m = d.metrics
             out["datasets"][d.dataset] = {"n": d.n_images, "srcc": m.srcc, "plcc": m.plcc, "plcc_fit": m.plcc_fit,
                                           "krcc": m.krcc, "rmse": m.rmse, "parse_rate": d.sample_parse_rate,
-                                          "n_failed": d.n_failed}
+                                          "n_failed": d.n_failed, **per_dataset[d.dataset]}
             if d.n_failed:
                 self.log.info(f"eval [{tag}]: {d.n_failed} held-out image(s) of {d.dataset} could not be read "
                               "(not in the metrics)")
@@ -837,9 +853,11 @@ class Trainer:
         out["srcc"] = sum(v["srcc"] for v in vals) / len(vals)
         out["plcc"] = sum(v["plcc"] for v in vals) / len(vals)
         out["parse_rate"] = sum(v["parse_rate"] for v in vals) / len(vals)
+        out.update(extra)
         self.log.write(out)
+        mech = f" sens {out['sens']:+.3f} pKL {out['pkl']:.2e}" if e.mechanism else ""
         self.log.info(f"eval [{tag}] step {self.step}: SRCC {out['srcc']:.4f} PLCC {out['plcc']:.4f} "
-                      f"parse {out['parse_rate']:.1%} ({out['seconds']:.0f}s)")
+                      f"parse {out['parse_rate']:.1%}{mech} ({out['seconds']:.0f}s)")
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -93,7 +93,12 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_pa
     # one writer: each step once, one eval record, the same gathered evaluation
     assert [r["step"] for r in events(two, "step")] == [1, 2, 3]
     (ev_one,), (ev_two,) = events(one, "eval"), events(two, "eval")
-    assert ev_two["datasets"] == ev_one["datasets"] and ev_two["datasets"]["demo"]["n"] == 7
+    # The mechanism's KLs are continuous functions of the weights, which differ in the last
+    # digits (above): equal within that; everything read off sampled answers is exactly equal.
+    d1, d2 = ev_one["datasets"]["demo"], ev_two["datasets"]["demo"]
+    for key in ("pkl", "pkl_all"):
+        assert d2.pop(key) == pytest.approx(d1.pop(key), rel=1e-4), key
+    assert ev_two["datasets"] == ev_one["datasets"] and d2["n"] == 7 and d2["n_mechanism"] == 7
     for key in ("reward", "parse_rate"):
         assert abs(events(two, "step")[0][key] - events(one, "step")[0][key]) < 1e-9, key
     assert not (two / ".lock").exists()
