@@ -58,7 +58,8 @@ def test_warm_start_targets(tiny, demo_dir, tmp_path, monkeypatch, target):
 
     seen = []
     real = trainer_mod.sft_target
-    monkeypatch.setattr(trainer_mod, "sft_target", lambda y, think: seen.append(y) or real(y, think=think))
+    monkeypatch.setattr(trainer_mod, "sft_target",
+                        lambda y, think, description=None: seen.append(y) or real(y, think=think, description=description))
     cfg = cfg_for(tiny, demo_dir, tmp_path / "run", f"sft.target={target}")
     t = Trainer(cfg)
     t.prepare()
@@ -75,3 +76,74 @@ def test_warm_start_targets(tiny, demo_dir, tmp_path, monkeypatch, target):
         expect = [y for s in range(3) for y in sft_format_ratings(cfg, s, 4)]
         assert seen == expect
         assert all(abs(a - b) > 1e-9 for a, b in zip(seen, mos))
+
+
+# ----------------------------------------------------------------------------- describe
+
+
+def _images(n, seed):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        a = rng.integers(0, 256, (56, 84, 3)).astype(np.float32) * rng.uniform(0.2, 1.0)
+        out.append(Image.fromarray(a.clip(0, 255).astype(np.uint8), "RGB"))
+    return out
+
+
+def test_describer_deciles_match_numpy():
+    """Each decile is the fraction of reference images whose statistic is <= the image's
+    (1 - that for `dark`), times 10, floored and kept in 0..9: recomputed here with numpy."""
+    from hawkeye_lite.describe import FIELDS, Describer
+    from hawkeye_lite.tiny_vision import low_level_stats
+
+    seed = int.from_bytes(__import__("os").urandom(4), "little")
+    print(f"seed {seed}")
+    ref, probe = _images(30, seed), _images(5, seed + 1)
+    d = Describer(ref)
+    stats = np.stack([low_level_stats(im) for im in ref])
+    for im in probe + ref[:3]:
+        s = low_level_stats(im)
+        want = []
+        for _, col, up in FIELDS:
+            q = float((stats[:, col] <= s[col]).mean())
+            want.append(min(9, int((q if up else 1 - q) * 10)))
+        assert d.deciles(im) == want
+        text = d(im)
+        assert text == " ".join(f"{w} {v}" for (w, _, _), v in zip(FIELDS, want))
+    # the darkest reference image is the darkest decile-wise: dark 9 or close; the brightest 0
+    lum = stats[:, 0]
+    assert d.deciles(ref[int(lum.argmin())])[2] >= 9 - 1 and d.deciles(ref[int(lum.argmax())])[2] == 0
+
+
+def test_describe_needs_the_think_prompt():
+    with pytest.raises(ConfigError, match="^sft.target:"):
+        load_train_config(None, ["sft.steps=5", "sft.target=describe", "rollout.prompt=no_think",
+                                 "reward.require_think=false"])
+
+
+def test_warm_start_describe(tiny, demo_dir, tmp_path, monkeypatch):
+    """The <think> of every target is the image's description (relative to the training split),
+    the rating is the seeded random one: nothing of the MOS."""
+    import hawkeye_lite.trainer as trainer_mod
+    from hawkeye_lite.describe import Describer
+
+    seen = []
+    real = trainer_mod.sft_target
+    monkeypatch.setattr(trainer_mod, "sft_target",
+                        lambda y, think, description=None: seen.append((y, description)) or
+                        real(y, think=think, description=description))
+    cfg = cfg_for(tiny, demo_dir, tmp_path / "run", "sft.target=describe", "sft.steps=2")
+    t = Trainer(cfg)
+    t.prepare()
+    t.warm_start()
+    from hawkeye_lite.trainer import batch_indices
+
+    _, images = t._load(t.data.train)
+    d = Describer(images)
+    idx = [i for s in range(2) for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)]
+    assert [desc for _, desc in seen] == [d(images[i]) for i in idx]
+    assert [y for y, _ in seen] == [y for s in range(2) for y in sft_format_ratings(cfg, s, 4)]
+    assert sft_target(3.0, think=True, description="sharp 1 noisy 2 dark 3 blocky 4") == \
+        "<think> sharp 1 noisy 2 dark 3 blocky 4 </think><answer>3.00</answer>"
