@@ -355,6 +355,10 @@ class SFTConfig:
     # rating too, after a <think> that reports four pixel statistics of the image (describe.py),
     # the stand-in for an instruct model that can say what it sees (needs rollout.prompt: think).
     target: str = "mos"
+    # LoRA dropout of the warm start's adapter; null = model.lora.dropout (which is then the RL
+    # adapter's alone). The label-free warm start needs it (configs/demo-rl.yaml): without it the
+    # warm-started model's ratings are narrow and RL collapses onto one answer.
+    lora_dropout: Optional[float] = None
     lr: float = 3e-3
     batch_size: int = 16
     warmup_steps: int = 10
@@ -364,6 +368,8 @@ class SFTConfig:
         _require(self.target in ("mos", "format", "describe"), "sft.target",
                  f"must be mos, format or describe, got {self.target!r}")
         _require(self.lr > 0, "sft.lr", f"must be > 0, got {self.lr}")
+        _require(self.lora_dropout is None or 0 <= self.lora_dropout < 1, "sft.lora_dropout",
+                 f"must be in [0, 1) or null, got {self.lora_dropout}")
         _require(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.warmup_steps >= 0, "sft.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
 

@@ -374,13 +374,18 @@ class Trainer:
         os.replace(tmp, self.run_dir / CONFIG_FILE)
         self.log.info(f"data: {len(self.data.train)} training images, {len(self.data.eval)} held-out images")
 
-    def load_policy(self, base: str, adapter: Optional[Path] = None):
+    def load_policy(self, base: str, adapter: Optional[Path] = None, lora_dropout: Optional[float] = None):
         """The policy on `base` with a fresh LoRA adapter (seeded), or the adapter weights of a
-        checkpoint loaded into it."""
+        checkpoint loaded into it. `lora_dropout` overrides model.lora.dropout (the warm start's)."""
+        from dataclasses import replace
+
         from .model import load_policy
 
         torch.manual_seed(self.cfg.seed)  # LoRA A init draws from the global RNG
-        policy = load_policy(reference_model_config(self.cfg.model, base))
+        mcfg = reference_model_config(self.cfg.model, base)
+        if lora_dropout is not None and mcfg.lora is not None:
+            mcfg = replace(mcfg, lora=replace(mcfg.lora, dropout=lora_dropout))
+        policy = load_policy(mcfg)
         if adapter is not None:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -475,7 +480,7 @@ class Trainer:
             return str(out.resolve())
         if why:
             self.log.info(f"warm start: rebuilding {out}: {why}")
-        policy = self.load_policy(cfg.model.name_or_path)
+        policy = self.load_policy(cfg.model.name_or_path, lora_dropout=s.lora_dropout)
         params = policy.trainable_parameters()
         opt = torch.optim.AdamW(params, lr=s.lr, betas=(0.9, 0.99), weight_decay=0.0)
         tok = policy.tokenizer
