@@ -32,10 +32,9 @@ Per dataset, then the mean over datasets at the top of the eval record, as for s
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -203,17 +202,6 @@ def eval_fields(reports: Sequence, images: Optional[Sequence[ImageMechanism]]) -
 # ============================================================================ measuring a model
 
 
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    # The teacher-forced passes must not see LoRA dropout; the caller's mode comes back after.
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def load_pairs(rows: Sequence[tuple], partner: Callable) -> List[tuple]:
     """(record, prediction, original, partner, stream key) for each scored row; a row whose
     image cannot be read now, or whose partner fails, is left out."""
@@ -265,6 +253,8 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
         return [r.score for r in results]
 
     out: List[ImageMechanism] = []
+    from .rollout import _eval_mode  # teacher-forced passes must not see LoRA dropout
+
     with _eval_mode(policy.model):
         for start in range(0, len(rows), batch_size):
             pairs = load_pairs(rows[start : start + batch_size], partner)
