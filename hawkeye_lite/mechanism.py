@@ -241,7 +241,7 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
     passes run one image at a time (its m rows, as wide as its own longest completion), so no
     other image's padding enters its floats."""
     from .images import mix_seed
-    from .rollout import generate_rollouts
+    from .rollout import _eval_mode, generate_rollouts  # _eval_mode: the passes must not see LoRA dropout
 
     policy = scorer.policy
     kl_temperature = temperature if temperature > 0 else 1.0  # greedy decoding has no sampling temperature
@@ -253,8 +253,6 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
         return [r.score for r in results]
 
     out: List[ImageMechanism] = []
-    from .rollout import _eval_mode  # teacher-forced passes must not see LoRA dropout
-
     with _eval_mode(policy.model):
         for start in range(0, len(rows), batch_size):
             pairs = load_pairs(rows[start : start + batch_size], partner)

@@ -468,7 +468,7 @@ class Trainer:
 
     def warm_start(self) -> str:
         """Supervised steps on `sft_target(rating)` (the MOS, or a random rating with
-        sft.target: format), then fold the adapter into the base and save it
+        sft.target: format / describe), then fold the adapter into the base and save it
         as RUN/sft-base (the RL base and reference). Returns that folder. Reuses a finished one."""
         from .runfolder import write_settings
 
