@@ -111,6 +111,24 @@ def reward_spread(rewards, G: int, eps: float = 1e-6) -> Dict[str, float]:
     return out
 
 
+def collapse_warning(history: Sequence[dict], window: int = 10, threshold: float = 0.5) -> Optional[str]:
+    """One log line when RL has collapsed onto one answer: over the last `window` step records
+    the mean `zero_spread` (groups whose G rewards are all equal) is >= `threshold`. Such groups
+    give no gradient, so a collapsed run stops learning while its loss looks calm; of the demo runs
+    that collapsed (README, "RL from a label-free start") one in four recovered. None while not."""
+    recent = [r.get("zero_spread") for r in history[-window:]]
+    if len(recent) < window or any(v is None or v != v for v in recent):
+        return None
+    mean = sum(recent) / window
+    if mean < threshold:
+        return None
+    step = history[-1].get("step", len(history))
+    return (f"step {step}: RL has collapsed: in {mean:.0%} of the groups of the last {window} steps all "
+            "G answers got the same reward, so those groups give no gradient. Lower optim.lr, raise "
+            "objective.beta or rollout.temperature, or keep LoRA dropout in the warm start "
+            "(sft.lora_dropout); see the README, 'RL from a label-free start'")
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -307,6 +325,7 @@ class Trainer:
         self.partners = Partners(cfg)
         self.base = cfg.model.name_or_path  # the RL policy's base (the warm-started model after SFT)
         self.history: List[dict] = []
+        self._collapse_warned = False  # collapse_warning is said once a run
         self._stop = False
         self.bad_ids: set = set()  # training records whose image failed to decode
         self.faults = 0  # data faults so far (this process)
@@ -1068,6 +1087,11 @@ class Trainer:
                 self._stop = self.dist.any(self._stop)  # all ranks stop after the same step
                 self.history.append(rec)
                 self.log.step(rec, total, started)
+                if not self._collapse_warned:
+                    warning = collapse_warning(self.history)
+                    if warning:
+                        self.log.info(warning)
+                        self._collapse_warned = True
                 every = self.cfg.checkpoint.every
                 if every and self.step % every == 0 and self.step < total and not self._stop:
                     self.save_checkpoint()
