@@ -77,7 +77,7 @@ VARIANTS = {
 BASELINE = "grpo"  # every paired difference is against it
 SWEPT = "both"  # the variant the γ sweep runs
 # Read from the eval events; any of them may be absent (older runs, other trainers): "—".
-METRICS = ("srcc", "plcc", "sens", "pkl", "pkl_all", "score_std", "srcc_std")
+METRICS = ("srcc", "plcc", "sens", "pkl", "pkl_all", "score_std", "srcc_std", "collapsed")
 DELTA_COLUMNS = ("srcc", "plcc")  # paired differences shown in the tables (ablation.json has all)
 # Keys that cannot change a run's numbers: a run made with other values of these is still this run.
 NEUTRAL = ("output_dir", "logging.", "checkpoint.", "distributed.")
@@ -243,6 +243,15 @@ def eval_metrics(event: Optional[dict]) -> Dict[str, Optional[float]]:
                 v = float(np.mean(finite(per)))
         x = finite([v])
         out[m] = float(x[0]) if len(x) else None
+    # A run that collapsed onto one answer parses but gives every image the same score: SRCC and
+    # PLCC are undefined (NaN). Dropping such runs would leave only the survivors in a variant's
+    # mean, so they count as 0 (a constant ranks nothing) and `collapsed` (1/0) says which they were.
+    if event:
+        constant = out["srcc"] is None and (out["parse_rate"] or 0.0) > 0.0
+        out["collapsed"] = 1.0 if constant else 0.0
+        if constant:
+            out["srcc"] = 0.0 if out["srcc"] is None else out["srcc"]
+            out["plcc"] = 0.0 if out["plcc"] is None else out["plcc"]
     return out
 
 

@@ -135,6 +135,24 @@ def test_eval_metrics_read_what_is_there(ab, tmp_path):
     assert ab.eval_metrics(None) == {k: None for k in ab.METRICS + ("parse_rate",)}
 
 
+def test_a_collapsed_run_counts_as_srcc_zero_not_as_missing(ab):
+    """A constant answer parses (parse_rate > 0) but has undefined SRCC/PLCC: it must weigh in the
+    variant's mean as 0 rather than drop out and leave only the runs that learned."""
+    collapsed = {"event": "eval", "tag": "after RL", "srcc": float("nan"), "plcc": float("nan"),
+                 "parse_rate": 1.0, "score_std": 0.0}
+    learned = {"event": "eval", "tag": "after RL", "srcc": 0.6, "plcc": 0.5, "parse_rate": 0.98}
+    unparsed = {"event": "eval", "tag": "after RL", "srcc": float("nan"), "plcc": float("nan"), "parse_rate": 0.0}
+    m = ab.eval_metrics(collapsed)
+    assert m["srcc"] == 0.0 and m["plcc"] == 0.0 and m["collapsed"] == 1.0
+    assert ab.eval_metrics(learned)["collapsed"] == 0.0 and ab.eval_metrics(learned)["srcc"] == 0.6
+    assert ab.eval_metrics(unparsed)["srcc"] is None  # nothing parsed: missing, not a constant
+    rows = {"both": {0: ab.eval_metrics(learned), 1: m}}
+    summary = ab.summarise(rows, None)
+    assert summary["both"]["metrics"]["srcc"]["n"] == 2
+    assert summary["both"]["metrics"]["srcc"]["mean"] == pytest.approx(0.3)
+    assert summary["both"]["metrics"]["collapsed"]["mean"] == pytest.approx(0.5)
+
+
 # ----------------------------------------------------------------------------- the plan
 
 
