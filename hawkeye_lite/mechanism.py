@@ -80,7 +80,10 @@ def answer_token_mask(tokenizer, completion_ids: torch.Tensor, completion_mask: 
         end = len(text)
         for k in range(len(ids) - 1, -1, -1):
             start = len(decode(ids[:k]))
-            if start < b and end > a:
+            # A character split over byte-level tokens decodes as one replacement character at
+            # its first token; the tokens that complete it are zero-width here and belong to the
+            # character before them.
+            if (start < b and end > a) or (start == end and a < start <= b):
                 out[i, cols[k]] = True
             if start <= a:  # every earlier token ends before the answer starts
                 break

@@ -118,7 +118,8 @@ def test_answer_mask_bpe_tokenizer_matches_brute_force_offsets(tiny):
     pieces = ["<think> The image is sharp. </think>", " blurry ", "quality", "<answer>", "</answer>", "3.42",
               "4.00", " 2.5 ", "noisy", "<answer>1.25</answer>", ">", "<", "é"]
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) for _ in range(40)]
-    texts += ["<think> ok </think><answer>3.42</answer>", "<answer>4.87</answer>"]
+    texts += ["<think> ok </think><answer>3.42</answer>", "<answer>4.87</answer>",
+              "<answer>é</answer>", "<answer>2é</answer>"]  # a 2-byte character inside the answer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     seqs = [tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
     width = max(map(len, seqs)) + 2
@@ -137,7 +138,9 @@ def test_answer_mask_bpe_tokenizer_matches_brute_force_offsets(tiny):
         if spans and spans[-1][0] < spans[-1][1]:
             a, b = spans[-1]
             for k in range(len(s)):
-                want[k] = len(dec(k)) < b and len(dec(k + 1)) > a
+                s_k, e_k = len(dec(k)), len(dec(k + 1))
+                # a token completing a split character is zero-width: it belongs to that character
+                want[k] = (s_k < b and e_k > a) or (s_k == e_k and a < s_k <= b)
             inner = text[a:b]
             assert inner in tok.decode(ids[i][got[i]].tolist(), clean_up_tokenization_spaces=False)
             found += 1
