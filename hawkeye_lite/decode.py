@@ -81,8 +81,10 @@ def uniform_noise(keys: torch.Tensor, step: torch.Tensor, vocab_hash: torch.Tens
     s1 = mix32(keys[:, 0] ^ mix32((t * _GOLDEN32) & M32))  # per (row, step)
     s2 = mix32((s1 + keys[:, 1]) & M32)
     x = mix32(((s1[:, None] + vocab_hash[None, :]) & M32) ^ s2[:, None])
-    # 24 bits -> exactly representable float32 in (0, 1), never 0 or 1.
-    return ((x >> 8).float() + 0.5) * (1.0 / (1 << 24))
+    # 24 bits -> float32 in (0, 1). The top value (2^24 - 0.5) / 2^24 rounds to exactly 1.0 in
+    # float32, where the Gumbel noise is +inf and a filtered (-inf) token wins as NaN: clamp it to
+    # the largest float32 below 1 (every other value is unchanged, so earlier draws reproduce).
+    return (((x >> 8).float() + 0.5) * (1.0 / (1 << 24))).clamp_(max=1.0 - 2.0 ** -24)
 
 
 def vocab_hash(vocab: int, device=None) -> torch.Tensor:

@@ -93,6 +93,21 @@ def test_keyed_sampler_draws_from_the_filtered_softmax(gen, temperature, top_p, 
         assert pvalue > 1e-4, (counts.tolist(), exp.tolist())
 
 
+def test_keyed_uniform_never_reaches_one():
+    """Replays the draw CI found (gen seed 320946178, step 1952): its uniform was exactly 1.0 in
+    float32, so a top-p-filtered token was drawn. Every uniform must lie strictly inside (0, 1)."""
+    g = torch.Generator().manual_seed(320946178)
+    v = 12
+    logits = torch.randn(v, generator=g) * 1.5
+    torch.randint(0, 2**32, (20000, 2), generator=g)
+    key = torch.randint(0, 2**32, (1, 2), generator=g)
+    u = uniform_noise(key, torch.tensor(1952), vocab_hash(v))
+    assert float(u.max()) < 1.0 and float(u.min()) > 0.0
+    p = expected_probs(logits, 1.0, 0.8, 0)
+    tok = sample_keyed(logits[None], key, torch.tensor(1952), vocab_hash(v), temperature=1.0, top_p=0.8, top_k=0)
+    assert p[int(tok)] > 0
+
+
 def test_temperature_zero_is_greedy(gen):
     logits = torch.randn(50, 30, generator=gen)
     keys = torch.randint(0, 2**32, (50, 2), generator=gen)
