@@ -250,7 +250,7 @@ def eval_metrics(event: Optional[dict]) -> Dict[str, Optional[float]]:
         constant = out["srcc"] is None and (out["parse_rate"] or 0.0) > 0.0
         out["collapsed"] = 1.0 if constant else 0.0
         if constant:
-            out["srcc"] = 0.0 if out["srcc"] is None else out["srcc"]
+            out["srcc"] = 0.0
             out["plcc"] = 0.0 if out["plcc"] is None else out["plcc"]
     return out
 
