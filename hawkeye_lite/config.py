@@ -72,6 +72,10 @@ class ModelConfig:
     dtype: str = "auto"  # auto: bfloat16 on CUDA (float16 without bf16 support), float32 on CPU
     lora: Optional[LoRAConfig] = field(default_factory=LoRAConfig)  # None: no adapter at all
     gradient_checkpointing: bool = True
+    # The loss passes (policy, reference, degraded) run each prompt once per image and widen its
+    # keys/values to the G rollouts, instead of once per rollout: same values and gradients,
+    # several times cheaper when the prompt is long. false reproduces runs made before it.
+    shared_prefix: bool = True
     attn_implementation: str = "auto"  # auto: flash_attention_2 when importable on CUDA, else sdpa
     device: Optional[str] = None  # None: cuda when available, else cpu
     # Image resolution bounds in pixels; None keeps the checkpoint's processor settings.

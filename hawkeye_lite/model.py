@@ -528,12 +528,21 @@ class Policy:
         return DynamicCache(config=self.hf_model.config.get_text_config())
 
     def completion_hidden_states(self, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-                                 image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+                                 image_features: Optional[torch.Tensor] = None, *,
+                                 shared_prefix: Optional[bool] = None) -> torch.Tensor:
         """Hidden states that predict each completion token: [B*G, T, H], row b*G+g belongs to
         image b. hidden @ lm_head_weight.T gives the logits of completion_ids. The vision tower
         runs once per image; its features are shared by the image's G rows. `image_features`
         (the output of `image_features(batch)`) skips the vision tower entirely: the trainer
-        computes them once per step and reuses them for every pass."""
+        computes them once per step and reuses them for every pass.
+
+        shared_prefix (None = model.shared_prefix where it applies): the prompt runs once per image and its keys and
+        values are widened to the image's G rows, which then run only their completion tokens;
+        gradients reach the prompt through the widening (it sums the G rows' contributions).
+        The same function as running every row's prompt again (tests/test_model.py checks both
+        the values and the gradients), at a fraction of the cost when the prompt is longer than
+        the completion (the demo: 308 prompt tokens vs <= 24). It does not apply when G = 1 or
+        under gradient checkpointing with gradients on (transformers drops the cache there)."""
         completion_ids = completion_ids.to(self.device)
         completion_mask = completion_mask.to(self.device)
         n, t = completion_ids.shape
@@ -547,17 +556,32 @@ class Policy:
             vision_grad = any(p.requires_grad for p in self.backbone.visual.parameters())
             with torch.set_grad_enabled(vision_grad and torch.is_grad_enabled()):
                 feats = self.image_features(batch)
-        per_image = torch.split(feats, self.processor.num_image_tokens(batch.image_grid_thw))
-        feats = torch.cat([f for f in per_image for _ in range(g)], 0)
-
-        prompt_ids = batch.input_ids.repeat_interleave(g, 0)
-        ids = torch.cat([prompt_ids, completion_ids], 1)
-        mask = torch.cat([batch.attention_mask.repeat_interleave(g, 0), completion_mask.to(batch.attention_mask.dtype)], 1)
+        checkpointed = torch.is_grad_enabled() and self.model.training and any(
+            getattr(layer, "gradient_checkpointing", False) for layer in self.backbone.language_model.layers)
+        if shared_prefix is None:
+            shared_prefix = self.config.shared_prefix and g > 1 and not checkpointed
+        elif shared_prefix and checkpointed:
+            raise ValueError("completion_hidden_states: shared_prefix needs the KV cache, which gradient "
+                             "checkpointing turns off while gradients are on")
         # Completion positions continue the text positions after the prompt (same on all 3 axes).
         steps = batch.attention_mask.sum(1, keepdim=True) + batch.rope_deltas  # [B, 1]
-        comp_pos = (steps.repeat_interleave(g, 0) + torch.arange(t, device=ids.device)).unsqueeze(0).expand(3, -1, -1)
+        comp_pos = (steps.repeat_interleave(g, 0) + torch.arange(t, device=completion_ids.device)).unsqueeze(0).expand(3, -1, -1)
+        full_mask = torch.cat([batch.attention_mask.repeat_interleave(g, 0),
+                               completion_mask.to(batch.attention_mask.dtype)], 1)
+        if shared_prefix:
+            cache = self.new_cache()
+            prompt_hidden = self.language_forward(self.embed(batch.input_ids, feats), batch.attention_mask,
+                                                  batch.position_ids, cache)
+            cache.batch_repeat_interleave(g)
+            hidden = self.language_forward(self.embed(completion_ids), full_mask, comp_pos, cache)
+            # The prompt's last position predicts completion token 0; completion token i predicts i+1.
+            return torch.cat([prompt_hidden[:, -1:].repeat_interleave(g, 0), hidden[:, :-1]], 1)
+
+        per_image = torch.split(feats, self.processor.num_image_tokens(batch.image_grid_thw))
+        feats = torch.cat([f for f in per_image for _ in range(g)], 0)
+        ids = torch.cat([batch.input_ids.repeat_interleave(g, 0), completion_ids], 1)
         pos = torch.cat([batch.position_ids.repeat_interleave(g, 1), comp_pos], 2)
-        hidden = self.language_forward(self.embed(ids, feats), mask, pos)
+        hidden = self.language_forward(self.embed(ids, feats), full_mask, pos)
         prompt_len = batch.input_ids.shape[1]
         return hidden[:, prompt_len - 1 : prompt_len - 1 + t]
 

@@ -161,6 +161,62 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("vision", [False, True])
+def test_shared_prefix_forward_matches_the_repeated_prompts(tiny_dir, vision):
+    """The prompt once per image, its keys/values widened to the G rows, must give the hidden
+    states and the LoRA gradients of running every row's prompt again: left-padded prompts of
+    different lengths, completions that end at different lengths, random weights per seed."""
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    print("seed", seed)
+    gen = torch.Generator().manual_seed(seed)
+    policy = load_policy(model_config(tiny_dir, quantization="none", lora=lora(vision=vision), gradient_checkpointing=False))
+    perturb_lora(policy, std=0.3, seed=seed % 1000)
+    policy.model.train()
+    b, g, t = 3, 4, 7
+    batch = policy.encode(images(b, seed=seed % 97))
+    assert len(set(batch.attention_mask.sum(1).tolist())) > 1  # the prompts really are padded differently
+    ids = torch.randint(10, 400, (b * g, t), generator=gen)
+    lengths = torch.randint(1, t + 1, (b * g,), generator=gen)
+    mask = (torch.arange(t) < lengths[:, None]).long()
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, policy.tokenizer.pad_token_id))
+    w = torch.randn(b * g, t, 64, generator=gen, dtype=torch.float64)
+
+    out, grads = {}, {}
+    for shared in (False, True):
+        policy.model.zero_grad(set_to_none=True)
+        h = policy.completion_hidden_states(batch, ids, mask, shared_prefix=shared)
+        assert h.shape == (b * g, t, 64)
+        ((h.double() * w) * mask[..., None]).sum().backward()
+        out[shared] = h.detach()
+        grads[shared] = torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
+    sel = mask.bool()
+    assert torch.allclose(out[True][sel], out[False][sel], rtol=1e-4, atol=1e-5), \
+        (out[True][sel] - out[False][sel]).abs().max()
+    assert grads[False].abs().sum() > 0
+    # float32 sums in a different order: compare the gradient as a vector (relative error).
+    err = float((grads[True] - grads[False]).norm() / grads[False].norm())
+    assert err < 1e-4, err
+    with torch.no_grad():  # the default (None) takes the shared path for G > 1
+        assert torch.allclose(policy.completion_hidden_states(batch, ids, mask)[sel], out[True][sel], atol=1e-6)
+
+
+def test_shared_prefix_is_refused_under_gradient_checkpointing(tiny_dir):
+    policy = load_policy(model_config(tiny_dir, quantization="none", lora=lora(), gradient_checkpointing=True))
+    perturb_lora(policy)
+    policy.model.train()
+    batch = policy.encode(images(2))
+    ids = torch.randint(10, 400, (4, 5))
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        policy.completion_hidden_states(batch, ids, torch.ones_like(ids), shared_prefix=True)
+    # None falls back to the repeated prompts there (transformers would drop the cache) and
+    # still takes the shared path without gradients (reference / degraded passes).
+    h = policy.completion_hidden_states(batch, ids, torch.ones_like(ids))
+    with torch.no_grad():
+        h_shared = policy.completion_hidden_states(batch, ids, torch.ones_like(ids))
+        h_full = policy.completion_hidden_states(batch, ids, torch.ones_like(ids), shared_prefix=False)
+    assert torch.allclose(h.detach(), h_full, atol=1e-5) and torch.allclose(h_shared, h_full, atol=1e-5)
+
+
 def test_saved_adapter_loads_in_plain_peft(tiny_dir, tmp_path):
     policy = load_policy(model_config(tiny_dir, quantization="none", lora=lora()))
     perturb_lora(policy)
