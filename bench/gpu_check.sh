@@ -11,6 +11,8 @@
 #                is the capture check: fp32 and NF4 + LoRA) (pytest.log)
 #   memory       bench/memory.py as measured before (one image per step, old numbers to compare)
 #   kernels      bench/kernels.py at the real shapes
+#   loss_passes  bench/loss_passes.py, 7B shape: the loss passes with the prompt once per image
+#                (model.shared_prefix) vs once per rollout (loss_passes.json / .md)
 # e.g. PARTS="rollout tests" bash bench/gpu_check.sh; each part has a *_TIMEOUT (seconds).
 # Wheels the machine lacks (bitsandbytes, liger-kernel, typer) travel in .whl/ and go to /tmp/site.
 set -u
@@ -48,6 +50,9 @@ for part in $PARTS; do
     kernels)
       timeout "${BENCH_TIMEOUT:-360}" python3 bench/kernels.py ${BENCH_ARGS:-} --json "$OUT/bench.json" --markdown "$OUT/bench.md" \
         2>&1 | tee "$OUT/bench.log" | tail -30 ;;
-    *) echo "unknown part: $part (rollout memory_step tests memory kernels)" ;;
+    loss_passes)
+      ( cd /tmp && timeout "${LOSS_PASSES_TIMEOUT:-180}" python3 "$REPO/bench/loss_passes.py" ${LOSS_PASSES_ARGS:-} \
+          --json "$OUT/loss_passes.json" --markdown "$OUT/loss_passes.md" ) 2>&1 | tee "$OUT/loss_passes.log" | tail -12 ;;
+    *) echo "unknown part: $part (rollout memory_step tests memory kernels loss_passes)" ;;
   esac
 done
