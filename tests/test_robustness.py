@@ -126,7 +126,7 @@ def test_resume_prints_changes_and_metrics_hold_each_step_once(tiny, demo_dir, t
     from io import StringIO
 
     run = tmp_path / "run"
-    extra = ("optim.max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=3")
+    extra = ("optim.max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=3", "optim.lr=1e-4")
     Trainer(make_cfg(tiny, f"demo:{demo_dir}", run, *extra)).run(max_steps=3)
     # a crash after step 3: its checkpoint never made it, the metrics did; a killed write left a temp folder
     shutil.rmtree(run / CHECKPOINTS / "step-000003")
