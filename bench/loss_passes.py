@@ -67,35 +67,19 @@ def tiny_policy(device, dtype):
 
 
 def main(argv=None) -> dict:
+    bench_rollout = _rollout_module()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="7b")
-    ap.add_argument("--model", default=None, help="a real checkpoint folder instead of the preset's random model")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default=None)
-    ap.add_argument("--no-nf4", action="store_true")
-    ap.add_argument("--lora-r", type=int, default=64)
-    ap.add_argument("--lora-b-std", type=float, default=0.002)
+    bench_rollout.add_model_arguments(ap, PRESETS)
     ap.add_argument("--images", type=int, default=None, help="B")
     ap.add_argument("--generations", type=int, default=None, help="G")
     ap.add_argument("--tokens", type=int, default=None, help="completion length T")
-    ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device, dtype = bench_rollout.resolve_model_arguments(args, PRESETS)
     if args.preset == "tiny" and not args.model:
         policy = tiny_policy(device, dtype)
     else:
-        policy = _rollout_module().build_policy(args, device, dtype)
-        policy.model.train()
+        policy = bench_rollout.build_policy(args, device, dtype)
 
     from PIL import Image
 

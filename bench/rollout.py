@@ -49,6 +49,32 @@ def _memory_module():
     return mod
 
 
+def add_model_arguments(ap: argparse.ArgumentParser, presets: dict) -> None:
+    """The flags build_policy reads, plus threads and the output files (shared with bench/loss_passes.py)."""
+    ap.add_argument("--preset", choices=sorted(presets), default="7b")
+    ap.add_argument("--model", default=None, help="a real checkpoint folder instead of the preset's random model")
+    ap.add_argument("--device", default=None, help="default: cuda when available")
+    ap.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    ap.add_argument("--no-nf4", action="store_true", help="keep the language model in --dtype")
+    ap.add_argument("--lora-r", type=int, default=64)
+    ap.add_argument("--lora-b-std", type=float, default=0.002)
+    ap.add_argument("--image-size", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None)
+
+
+def resolve_model_arguments(args, presets: dict):
+    """Fill the flags left unset from the preset, set the thread count; (device, dtype)."""
+    for key, value in presets[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+
+
 def build_policy(args, device: torch.device, dtype: torch.dtype):
     from hawkeye_lite.config import LoRAConfig, ModelConfig
     from hawkeye_lite.model import load_policy
@@ -119,32 +145,16 @@ def main(argv=None) -> dict:
     from hawkeye_lite.rollout import generate_rollouts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESET_DEFAULTS), default="7b")
-    ap.add_argument("--model", default=None, help="a real checkpoint folder instead of the preset's random model")
-    ap.add_argument("--device", default=None, help="default: cuda when available")
-    ap.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    ap.add_argument("--no-nf4", action="store_true", help="keep the language model in --dtype")
-    ap.add_argument("--lora-r", type=int, default=64)
-    ap.add_argument("--lora-b-std", type=float, default=0.002)
+    add_model_arguments(ap, PRESET_DEFAULTS)
     ap.add_argument("--generations", type=int, default=8, help="G; rows / G images per call")
     ap.add_argument("--rows", default=None, help="comma-separated row counts (default: the preset's)")
     ap.add_argument("--max-new-tokens", type=int, default=None)
-    ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--cases", default="loop,engine,engine_bf16", help="loop, engine, engine_eager, engine_bf16")
     ap.add_argument("--sync-every", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-greedy-check", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
-    for key, value in PRESET_DEFAULTS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    device, dtype = resolve_model_arguments(args, PRESET_DEFAULTS)
     row_counts = [int(x) for x in args.rows.split(",")]
     if any(r % args.generations for r in row_counts):
         raise SystemExit(f"--rows: each must be a multiple of G={args.generations}")
