@@ -214,6 +214,8 @@ def score(
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length cap (default: as trained, else 512)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed: same seed, same scores."),
+    stratified: bool = typer.Option(False, "--stratified", help="Draw the K samples with stratified uniforms "
+                                    "(each exact, together an even cover: a steadier mean for the same K)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     quantization: Optional[str] = typer.Option(None, "--quantization", help="nf4 or none (default: as trained)."),
@@ -238,7 +240,7 @@ def score(
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             results += scorer.score(chunk, samples=samples, temperature=temperature, seed=seed,
-                                    batch_size=batch_size, on_error="skip")
+                                    batch_size=batch_size, on_error="skip", stratified=stratified)
             bar.update(len(chunk))
     for r in results:
         if json_:
@@ -286,6 +288,8 @@ def eval_(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default: the Scorer's)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length cap (default: as trained, else 512)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and for seeded splits."),
+    stratified: bool = typer.Option(False, "--stratified", help="Draw the K samples with stratified uniforms, as "
+                                    "a training run's evaluation does with eval.stratified (a steadier mean)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: the Scorer's choice)."),
     on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
     check_images: str = typer.Option("full", "--check-images", help="Image checks at load: full | header | none."),
@@ -329,7 +333,7 @@ def eval_(
     scorer = Scorer.from_pretrained(str(model), device=device, **({"preset": preset} if preset else {}))
 
     report = evaluate(records, scorer_fn(scorer, samples=samples, temperature=temperature,
-                                         max_new_tokens=max_new_tokens, seed=seed),
+                                         max_new_tokens=max_new_tokens, seed=seed, stratified=stratified),
                       batch_size=batch_size, progress=progress_callback("scoring", unit="img"))
     # The results first: a failing optional file must not cost the user the numbers.
     if json_:

@@ -384,6 +384,10 @@ class EvalConfig:
     before: bool = True  # evaluate before RL (after the warm start)
     after: bool = True
     samples: int = 32  # K sampled answers per image; the prediction is their mean
+    # The K answers drawn with stratified uniforms (decode.stratified_uniform): each still an exact
+    # sample, together an even cover of the answer distribution, so the mean moves far less with
+    # the eval seed. false: K independent draws (how evaluations before it were made).
+    stratified: bool = True
     temperature: float = 1.0
     max_new_tokens: Optional[int] = None  # None: rollout.max_new_tokens
     batch_size: int = 32

@@ -165,7 +165,7 @@ def evaluate(records: Sequence[IQARecord], score_fn: ScoreFn, *, batch_size: int
 
 
 def scorer_fn(scorer, *, samples: Optional[int] = None, temperature: Optional[float] = None,
-              max_new_tokens: Optional[int] = None, seed: int = 0) -> ScoreFn:
+              max_new_tokens: Optional[int] = None, seed: int = 0, stratified: bool = False) -> ScoreFn:
     """Adapt `Scorer.score(images, *, samples, temperature, seed, ...)` to the ScoreFn shape.
 
     Every call passes the same seed: the Scorer draws each image's samples from a stream of its
@@ -180,6 +180,9 @@ def scorer_fn(scorer, *, samples: Optional[int] = None, temperature: Optional[fl
         kwargs["temperature"] = temperature
     if max_new_tokens is not None:
         kwargs["max_new_tokens"] = max_new_tokens
+    if stratified:
+        kwargs["stratified"] = True
+
     def fn(paths: List[str]) -> Sequence[object]:
         return scorer.score(list(paths), seed=seed, batch_size=max(1, len(paths)), on_error="skip", **kwargs)
 

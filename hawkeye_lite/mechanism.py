@@ -232,12 +232,14 @@ def partner_sensitivity(pairs: Sequence[tuple], score: Callable[[list, List[int]
 
 @torch.no_grad()
 def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, temperature: float, seed: int,
-            mechanism_samples: int, batch_size: int, chunk_size: Optional[int] = None) -> List[ImageMechanism]:
+            mechanism_samples: int, batch_size: int, chunk_size: Optional[int] = None,
+            stratified: bool = False) -> List[ImageMechanism]:
     """ImageMechanism of each scored held-out image, `batch_size` images at a time.
 
     `rows`: the eval's (record, Prediction) pairs (seed `seed`), whose score is score(original);
     `partner(record, image)`: the degraded twin (Trainer.partners). `samples`, `temperature` and
-    `seed` are the eval's, so the partner is scored exactly as the original was.
+    `seed` are the eval's, so the partner is scored exactly as the original was (`stratified`
+    too: then the partner's K uniforms are the original's, stratum for stratum).
 
     Every number is a function of its image alone (SPEC §3's invariant, which torchrun's sharded
     evaluation relies on): the completions come from per-image streams, and the teacher-forced
@@ -252,7 +254,7 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
 
     def score(images, keys):
         results = scorer.score(images, samples=samples, temperature=temperature, seed=seed, batch_size=len(images),
-                               stream_keys=keys)
+                               stream_keys=keys, stratified=stratified)
         return [r.score for r in results]
 
     out: List[ImageMechanism] = []
@@ -262,7 +264,8 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
             if not pairs:
                 continue
             sens = partner_sensitivity(pairs, score)
-            # The eval's own first m samples of each original: same seed, same per-image stream.
+            # The eval's own first m samples of each original: same seed, same per-image stream
+            # (independent draws: a stratified eval's samples depend on K, these m are iid ones).
             ro = generate_rollouts(policy, [c[2] for c in pairs], num_generations=m,
                                    max_new_tokens=scorer.max_new_tokens, temperature=temperature,
                                    seeds=[mix_seed(seed, c[4]) for c in pairs], prompt=scorer.prompt)

@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, vocab_hash
+from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, strata_keys, vocab_hash
 from .decode import sample_tokens  # noqa: F401 - re-exported: the old loop's sampler, tested from here
 from .model import Policy, PromptBatch
 from .prompts import THINK, PromptTemplate, parse_score
@@ -117,6 +117,7 @@ def generate_rollouts(
     engine: str = "auto",
     sync_every: int = 8,
     weights: str = "nf4",
+    stratified: bool = False,
 ) -> Rollouts:
     """Sample `num_generations` completions for each of the B images (PIL).
 
@@ -143,6 +144,11 @@ def generate_rollouts(
     decodes from the 4-bit weights (decode.rollout_weights; the trainer makes the copy once per
     step instead, around all of the step's calls).
 
+    `stratified`: the G completions of an image are drawn with stratified uniforms
+    (decode.stratified_uniform): each one still an exact sample of the model, but together they
+    cover its distribution evenly, so their mean varies much less with the seed (evaluation;
+    training keeps independent draws, which GRPO's group statistics assume).
+
     `batch` / `image_features`: the trainer's already encoded prompts of `images` and their
     vision-tower output, so one training step runs the vision tower once per image in total
     (rollouts, policy and reference passes share it).
@@ -163,13 +169,15 @@ def generate_rollouts(
             raise ValueError(f"generate_rollouts: batch holds {batch.batch_size} prompts for {len(images)} images")
         stop_ids = torch.tensor(policy.stop_token_ids(), device=policy.device)
         if not shared_prefix:
-            if seeds is not None:
-                raise ValueError("generate_rollouts: seeds= needs shared_prefix=True (transformers' generate has one global stream)")
+            if seeds is not None or stratified:
+                raise ValueError("generate_rollouts: seeds= and stratified= need shared_prefix=True "
+                                 "(transformers' generate has one global stream)")
             completion_ids = _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids)
             return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
 
         resolved = _resolve_seeds(seed, seeds, len(images))
         keys = row_keys(resolved, g, device=policy.device)
+        strata = strata_keys(resolved, g, device=policy.device) if stratified else None
         suppressed = torch.tensor(policy.suppressed_token_ids(), device=policy.device, dtype=torch.long)
         pad_id = policy.tokenizer.pad_token_id
         lm_head = policy.hf_model.lm_head
@@ -181,13 +189,14 @@ def generate_rollouts(
             with rollout_weights(policy, weights, rows=rows, cache_len=cache_len):
                 return generate_rollouts(policy, images, num_generations=g, max_new_tokens=max_new_tokens,
                                          temperature=temperature, top_p=top_p, top_k=top_k, seeds=resolved,
-                                         batch=batch, image_features=feats, engine=engine, sync_every=sync_every)
+                                         batch=batch, image_features=feats, engine=engine, sync_every=sync_every,
+                                         stratified=stratified)
         if engine != "loop":
             graph = engine == "graph" or (engine == "auto" and policy.device.type == "cuda")
             eng = DecodeEngine(policy, temperature=temperature, top_p=top_p, top_k=top_k, stop_ids=stop_ids.tolist(),
                                suppressed_ids=suppressed.tolist(), pad_id=pad_id, graph=graph, sync_every=sync_every,
                                graph_fallback=engine == "auto")
-            completion_ids = eng.generate(batch, feats, g, max_new_tokens, keys)
+            completion_ids = eng.generate(batch, feats, g, max_new_tokens, keys, strata)
             completion_mask = _stop_mask(completion_ids, stop_ids)
             # The old loop stopped at the step where the last row finished; the engine only looks
             # every sync_every steps. Same tensor: cut the columns after the longest completion.
@@ -211,7 +220,7 @@ def generate_rollouts(
         for step in range(max_new_tokens):
             logits[:, suppressed] = float("-inf")
             token = sample_keyed(logits, keys, torch.tensor(step, device=policy.device), vhash,
-                                 temperature=temperature, top_p=top_p, top_k=top_k)
+                                 temperature=temperature, top_p=top_p, top_k=top_k, strata=strata, groups=g)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)
             finished |= torch.isin(token, stop_ids)

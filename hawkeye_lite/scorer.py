@@ -185,6 +185,7 @@ class Scorer:
         batch_size: int = 8,
         on_error: str = "raise",
         stream_keys: Optional[Sequence[int]] = None,
+        stratified: bool = False,
     ) -> List[ScoreResult]:
         """One ScoreResult per image, in input order. Inputs: paths, PIL images, numpy HxWxC
         uint8 (or uint16 / float in [0, 1]), torch CxHxW float in [0, 1].
@@ -201,6 +202,13 @@ class Scorer:
         instead of the pixels: a degraded copy scored with its original's key draws the same
         random numbers, so the two scores differ by what the pixels change, not by sampling
         noise (mechanism.py's sensitivity).
+
+        stratified=True draws the K samples of an image with stratified uniforms: each is still
+        an exact sample of the model, but together they cover its answer distribution evenly
+        (a rating of probability p appears about K*p times, not K*p +- sqrt(K*p)), so `score`
+        varies much less with the seed for the same K. The samples are then not independent
+        of each other: `std` still estimates the model's spread; a per-sample statistic over
+        them is not an i.i.d. one.
         """
         from .images import content_key, mix_seed
         from .rollout import generate_rollouts
@@ -233,6 +241,7 @@ class Scorer:
                 self.policy, [im for _, _, im in chunk], num_generations=samples,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
                 temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds, prompt=self.prompt,
+                stratified=stratified and temperature > 0,
             )
             for b, (i, name, _) in enumerate(chunk):
                 texts = rollouts.texts[b * samples : (b + 1) * samples]

@@ -840,7 +840,7 @@ class Trainer:
         t0 = time.time()
 
         def scored(seed: int):
-            score = scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=seed)
+            score = scorer_fn(scorer, samples=e.samples, temperature=e.temperature, seed=seed, stratified=e.stratified)
             if self.dist.enabled:
                 # Sharded: each rank scores a contiguous share; every prediction is a function of its
                 # image alone (per-image streams), so the gathered table is the single-process one.
@@ -858,7 +858,7 @@ class Trainer:
             mine = [report.rows[i] for i in share(len(report.rows), self.dist.rank, self.dist.world)]
             per_image = mechanism.measure(scorer, mine, self.partners, samples=e.samples, temperature=e.temperature,
                                           seed=e.seed, mechanism_samples=e.mechanism_samples, batch_size=e.batch_size,
-                                          chunk_size=self.cfg.objective.chunk_size)
+                                          chunk_size=self.cfg.objective.chunk_size, stratified=e.stratified)
             per_image = [x for part in self.dist.gather(per_image) for x in part]
         per_dataset, extra = mechanism.eval_fields(reports, per_image)
         self.policy.model.train()

@@ -8,7 +8,8 @@ import torch
 from scipy import stats
 
 from hawkeye_lite.config import LoRAConfig
-from hawkeye_lite.decode import derive_seed, filter_logits, mix32, row_keys, sample_keyed, uniform_noise, vocab_hash
+from hawkeye_lite.decode import (derive_seed, filter_logits, mix32, row_keys, sample_keyed, strata_keys, stratified_uniform,
+                                 uniform_noise, vocab_hash)
 from hawkeye_lite.model import load_policy
 from hawkeye_lite.rollout import generate_rollouts
 
@@ -113,6 +114,85 @@ def test_temperature_zero_is_greedy(gen):
     keys = torch.randint(0, 2**32, (50, 2), generator=gen)
     out = sample_keyed(logits, keys, torch.tensor(0), vocab_hash(30), temperature=0.0, top_p=1.0, top_k=0)
     assert torch.equal(out, logits.argmax(-1))
+
+
+# ----------------------------------------------------------------------------- stratified sampling
+
+
+def _image_seeds(gen, n):
+    return torch.randint(0, 2**62, (n,), generator=gen).tolist()
+
+
+@pytest.mark.parametrize("g", [1, 5, 16])
+def test_stratified_uniforms_are_uniform_and_one_per_stratum(gen, g):
+    seeds = _image_seeds(gen, 3000)
+    keys, strata = row_keys(seeds, g), strata_keys(seeds, g)
+    for t in (0, 7):
+        u = stratified_uniform(keys, strata, torch.tensor(t), g)
+        assert bool((u > 0).all()) and bool((u < 1).all())
+        # each row's uniform is U(0, 1): row g' = 0 across images, and all rows pooled
+        assert stats.kstest(u.view(-1, g)[:, 0].numpy(), "uniform").pvalue > 1e-4
+        assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-4
+        # an image's G uniforms fall one in each 1/G stratum
+        strat = (u.view(-1, g) * g).floor().long().sort(1).values
+        assert torch.equal(strat, torch.arange(g).expand_as(strat))
+    if g > 1:  # the strata are re-dealt at every step (else row g would always get the same one)
+        s0 = (stratified_uniform(keys, strata, torch.tensor(0), g) * g).floor()
+        s1 = (stratified_uniform(keys, strata, torch.tensor(1), g) * g).floor()
+        assert 0.5 / g < float((s0 == s1).double().mean()) < 2.0 / g + 0.05
+    # row-local: a row's uniform depends on its own keys only (any subset, any order)
+    u = stratified_uniform(keys, strata, torch.tensor(3), g)
+    pick = torch.randperm(len(seeds) * g, generator=gen)[:50]
+    assert torch.equal(stratified_uniform(keys[pick], strata[pick], torch.tensor(3), g), u[pick])
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.9, 6), (1.3, 1.0, 4)])
+def test_stratified_sampler_is_exact_per_row_and_even_per_image(gen, temperature, top_p, top_k):
+    """Each row is still a draw from softmax(filter(logits / T)) (chi-square over images, one
+    row position each), and an image's G draws hit every token G*p times to within 2, which K
+    independent draws do not (the same check fails for them)."""
+    v, g, n = 10, 32, 1500
+    logits = torch.randn(v, generator=gen) * 1.5
+    p = expected_probs(logits, temperature, top_p, top_k)
+    seeds = _image_seeds(gen, n)
+    keys, strata = row_keys(seeds, g), strata_keys(seeds, g)
+    kw = dict(temperature=temperature, top_p=top_p, top_k=top_k)
+    rows = logits.expand(n * g, v)
+    strat = sample_keyed(rows, keys, torch.tensor(2), vocab_hash(v), strata=strata, groups=g, **kw).view(n, g)
+    iid = sample_keyed(rows, keys, torch.tensor(2), vocab_hash(v), **kw).view(n, g)
+    keep = p > 0
+    for col in (0, g - 1):
+        counts = torch.bincount(strat[:, col], minlength=v).double()
+        assert counts[~keep].sum() == 0
+        exp = p[keep] / p[keep].sum() * n
+        assert stats.chisquare(counts[keep].numpy(), exp.numpy()).pvalue > 1e-4, (counts.tolist(), exp.tolist())
+
+    def worst(draws):
+        per_image = torch.stack([torch.bincount(r, minlength=v) for r in draws]).double()
+        return float((per_image - g * p).abs().max())
+
+    assert worst(strat) <= 2.0
+    assert worst(iid) > 2.0
+    # the statistic an evaluation averages: its spread over seeds shrinks
+    score = torch.linspace(1, 5, v).double()
+    assert score[strat].mean(1).std() < 0.5 * score[iid].mean(1).std()
+
+
+def test_stratified_rollouts_engine_matches_loop_and_are_batch_invariant(policy, monkeypatch):
+    ims = images(4, seed=5)
+    g = 6
+    _early_stops(policy, ims, g, monkeypatch)  # rows finish at different steps: the engine compacts
+    kw = dict(num_generations=g, max_new_tokens=20, temperature=1.0, seeds=[9, 8, 7, 6], stratified=True)
+    loop = generate_rollouts(policy, ims, engine="loop", **kw)
+    eng = generate_rollouts(policy, ims, engine="eager", sync_every=2, **kw)
+    assert torch.equal(eng.completion_ids, loop.completion_ids) and eng.texts == loop.texts
+    iid = generate_rollouts(policy, ims, engine="eager", **{**kw, "stratified": False})
+    assert iid.texts != eng.texts  # another sampler
+    for b in (0, 3):  # an image alone gets the same G completions
+        alone = generate_rollouts(policy, [ims[b]], engine="eager", **{**kw, "seeds": [kw["seeds"][b]]})
+        assert alone.texts == eng.texts[b * g : (b + 1) * g]
+    with pytest.raises(ValueError, match="stratified"):
+        generate_rollouts(policy, ims, num_generations=2, max_new_tokens=4, seed=1, shared_prefix=False, stratified=True)
 
 
 # ----------------------------------------------------------------------------- batch invariance on the model
@@ -247,9 +327,11 @@ def test_engine_nf4_greedy_matches_loop(tiny):
     assert torch.equal(eng.completion_ids, loop.completion_ids) and eng.texts == loop.texts
 
 
-def test_engine_step_is_static(policy, monkeypatch):
+@pytest.mark.parametrize("stratified", [False, True])
+def test_engine_step_is_static(policy, monkeypatch, stratified):
     """A step never reads a value back to the host and never reallocates the cache: what a CUDA
-    graph needs (checked on CPU by making every host read raise inside the step)."""
+    graph needs (checked on CPU by making every host read raise inside the step), with the
+    stratified sampler too."""
     from hawkeye_lite.decode import DecodeEngine
 
     ims = images(2)
@@ -257,7 +339,8 @@ def test_engine_step_is_static(policy, monkeypatch):
     eng = DecodeEngine(policy, temperature=1.0, top_p=0.9, top_k=20, stop_ids=policy.stop_token_ids(),
                        suppressed_ids=policy.suppressed_token_ids(), pad_id=policy.tokenizer.pad_token_id)
     with torch.no_grad():
-        rows = eng.prefill(batch, policy.image_features(batch), 3, 6, row_keys([1, 2], 3))
+        rows = eng.prefill(batch, policy.image_features(batch), 3, 6, row_keys([1, 2], 3),
+                           strata_keys([1, 2], 3) if stratified else None)
         ptrs = [x.data_ptr() for x in rows.k + rows.v + [rows.mask, rows.out, rows.logits, rows.t]]
         shapes = [tuple(x.shape) for x in rows.k + [rows.mask]]
 

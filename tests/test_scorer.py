@@ -160,6 +160,19 @@ def test_same_seed_same_result(scorer):
     assert [r.texts for r in a] != [r.texts for r in c]
 
 
+def test_stratified_scores_are_batch_invariant_and_their_own_draws(scorer):
+    ims = images(4)
+    whole = scorer.score(ims, samples=6, seed=3, batch_size=4, stratified=True)
+    parts = scorer.score(ims, samples=6, seed=3, batch_size=3, stratified=True)
+    alone = [scorer.score(im, samples=6, seed=3, stratified=True)[0] for im in ims]
+    assert [r.texts for r in whole] == [r.texts for r in parts] == [r.texts for r in alone]
+    iid = scorer.score(ims, samples=6, seed=3, batch_size=4)
+    assert [r.texts for r in iid] != [r.texts for r in whole]
+    # greedy has no randomness to stratify: the flag changes nothing there
+    g0 = scorer.score(ims, samples=2, seed=3, temperature=0, stratified=True)
+    assert [r.texts for r in g0] == [r.texts for r in scorer.score(ims, samples=2, seed=3, temperature=0)]
+
+
 def test_single_image_input_and_batching(scorer):
     one = scorer.score(images(1)[0], samples=K, seed=0)
     assert len(one) == 1
@@ -250,6 +263,13 @@ def test_cli_init_tiny_and_score(tmp_path, run_dir, files):
     rows = [json.loads(line) for line in res.stdout.strip().splitlines()]
     assert [r["source"] for r in rows] == [str(files / "rgb.png"), str(files / "gray.png")]
     assert all(len(r["texts"]) == 2 and r["ok"] for r in rows)
+
+    res = runner.invoke(app, args + ["--stratified"])  # the flag reaches the Scorer
+    assert res.exit_code == 0, res.output
+    strat = [json.loads(line)["texts"] for line in res.stdout.strip().splitlines()]
+    api = Scorer.from_pretrained(run_dir, device=DEVICE, max_new_tokens=4).score(
+        [str(files / "rgb.png"), str(files / "gray.png")], samples=2, stratified=True)
+    assert strat == [r.texts for r in api]
 
     res = runner.invoke(app, ["score", "--model", str(run_dir), str(files / "not_an_image.jpg"), str(files / "rgb.png"),
                               "--samples", "1", "--max-new-tokens", "2"])
