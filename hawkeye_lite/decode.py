@@ -91,42 +91,64 @@ def vocab_hash(vocab: int, device=None) -> torch.Tensor:
     return mix32(torch.arange(vocab, dtype=torch.long, device=device) ^ 0x5BD1E995)
 
 
-# ----------------------------------------------------------------------------- stratified streams
+# ----------------------------------------------------------------------------- stratified answers
 #
-# Stratified sampling across an image's G rows (the evaluation's K answers): at decode step t the
-# G rows of an image take the uniforms u = (pi_t(g) + v) / G, where pi_t is a random permutation
-# of 0..G-1 keyed by (the image's seed, t) and v a row's own uniform. Each u is still uniform on
-# (0, 1), so each row is still an exact draw from the model; but G rows that share a prefix put
-# exactly one uniform in each 1/G-wide stratum of the inverse CDF, so a token of probability p is
-# drawn G*p times (+-1), not G*p +- sqrt(G*p). The mean of the G answers then varies far less
-# between seeds. A row computes its own stratum from (image key, g, G) alone, so it stays
-# independent of the other images, of its position and of compaction.
+# Stratified sampling of an image's G answers (the evaluation's K), nested through the whole
+# completion. Picture each row's answer drawn by one uniform U through the inverse CDF of the
+# completion distribution, tokens in lexicographic order; the G rows of an image take U in the G
+# strata [k/G, (k+1)/G), dealt by a random permutation keyed by the image's seed. Each U is
+# uniform, so each answer is an exact sample of the model; together the G answers cover the
+# distribution evenly: any set of completions that is an interval in that order (e.g. "the first
+# word is `good`", or "... and the rating starts with 3") of mass P holds G*P of them to within 2,
+# where independent draws give G*P +- sqrt(G*P). The mean of the G ratings then moves far less
+# between seeds.
+#
+# U is never materialised (a float would run out of bits over a long completion): a row keeps
+# its stratum as an interval [lo, hi) in the coordinates of the current token's distribution,
+# draws the token at a fresh uniform inside it, and maps the part of the interval that fell in
+# the chosen token's cell onto [0, 1) for the next token. Once the interval covers [0, 1) the
+# row samples independently. The state is per row (two float64s), so an answer still depends
+# only on its own image, seed and g: not on the other images, compaction or the batch size.
 
 
-def strata_keys(seeds: Sequence[int], num_generations: int, device=None) -> torch.Tensor:
-    """[B*G, 3] int64: row b*G+g holds (image key low 32 bits, high 32 bits, g), from seeds[b]."""
-    out: List[List[int]] = []
+def strata_init(seeds: Sequence[int], num_generations: int, device=None) -> torch.Tensor:
+    """[B*G, 2] float64: row b*G+g's stratum [pi_b(g) / G, (pi_b(g) + 1) / G), pi_b a random
+    permutation of 0..G-1 from seeds[b] alone."""
+    out: List[List[float]] = []
+    g = num_generations
     for s in seeds:
-        k = _splitmix64(_splitmix64(int(s) & M64) ^ 0x243F6A8885A308D3)  # not a row key of row_keys
-        out.extend([k & M32, k >> 32, g] for g in range(num_generations))
-    return torch.tensor(out, dtype=torch.long, device=device)
+        base = _splitmix64(_splitmix64(int(s) & M64) ^ 0x243F6A8885A308D3)  # not a row key of row_keys
+        order = sorted(range(g), key=lambda i: (_splitmix64(base ^ _splitmix64(i + 1)), i))
+        rank = [0] * g
+        for position, i in enumerate(order):
+            rank[i] = position
+        out.extend([rank[i] / g, (rank[i] + 1) / g] for i in range(g))
+    return torch.tensor(out, dtype=torch.float64, device=device)
 
 
-def stratified_uniform(keys: torch.Tensor, strata: torch.Tensor, step: torch.Tensor, groups: int) -> torch.Tensor:
-    """[N] float32 uniforms in (0, 1): (rank of row g among its image's G = `groups` rows at this
-    step + the row's own uniform) / G. keys [N, 2] (row_keys), strata [N, 3] (strata_keys).
-    No host sync (a CUDA graph captures it)."""
-    t = (step.reshape(-1) & M32).to(keys.device)
-    g = strata[:, 2]
-    # One hash per (image, step, g'): the row's rank is where its own hash falls among its G.
-    base = mix32(strata[:, 0] ^ mix32((t * _GOLDEN32 + 0x68E31DA4) & M32))
-    base = mix32((base + strata[:, 1]) & M32)
-    others = torch.arange(groups, device=keys.device)
-    h = mix32(base[:, None] ^ mix32((others[None, :] * 0x27D4EB2F) & M32))  # [N, G]
-    own = h.gather(1, g[:, None])
-    rank = ((h < own) | ((h == own) & (others[None, :] < g[:, None]))).sum(1)
-    v = uniform_noise(keys, step, torch.zeros(1, dtype=torch.long, device=keys.device))[:, 0]
-    return ((rank.float() + v) / groups).clamp_(max=1.0 - 2.0 ** -24)
+def _sample_in_strata(scaled: torch.Tensor, keys: torch.Tensor, step: torch.Tensor, vhash: torch.Tensor,
+                      strata: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw at a fresh uniform inside each row's stratum; narrows strata in place."""
+    probs = scaled.softmax(-1)
+    cdf = probs.cumsum(-1)
+    total = cdf[:, -1].double()
+    lo, hi = strata[:, 0], strata[:, 1]
+    v = uniform_noise(keys, step, vhash[:1]).double()[:, 0]  # the row's fresh uniform (one per step)
+    u = (lo + (hi - lo) * v) * total
+    # The first token whose cumulative mass reaches u: never one of probability 0, as long as u
+    # stays below the total (rounding u to float32 could lift it onto the total: keep it under).
+    top = torch.nextafter(cdf[:, -1], torch.zeros_like(cdf[:, -1]))
+    tok = (cdf < torch.minimum(u.float(), top)[:, None]).sum(-1).clamp_(max=scaled.shape[-1] - 1)
+    p = probs.gather(1, tok[:, None])[:, 0].double()
+    c = cdf.gather(1, tok[:, None])[:, 0].double() - p  # the token's cell is [c, c + p) of [0, total)
+    p, c = p / total, c / total
+    new_lo = ((torch.maximum(lo, c) - c) / p).clamp(0.0, 1.0)
+    new_hi = ((torch.minimum(hi, c + p) - c) / p).clamp(0.0, 1.0)
+    # float32 rounding at a cell's edge can leave an empty interval: that row goes on unstratified.
+    empty = ~(new_hi > new_lo)
+    strata[:, 0] = torch.where(empty, torch.zeros_like(new_lo), new_lo)
+    strata[:, 1] = torch.where(empty, torch.ones_like(new_hi), new_hi)
+    return tok
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -151,19 +173,16 @@ def filter_logits(logits: torch.Tensor, *, temperature: float, top_p: float, top
 
 def sample_keyed(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor, vhash: torch.Tensor, *,
                  temperature: float, top_p: float, top_k: int,
-                 strata: Optional[torch.Tensor] = None, groups: int = 0) -> torch.Tensor:
+                 strata: Optional[torch.Tensor] = None) -> torch.Tensor:
     """[N, V] logits -> [N] token ids, row n drawn from its own stream (keys[n], step).
-    temperature 0 is greedy (the noise is not computed). `strata` (strata_keys) with `groups`
-    = G: inverse-CDF sampling at stratified uniforms instead of Gumbel-max (the same
-    distribution for each row)."""
+    temperature 0 is greedy (the noise is not computed). `strata` ([N, 2] float64 from
+    strata_init, narrowed in place): stratified answers, see above (the same distribution for
+    each row; Gumbel-max otherwise)."""
     if temperature == 0:
         return logits.float().argmax(-1)
     scaled = filter_logits(logits, temperature=temperature, top_p=top_p, top_k=top_k)
     if strata is not None:
-        cdf = scaled.softmax(-1).cumsum(-1)
-        u = stratified_uniform(keys, strata, step, groups) * cdf[:, -1]
-        # The first token whose cumulative mass reaches u: never one of probability 0 (u > 0).
-        return (cdf < u[:, None]).sum(-1).clamp_(max=scaled.shape[-1] - 1)
+        return _sample_in_strata(scaled, keys, step, vhash, strata)
     u = uniform_noise(keys, step, vhash[: scaled.shape[-1]])
     gumbel = -torch.log(-torch.log(u))
     return (scaled + gumbel).argmax(-1)
@@ -205,8 +224,7 @@ class _Rows:
         pick = lambda x: x.index_select(0, index)  # noqa: E731
         return _Rows(k=[pick(x) for x in self.k], v=[pick(x) for x in self.v], mask=pick(self.mask),
                      pos=pick(self.pos), logits=pick(self.logits), keys=pick(self.keys),
-                     strata=None if self.strata is None else pick(self.strata), groups=self.groups,
-                     finished=pick(self.finished),
+                     strata=None if self.strata is None else pick(self.strata), finished=pick(self.finished),
                      out=pick(self.out), t=self.t.clone(), slot=self.slot.clone(), ids=ids)
 
 
@@ -298,8 +316,7 @@ class DecodeEngine:
         """Sample token t of every row from the last logits, then run it through the model."""
         logits = rows.logits
         logits.index_fill_(1, self.suppressed, float("-inf"))
-        tok = sample_keyed(logits, rows.keys, rows.t, self.vhash, strata=rows.strata, groups=rows.groups,
-                           **self.sampling)
+        tok = sample_keyed(logits, rows.keys, rows.t, self.vhash, strata=rows.strata, **self.sampling)
         tok = tok.masked_fill(rows.finished, self.pad_id)
         rows.out.index_copy_(1, rows.t, tok[:, None])
         rows.finished |= torch.isin(tok, self.stop_ids)
@@ -355,7 +372,7 @@ class DecodeEngine:
         mask[:, :length] = batch.attention_mask.bool().repeat_interleave(g, 0)
         pos = (batch.attention_mask.sum(1) + batch.rope_deltas.reshape(-1)).repeat_interleave(g, 0).long()
         return _Rows(k=ks, v=vs, mask=mask, pos=pos, logits=logits, keys=keys.to(dev),
-                     strata=None if strata is None else strata.to(dev), groups=g,
+                     strata=None if strata is None else strata.to(dev).clone(),
                      finished=torch.zeros(n, dtype=torch.bool, device=dev),
                      out=torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=dev),
                      t=torch.zeros(1, dtype=torch.long, device=dev),
@@ -364,7 +381,7 @@ class DecodeEngine:
     def generate(self, batch, image_features: torch.Tensor, g: int, max_new_tokens: int, keys: torch.Tensor,
                  strata: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[B*G, T] completion ids (pad after the stop token), T = the longest completion.
-        `strata` (strata_keys): stratified sampling across each image's G rows."""
+        `strata` (strata_init): stratified answers across each image's G rows."""
         rows = self.prefill(batch, image_features, g, max_new_tokens, keys, strata)
         n = rows.size
         out = torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=self.policy.device)

@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, strata_keys, vocab_hash
+from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, strata_init, vocab_hash
 from .decode import sample_tokens  # noqa: F401 - re-exported: the old loop's sampler, tested from here
 from .model import Policy, PromptBatch
 from .prompts import THINK, PromptTemplate, parse_score
@@ -144,9 +144,9 @@ def generate_rollouts(
     decodes from the 4-bit weights (decode.rollout_weights; the trainer makes the copy once per
     step instead, around all of the step's calls).
 
-    `stratified`: the G completions of an image are drawn with stratified uniforms
-    (decode.stratified_uniform): each one still an exact sample of the model, but together they
-    cover its distribution evenly, so their mean varies much less with the seed (evaluation;
+    `stratified`: the G completions of an image are drawn as a stratified sample of the
+    completion distribution (decode.strata_init): each one still an exact sample of the model,
+    together an even cover of it, so their mean varies much less with the seed (evaluation;
     training keeps independent draws, which GRPO's group statistics assume).
 
     `batch` / `image_features`: the trainer's already encoded prompts of `images` and their
@@ -177,7 +177,7 @@ def generate_rollouts(
 
         resolved = _resolve_seeds(seed, seeds, len(images))
         keys = row_keys(resolved, g, device=policy.device)
-        strata = strata_keys(resolved, g, device=policy.device) if stratified else None
+        strata = strata_init(resolved, g, device=policy.device) if stratified else None
         suppressed = torch.tensor(policy.suppressed_token_ids(), device=policy.device, dtype=torch.long)
         pad_id = policy.tokenizer.pad_token_id
         lm_head = policy.hf_model.lm_head
@@ -220,7 +220,7 @@ def generate_rollouts(
         for step in range(max_new_tokens):
             logits[:, suppressed] = float("-inf")
             token = sample_keyed(logits, keys, torch.tensor(step, device=policy.device), vhash,
-                                 temperature=temperature, top_p=top_p, top_k=top_k, strata=strata, groups=g)
+                                 temperature=temperature, top_p=top_p, top_k=top_k, strata=strata)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)
             finished |= torch.isin(token, stop_ids)

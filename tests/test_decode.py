@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 
 from hawkeye_lite.config import LoRAConfig
-from hawkeye_lite.decode import (derive_seed, filter_logits, mix32, row_keys, sample_keyed, strata_keys, stratified_uniform,
-                                 uniform_noise, vocab_hash)
+from hawkeye_lite.decode import (derive_seed, filter_logits, mix32, row_keys, sample_keyed, strata_init, uniform_noise,
+                                 vocab_hash)
 from hawkeye_lite.model import load_policy
 from hawkeye_lite.rollout import generate_rollouts
 
@@ -124,58 +124,104 @@ def _image_seeds(gen, n):
 
 
 @pytest.mark.parametrize("g", [1, 5, 16])
-def test_stratified_uniforms_are_uniform_and_one_per_stratum(gen, g):
-    seeds = _image_seeds(gen, 3000)
-    keys, strata = row_keys(seeds, g), strata_keys(seeds, g)
-    for t in (0, 7):
-        u = stratified_uniform(keys, strata, torch.tensor(t), g)
-        assert bool((u > 0).all()) and bool((u < 1).all())
-        # each row's uniform is U(0, 1): row g' = 0 across images, and all rows pooled
-        assert stats.kstest(u.view(-1, g)[:, 0].numpy(), "uniform").pvalue > 1e-4
-        assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-4
-        # an image's G uniforms fall one in each 1/G stratum
-        strat = (u.view(-1, g) * g).floor().long().sort(1).values
-        assert torch.equal(strat, torch.arange(g).expand_as(strat))
-    if g > 1:  # the strata are re-dealt at every step (else row g would always get the same one)
-        s0 = (stratified_uniform(keys, strata, torch.tensor(0), g) * g).floor()
-        s1 = (stratified_uniform(keys, strata, torch.tensor(1), g) * g).floor()
-        assert 0.5 / g < float((s0 == s1).double().mean()) < 2.0 / g + 0.05
-    # row-local: a row's uniform depends on its own keys only (any subset, any order)
-    u = stratified_uniform(keys, strata, torch.tensor(3), g)
-    pick = torch.randperm(len(seeds) * g, generator=gen)[:50]
-    assert torch.equal(stratified_uniform(keys[pick], strata[pick], torch.tensor(3), g), u[pick])
+def test_strata_partition_the_unit_interval_per_image(gen, g):
+    seeds = _image_seeds(gen, 2000)
+    st = strata_init(seeds, g)
+    assert st.shape == (2000 * g, 2) and st.dtype == torch.float64
+    lo = st[:, 0].view(-1, g).sort(1).values
+    assert torch.equal(lo, (torch.arange(g, dtype=torch.float64) / g).expand_as(lo))  # one row per stratum
+    assert torch.allclose(st[:, 1] - st[:, 0], torch.full((2000 * g,), 1.0 / g, dtype=torch.float64))
+    assert torch.equal(strata_init(seeds[7:9], g), st[7 * g : 9 * g])  # an image's strata: its seed alone
+    if g > 1:  # which row gets which stratum is a fair draw
+        counts = torch.bincount((st.view(-1, g, 2)[:, 0, 0] * g).round().long(), minlength=g).double()
+        assert stats.chisquare(counts.numpy()).pvalue > 1e-4, counts.tolist()
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.9, 6), (1.3, 1.0, 4)])
-def test_stratified_sampler_is_exact_per_row_and_even_per_image(gen, temperature, top_p, top_k):
-    """Each row is still a draw from softmax(filter(logits / T)) (chi-square over images, one
-    row position each), and an image's G draws hit every token G*p times to within 2, which K
-    independent draws do not (the same check fails for them)."""
-    v, g, n = 10, 32, 1500
-    logits = torch.randn(v, generator=gen) * 1.5
-    p = expected_probs(logits, temperature, top_p, top_k)
+def _two_steps(gen, v1, v2, temperature, top_p, top_k):
+    """A toy two-token 'model': first-token logits, and second-token logits given the first
+    (redrawn until the filters leave at least 3 first tokens, none above 0.8)."""
+    while True:
+        l1 = torch.randn(v1, generator=gen) * 1.5
+        p1 = expected_probs(l1, temperature, top_p, top_k)
+        if int((p1 > 0).sum()) >= 3 and float(p1.max()) < 0.8:
+            break
+    l2 = torch.randn(v1, v2, generator=gen) * 1.5
+    p2 = torch.stack([expected_probs(l2[a], temperature, top_p, top_k) for a in range(v1)])
+    return l1, l2, p1[:, None] * p2  # joint [v1, v2]
+
+
+def _draw_two(l1, l2, seeds, g, strata, **kw):
+    n = len(seeds) * g
+    keys = row_keys(seeds, g)
+    st = strata_init(seeds, g) if strata else None
+    a = sample_keyed(l1.expand(n, -1), keys, torch.tensor(0), vocab_hash(l1.shape[0]), strata=st, **kw)
+    b = sample_keyed(l2[a], keys, torch.tensor(1), vocab_hash(l2.shape[1]), strata=st, **kw)
+    return a.view(-1, g), b.view(-1, g)
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.9, 5), (1.3, 1.0, 4)])
+def test_stratified_answers_are_exact_per_row_and_even_per_image(gen, temperature, top_p, top_k):
+    """Each row is still a draw from the model: the joint law of its two tokens (chi-square over
+    images, one row position at a time). And an image's G answers cover the distribution evenly,
+    nested: every first token and every (first, second) pair appears G*p times to within 2,
+    which independent draws do not (the same check fails for them)."""
+    v1, v2, g, n = 6, 5, 128, 1500
+    l1, l2, joint = _two_steps(gen, v1, v2, temperature, top_p, top_k)
     seeds = _image_seeds(gen, n)
-    keys, strata = row_keys(seeds, g), strata_keys(seeds, g)
     kw = dict(temperature=temperature, top_p=top_p, top_k=top_k)
-    rows = logits.expand(n * g, v)
-    strat = sample_keyed(rows, keys, torch.tensor(2), vocab_hash(v), strata=strata, groups=g, **kw).view(n, g)
-    iid = sample_keyed(rows, keys, torch.tensor(2), vocab_hash(v), **kw).view(n, g)
+    a, b = _draw_two(l1, l2, seeds, g, True, **kw)
+    ia, ib = _draw_two(l1, l2, seeds, g, False, **kw)
+    pair, ipair = a * v2 + b, ia * v2 + ib
+    p = joint.flatten()
     keep = p > 0
-    for col in (0, g - 1):
-        counts = torch.bincount(strat[:, col], minlength=v).double()
-        assert counts[~keep].sum() == 0
+    for col in (0, g // 2, g - 1):
+        counts = torch.bincount(pair[:, col], minlength=v1 * v2).double()
+        assert counts[~keep].sum() == 0  # filtered tokens never drawn
         exp = p[keep] / p[keep].sum() * n
         assert stats.chisquare(counts[keep].numpy(), exp.numpy()).pvalue > 1e-4, (counts.tolist(), exp.tolist())
 
-    def worst(draws):
-        per_image = torch.stack([torch.bincount(r, minlength=v) for r in draws]).double()
-        return float((per_image - g * p).abs().max())
+    def worst(draws, probs):
+        per_image = torch.stack([torch.bincount(r, minlength=len(probs)) for r in draws]).double()
+        return float((per_image - g * probs).abs().max())
 
-    assert worst(strat) <= 2.0
-    assert worst(iid) > 2.0
-    # the statistic an evaluation averages: its spread over seeds shrinks
-    score = torch.linspace(1, 5, v).double()
-    assert score[strat].mean(1).std() < 0.5 * score[iid].mean(1).std()
+    assert worst(a, joint.sum(1)) <= 2.0 and worst(pair, p) <= 2.0
+    assert worst(ia, joint.sum(1)) > 2.0 and worst(ipair, p) > 2.0
+    # What an evaluation averages: a rating per answer, led by its first token as "3.42" is by
+    # its 3. The per-image mean of G ratings moves far less between seeds.
+    first, second = torch.rand(v1, generator=gen, dtype=torch.float64) * 4 + 1, torch.rand(v2, generator=gen, dtype=torch.float64)
+    rating = (first[:, None] + 0.1 * second[None, :]).flatten()
+    assert rating[pair].mean(1).std() < 0.5 * rating[ipair].mean(1).std()
+
+
+def test_stratified_answers_stay_exact_past_the_strata(gen):
+    """A row's stratum widens with every token until it spans the whole interval (then the row
+    samples independently): after several steps of a near-uniform distribution the token law
+    at a late step is still the model's."""
+    v, g, n, steps = 8, 4, 3000, 6
+    logits = torch.randn(v, generator=gen) * 0.3
+    p = expected_probs(logits, 1.0, 1.0, 0)
+    seeds = _image_seeds(gen, n)
+    keys, st = row_keys(seeds, g), strata_init(seeds, g)
+    for t in range(steps):
+        tok = sample_keyed(logits.expand(n * g, v), keys, torch.tensor(t), vocab_hash(v), temperature=1.0, top_p=1.0,
+                           top_k=0, strata=st)
+    assert float((st[:, 1] - st[:, 0]).mean()) > 2.0 / g  # the strata widened
+    counts = torch.bincount(tok, minlength=v).double()
+    assert stats.chisquare(counts.numpy(), (p / p.sum() * n * g).numpy()).pvalue > 1e-4
+
+
+def test_stratified_draw_at_the_edges_never_takes_a_filtered_token(gen):
+    """Strata pressed against 1 (and against 0) with the vocabulary's tail filtered out: float32
+    rounding of u must not land on a token of probability 0, and the state stays finite."""
+    v, n = 9, 2000
+    logits = torch.randn(n, v, generator=gen)
+    logits[:, 5:] = float("-inf")
+    keys = row_keys(_image_seeds(gen, n), 1)
+    for lo, hi in ((1 - 1e-12, 1.0), (0.0, 1e-12)):
+        st = torch.tensor([[lo, hi]], dtype=torch.float64).repeat(n, 1)
+        tok = sample_keyed(logits, keys, torch.tensor(0), vocab_hash(v), temperature=1.0, top_p=1.0, top_k=0, strata=st)
+        assert int(tok.max()) < 5
+        assert bool(torch.isfinite(st).all()) and bool((st[:, 0] < st[:, 1]).all())
 
 
 def test_stratified_rollouts_engine_matches_loop_and_are_batch_invariant(policy, monkeypatch):
@@ -340,7 +386,7 @@ def test_engine_step_is_static(policy, monkeypatch, stratified):
                        suppressed_ids=policy.suppressed_token_ids(), pad_id=policy.tokenizer.pad_token_id)
     with torch.no_grad():
         rows = eng.prefill(batch, policy.image_features(batch), 3, 6, row_keys([1, 2], 3),
-                           strata_keys([1, 2], 3) if stratified else None)
+                           strata_init([1, 2], 3) if stratified else None)
         ptrs = [x.data_ptr() for x in rows.k + rows.v + [rows.mask, rows.out, rows.logits, rows.t]]
         shapes = [tuple(x.shape) for x in rows.k + [rows.mask]]
 
