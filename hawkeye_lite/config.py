@@ -467,7 +467,7 @@ class TrainConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, max_steps=200))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, max_steps=300))
     # A short supervised warm start: LoRA dropout 0.2 keeps it from over-fitting the 288 images.
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=150, lora_dropout=0.2))
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(samples=256))
