@@ -384,7 +384,7 @@ class EvalConfig:
     before: bool = True  # evaluate before RL (after the warm start)
     after: bool = True
     samples: int = 32  # K sampled answers per image; the prediction is their mean
-    # The K answers drawn with stratified uniforms (decode.stratified_uniform): each still an exact
+    # The K answers drawn as a stratified sample (decode.strata_init): each still an exact
     # sample, together an even cover of the answer distribution, so the mean moves far less with
     # the eval seed. false: K independent draws (how evaluations before it were made).
     stratified: bool = True

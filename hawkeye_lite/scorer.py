@@ -241,7 +241,7 @@ class Scorer:
                 self.policy, [im for _, _, im in chunk], num_generations=samples,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
                 temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds, prompt=self.prompt,
-                stratified=stratified and temperature > 0,
+                stratified=stratified,
             )
             for b, (i, name, _) in enumerate(chunk):
                 texts = rollouts.texts[b * samples : (b + 1) * samples]
