@@ -257,7 +257,7 @@ def eval_metrics(event: Optional[dict]) -> Dict[str, Optional[float]]:
 
 def finished(run_dir: Path) -> bool:
     """RUN/final exists (written last, atomically) and the "after" eval is logged."""
-    from hawkeye_lite.trainer import FINAL
+    from hawkeye_lite.checkpoint import FINAL
 
     return (Path(run_dir) / FINAL).is_dir() and read_evals(run_dir)[1] is not None
 
@@ -338,7 +338,7 @@ def run_state(run: Run) -> Tuple[str, str]:
 
     from hawkeye_lite.checkpoint import latest_checkpoint
     from hawkeye_lite.runfolder import describe, differences, holds_run
-    from hawkeye_lite.trainer import CONFIG_FILE
+    from hawkeye_lite.checkpoint import CONFIG_FILE
 
     d = run.dir
     if not d.is_dir() or not holds_run(d):
@@ -393,7 +393,7 @@ def warm_config(config: Optional[str], out: Path, sets: Sequence[str]):
 
 
 def warm_base(out: Path) -> str:
-    from hawkeye_lite.trainer import SFT_BASE
+    from hawkeye_lite.warmstart import SFT_BASE
 
     return str((out / "warm" / SFT_BASE).resolve())
 
@@ -405,7 +405,8 @@ def ensure_warm_start(cfg, out: Path, *, threads: int, dry_run: bool = False) ->
     import torch
 
     from hawkeye_lite.runfolder import RunFolderError, claim, holds_run
-    from hawkeye_lite.trainer import SFT_BASE, Trainer
+    from hawkeye_lite.trainer import Trainer
+    from hawkeye_lite.warmstart import SFT_BASE
 
     warm = Trainer(cfg)
     if cfg.sft.steps == 0:

@@ -4,7 +4,7 @@ Writes N JPEGs the size of KonIQ-10k's (1024x768, quality 90, camera-like conten
 gradients + texture + noise) into a temporary folder, lists them in a CSV, and times
 `load_records` with each mode. Also checks that only `full` catches a truncated file.
 
-    python bench/check_images.py --n 10000          # the measurement in the README
+    python bench/check_images.py --n 10000          # the measurement in docs/reliability.md
     python bench/check_images.py --n 200 --size 256x192   # quick rehearsal
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check for the lent device machine (see README "On a GPU"). Writes logs and results
+# One-shot GPU check for the lent device machine (see docs/distributed.md, "On a GPU"). Writes logs and results
 # under $OUT. PARTS picks what runs, in this order (default: the decode-engine checks, ~10 min):
 #   rollout      bench/rollout.py, 7B shape NF4 + LoRA r=64, 448x448, 256 tokens forced: old loop vs
 #                engine (CUDA graph) vs engine on bf16 rollout weights, 8 and 64 rows, greedy first

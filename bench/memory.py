@@ -221,8 +221,9 @@ class Phases:
 def instrument(trainer, phases: Phases):
     """Wrap the functions Trainer.rl_step calls so each becomes a phase (the bench only; the
     trainer is unchanged). Returns a function that undoes the module-level wraps."""
+    import hawkeye_lite.experience as experience_mod
     import hawkeye_lite.rollout as rollout_mod
-    import hawkeye_lite.trainer as trainer_mod
+    import hawkeye_lite.update as update_mod
 
     import hawkeye_lite.decode as decode_mod
 
@@ -233,7 +234,7 @@ def instrument(trainer, phases: Phases):
     policy.completion_hidden_states = phases.wrap(
         policy.completion_hidden_states,
         ["reference forward (adapter off)", "degraded forward (no grad)"] * k + ["policy forward"], glue)
-    saved = (rollout_mod.generate_rollouts, trainer_mod.token_stats, trainer_mod.policy_loss_from_hidden,
+    saved = (rollout_mod.generate_rollouts, experience_mod.token_stats, update_mod.policy_loss_from_hidden,
              torch.nn.utils.clip_grad_norm_, decode_mod.rollout_weights)
     rollout_mod.generate_rollouts = phases.wrap(rollout_mod.generate_rollouts, ["rollouts"], "rewards + advantages")
     real_weights = decode_mod.rollout_weights
@@ -250,15 +251,15 @@ def instrument(trainer, phases: Phases):
             yield resolved
 
     decode_mod.rollout_weights = weights_phase
-    trainer_mod.token_stats = phases.wrap(trainer_mod.token_stats, ["reference log-probs"], "encode degraded")
-    trainer_mod.policy_loss_from_hidden = phases.wrap(trainer_mod.policy_loss_from_hidden, ["fused loss (fwd + grad)"],
+    experience_mod.token_stats = phases.wrap(experience_mod.token_stats, ["reference log-probs"], "encode degraded")
+    update_mod.policy_loss_from_hidden = phases.wrap(update_mod.policy_loss_from_hidden, ["fused loss (fwd + grad)"],
                                                       "backward")
     clip = torch.nn.utils.clip_grad_norm_
     torch.nn.utils.clip_grad_norm_ = phases.wrap(clip, ["grad clip"], glue)
     trainer.optimizer.step = phases.wrap(trainer.optimizer.step, ["optimizer step"], glue)
 
     def undo() -> None:
-        (rollout_mod.generate_rollouts, trainer_mod.token_stats, trainer_mod.policy_loss_from_hidden,
+        (rollout_mod.generate_rollouts, experience_mod.token_stats, update_mod.policy_loss_from_hidden,
          torch.nn.utils.clip_grad_norm_, decode_mod.rollout_weights) = saved
 
     return undo
@@ -298,7 +299,8 @@ def main(argv=None) -> dict:
     from hawkeye_lite.data.datasets import IQARecord
     from hawkeye_lite.data.demo import render_scene
     from hawkeye_lite.model import VLProcessor, _build_tokenizer, wrap_policy
-    from hawkeye_lite.trainer import Dataset, Trainer
+    from hawkeye_lite.trainer import Trainer
+    from hawkeye_lite.trainset import Dataset
 
     preset = PRESETS[args.preset]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

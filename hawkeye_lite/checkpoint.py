@@ -1,12 +1,15 @@
-"""Checkpoint I/O: folders written atomically, RNG state, finding the latest checkpoint.
+"""Checkpoint I/O: folders written atomically, RNG state, the training state saved and restored.
 
 A checkpoint is RUN/checkpoints/step-NNNNNN: the adapter (PEFT safetensors) + processor +
-hawkeye.json + config.yaml, and training_state/ (state.json, optimizer.pt, rng.safetensors).
-Nothing is ever unpickled: the optimizer state loads with weights_only=True.
+hawkeye.json + config.yaml + the model card, and training_state/ (state.json, optimizer.pt,
+rng.safetensors); RUN/final is the same without training_state/. Nothing is ever unpickled: the
+optimizer state loads with weights_only=True. Together with the data order and the sampling
+streams (pure functions of seed and step) this is everything an exact resume needs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,8 +17,12 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from .errors import TrainingError
+
 CHECKPOINTS = "checkpoints"
 STATE_DIR = "training_state"
+FINAL = "final"
+CONFIG_FILE = "config.yaml"
 
 
 def atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
@@ -54,3 +61,100 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     ckpts = sorted((run_dir / CHECKPOINTS).glob("step-*"))
     ckpts = [c for c in ckpts if (c / STATE_DIR / "state.json").is_file()]
     return ckpts[-1] if ckpts else None
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def write_model(out: Path, policy, cfg, *, base: str, step: int, total_steps: int, run_dir: Path) -> None:
+    """What a checkpoint and final/ share: the adapter, hawkeye.json (prompt and completion cap
+    the Scorer reads back), the resolved config and the README.md model card."""
+    from .config import dump_train_config
+    from .modelcard import write_model_card
+
+    policy.save_pretrained(out, prompt=cfg.rollout.prompt, max_new_tokens=cfg.rollout.max_new_tokens)
+    (out / CONFIG_FILE).write_text(dump_train_config(cfg), encoding="utf-8")
+    kind = "checkpoint" if "step-" in out.name else "final"  # out is atomic_dir's .tmp-<name>-PID
+    write_model_card(out, cfg, base=base, step=step, total_steps=total_steps, run_dir=run_dir, kind=kind)
+
+
+def save_checkpoint(run_dir: Path, cfg, policy, optimizer, *, step: int, base: str, bad_streak: int,
+                    total_steps: int, dist, rng: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+    """RUN/checkpoints/step-NNNNNN, atomically; keeps the last checkpoint.keep_last. `rng`: the
+    torch RNG state to record (default: now). Under torchrun every rank's stream is gathered and
+    rank 0 writes."""
+    from safetensors.torch import save_file
+
+    final = run_dir / CHECKPOINTS / f"step-{step:06d}"
+    rng = rng or rng_state()
+    if dist.enabled:  # every rank's stream (LoRA dropout), so a resume continues each exactly
+        rng = {f"rank{r}.{k}": v for r, state in enumerate(dist.gather(rng)) for k, v in state.items()}
+    if not dist.main:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        write_model(tmp, policy, cfg, base=base, step=step, total_steps=total_steps, run_dir=run_dir)
+        st = tmp / STATE_DIR
+        st.mkdir()
+        # Optimizer state is tensors + numbers only, so it reloads with weights_only=True.
+        torch.save(optimizer.state_dict(), st / "optimizer.pt")
+        save_file({k: v.contiguous() for k, v in rng.items()}, str(st / "rng.safetensors"))
+        state = {"step": step, "base": base, "bad_streak": bad_streak, "world_size": dist.world,
+                 "total_steps": total_steps, "scheduler": {"kind": cfg.optim.schedule, "step": step}}
+        (st / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+    atomic_dir(final, write)
+    ckpts = sorted((run_dir / CHECKPOINTS).glob("step-*"))
+    for old in ckpts[: -cfg.checkpoint.keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ----------------------------------------------------------------------------- restore
+
+
+def read_state(ckpt: Path) -> dict:
+    path = ckpt / STATE_DIR / "state.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrainingError(f"{path}: cannot read the training state ({e})") from None
+
+
+def check_world_size(run_dir: Path, ckpt: Path, state: dict, world: int) -> None:
+    from .runfolder import RunFolderError
+
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world:
+        # The data order and every rank's random stream are laid out per world size.
+        raise RunFolderError(f"--resume {run_dir}: {ckpt.name} was written by {saved_world} process(es); "
+                             f"resume it with torchrun --nproc_per_node {saved_world} (this is {world})")
+
+
+def load_adapter(policy, folder: Path) -> None:
+    """The adapter weights of a checkpoint (PEFT safetensors) into the policy's fresh adapter."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    file = folder / "adapter_model.safetensors"
+    if not file.is_file():
+        raise TrainingError(f"{file}: missing (not a hawkeye-lite checkpoint?)")
+    result = set_peft_model_state_dict(policy.model, load_file(str(file), device=str(policy.device)))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise TrainingError(f"{file}: adapter does not match model.lora (unexpected keys, e.g. {unexpected[0]})")
+
+
+def restore_training_state(ckpt: Path, optimizer, *, device, dist) -> None:
+    """The optimizer state and this rank's RNG stream of a checkpoint (after the policy is loaded)."""
+    from safetensors.torch import load_file
+
+    st = ckpt / STATE_DIR
+    # weights_only: never unpickle arbitrary objects from a file on disk.
+    optimizer.load_state_dict(torch.load(st / "optimizer.pt", map_location=device, weights_only=True))
+    rng = load_file(str(st / "rng.safetensors"))
+    if dist.enabled:
+        prefix = f"rank{dist.rank}."
+        rng = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
+    set_rng_state(rng)

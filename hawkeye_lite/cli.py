@@ -135,7 +135,7 @@ def train(
     """Train a quality-rating policy with UA-GRPO + the implicit perception loss.
 
     With no arguments: the CPU demo (tiny model + generated data, a few minutes)."""
-    from hawkeye_lite.trainer import summary_table
+    from hawkeye_lite.runloop import summary_table
     from hawkeye_lite.trainer import train as run_training
 
     if config is not None and resume is not None:

@@ -209,7 +209,7 @@ class RolloutConfig:
     prompt: str = "think"  # think: <think>…</think><answer>x</answer>; no_think: <answer>x</answer>
     # Images decoded together: None = every image of the optimizer step (batch_size x
     # grad_accum), however learning splits them. Rows decoded = batch_size x G; each row holds a
-    # KV cache of (prompt + max_new_tokens) columns, the new memory cost (README "Decoding engine").
+    # KV cache of (prompt + max_new_tokens) columns, the new memory cost (docs/decoding.md).
     batch_size: Optional[int] = None
     weights: str = "auto"  # NF4 base only: nf4 | bf16 (a dequantised copy for decoding) | auto (bf16 if it fits)
     engine: str = "auto"  # auto: CUDA graph on CUDA, eager elsewhere | graph | eager | loop (the old loop)

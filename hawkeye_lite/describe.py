@@ -4,7 +4,7 @@ The paper's RL starts from an instruct model that can already say what it sees (
 blurry", "it is dark") but has not been taught to rate quality. The tiny demo model has no such
 ability: its language model is random, and a warm start on random ratings (sft.target: format)
 teaches it the answer format but gives it no reason to look at the image. Measured on the
-demo (README, "RL from a label-free start"), RL from that start learns image dependence only
+demo (docs/experiments/rl-label-free.md), RL from that start learns image dependence only
 slowly. This module is the stand-in for the instruct model's perception: the warm start teaches
 the model to describe four generic pixel statistics in its <think> block, then a random rating:
 

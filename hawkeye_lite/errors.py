@@ -17,6 +17,14 @@ class UserError(ValueError):
     be written): the message names the option or the file."""
 
 
+class TrainingError(RuntimeError):
+    """The run cannot go on (too many non-finite steps, bad resume folder, ...)."""
+
+
+class DataFault(TrainingError):
+    """A training image failed to decode and data.on_bad is fail: bad input, not a bug."""
+
+
 def user_error_types() -> tuple:
     """The exception types that mean 'bad input' (imported lazily: they live next to their code)."""
     from .config import ConfigError
@@ -26,7 +34,6 @@ def user_error_types() -> tuple:
     from .model import ModelLoadError
     from .report import SuiteError
     from .runfolder import RunFolderError
-    from .trainer import DataFault
 
     return (UserError, ConfigError, DataError, HubError, ImageReadError, ModelLoadError, RunFolderError, SuiteError,
             DataFault)

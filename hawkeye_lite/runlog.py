@@ -222,3 +222,46 @@ class Logger:
         for t in self.trackers:
             t.close()
         self.trackers = []
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    except ImportError:  # pragma: no cover - Windows
+        return float("nan")
+
+
+def step_record(step: int, *, epoch: float, lr: float, gamma: float, exps, upd, sample_time: float, device,
+                dist) -> dict:
+    """The metrics.jsonl record of an RL step: the means of its micro-batches' experience stats
+    (experience.py) and of the fused loss's metrics (update.py), throughput and memory. Under
+    torchrun the numbers are means over ranks (peak memory: the largest)."""
+    rec = {"event": "step", "step": step, "epoch": round(epoch, 4), "lr": lr, "gamma": gamma}
+    for key in exps[0].stats:
+        rec[key] = sum(e.stats[key] for e in exps) / len(exps)
+    rec["loss"] = sum(upd.losses) / len(upd.losses) if upd.losses else float("nan")
+    for key in sorted({k for m in upd.metrics for k in m}):
+        vals = [m[key] for m in upd.metrics if key in m]
+        rec[key] = sum(vals) / len(vals)
+    finite_norms = [g for g in upd.grad_norms if math.isfinite(g)]
+    rec["grad_norm"] = sum(finite_norms) / len(finite_norms) if finite_norms else float("nan")
+    rec["skipped_updates"] = upd.skipped
+    rollout_time = sum(e.stats["rollout_time"] for e in exps)
+    rec["rollout_tok_s"] = sum(e.stats["rollout_tokens"] for e in exps) / max(rollout_time, 1e-9)
+    rec["train_tok_s"] = upd.tokens / max(upd.seconds, 1e-9)
+    rec["sample_time"] = sample_time
+    rec["train_time"] = upd.seconds
+    rec["peak_mem_mb"] = peak_memory_mb(device)
+    if dist.enabled:
+        keys = [k for k, v in rec.items() if isinstance(v, (int, float)) and k not in ("step", "epoch", "lr", "gamma")]
+        vals = dist.sum([rec[k] for k in keys])
+        peak = max(dist.gather(rec["peak_mem_mb"]))
+        rec.update({k: v / dist.world for k, v in zip(keys, vals)})
+        rec["peak_mem_mb"], rec["skipped_updates"] = peak, upd.skipped
+    return rec

@@ -258,7 +258,7 @@ def test_run_states(ab, tmp_path):
 def fake_warm_start(ab, out, sets):
     """OUT/warm/sft-base with the settings the ablation's warm start would record (no model)."""
     from hawkeye_lite.runfolder import write_settings
-    from hawkeye_lite.trainer import sft_settings
+    from hawkeye_lite.warmstart import sft_settings
 
     base = out / "warm" / "sft-base"
     base.mkdir(parents=True)

@@ -22,7 +22,8 @@ from hawkeye_lite.evaluate import Prediction, evaluate
 from hawkeye_lite.images import content_key, mix_seed
 from hawkeye_lite.mechanism import (ImageMechanism, answer_token_mask, eval_fields, load_pairs, partner_sensitivity,
                                     rating_kl, score_spread, seed_spread, summarize, token_kl)
-from hawkeye_lite.trainer import Partners, Trainer
+from hawkeye_lite.trainer import Trainer
+from hawkeye_lite.trainset import Partners
 
 from _tiny import DEVICE, images
 

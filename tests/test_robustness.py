@@ -20,7 +20,10 @@ from typer.testing import CliRunner
 from hawkeye_lite.cli import app
 from hawkeye_lite.config import ConfigError, load_train_config
 from hawkeye_lite.runfolder import LOCK_FILE, RunFolderError, RunLock, cut_metrics
-from hawkeye_lite.trainer import CHECKPOINTS, DataFault, Dataset, Trainer, latest_checkpoint
+from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
+from hawkeye_lite.errors import DataFault
+from hawkeye_lite.trainer import Trainer
+from hawkeye_lite.trainset import Dataset
 
 from _tiny import images as tiny_images
 from _tiny import model_config, perturb_lora
@@ -196,7 +199,7 @@ def test_warm_start_is_reused_only_with_the_same_settings(tiny, demo_dir, tmp_pa
 
 def test_tiny_model_with_other_settings_is_not_reused(tmp_path):
     from hawkeye_lite.runfolder import write_settings
-    from hawkeye_lite.trainer import tiny_settings
+    from hawkeye_lite.demo_model import tiny_settings
 
     cfg = load_train_config(None, [f"output_dir={tmp_path / 'run'}", f"model.name_or_path={tmp_path / 'shared-tiny'}"])
     (tmp_path / "shared-tiny").mkdir()
@@ -226,7 +229,7 @@ def test_truncated_image_mid_run_is_reported_counted_and_replaced(tiny, demo_dir
     run = tmp_path / "run"
     t = Trainer(make_cfg(tiny, f"json:{data / 'train.json'}", run, "data.check_images=header", "optim.max_steps=3"))
     t.data = Dataset.load(t.cfg, print)  # loaded (header check passes), then files go bad, as hours into a run
-    from hawkeye_lite.trainer import batch_indices
+    from hawkeye_lite.trainset import batch_indices
 
     first = [t.data.train[i] for i in batch_indices(len(t.data.train), 0, 0, batch_size=2, grad_accum=1, seed=0)]
     raw = open(first[0].image, "rb").read()
@@ -245,7 +248,7 @@ def test_deleted_image_and_bad_held_out_image_mid_run(tiny, demo_dir, tmp_path):
     t = Trainer(make_cfg(tiny, f"json:{data / 'demo.json'}", run, "data.check_images=header", "optim.max_steps=2",
                          "eval.after=true", "eval.samples=1"))
     t.data = Dataset.load(t.cfg, print)
-    from hawkeye_lite.trainer import batch_indices
+    from hawkeye_lite.trainset import batch_indices
 
     first = [t.data.train[i] for i in batch_indices(len(t.data.train), 1, 0, batch_size=2, grad_accum=1, seed=0)]
     os.remove(first[1].image)  # deleted between loading and step 2

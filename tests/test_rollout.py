@@ -217,7 +217,8 @@ def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny, demo_dir, tmp_path,
     import hawkeye_lite.rollout as rollout_mod
     from hawkeye_lite.config import load_train_config
     from hawkeye_lite.rollout import step_seeds
-    from hawkeye_lite.trainer import Trainer, batch_indices
+    from hawkeye_lite.trainer import Trainer
+    from hawkeye_lite.trainset import batch_indices
 
     calls = []
     real = rollout_mod.generate_rollouts

@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 
 from hawkeye_lite.config import ConfigError, load_train_config
-from hawkeye_lite.trainer import Trainer, sft_format_ratings, sft_settings, sft_target
+from hawkeye_lite.trainer import Trainer
+from hawkeye_lite.warmstart import sft_format_ratings, sft_settings, sft_target
 
 
 def cfg_for(tiny, demo_dir, run_dir, *extra):
@@ -54,11 +55,11 @@ def test_target_is_part_of_the_warm_start_settings():
 def test_warm_start_targets(tiny, demo_dir, tmp_path, monkeypatch, target):
     """What the warm start actually trains on: the MOS of each image, or the seeded random
     ratings (which are not the images' MOS)."""
-    import hawkeye_lite.trainer as trainer_mod
+    import hawkeye_lite.warmstart as warmstart_mod
 
     seen = []
-    real = trainer_mod.sft_target
-    monkeypatch.setattr(trainer_mod, "sft_target",
+    real = warmstart_mod.sft_target
+    monkeypatch.setattr(warmstart_mod, "sft_target",
                         lambda y, think, description=None: seen.append(y) or real(y, think=think, description=description))
     cfg = cfg_for(tiny, demo_dir, tmp_path / "run", f"sft.target={target}")
     t = Trainer(cfg)
@@ -66,7 +67,7 @@ def test_warm_start_targets(tiny, demo_dir, tmp_path, monkeypatch, target):
     base = t.warm_start()
     assert (tmp_path / "run" / "sft-base" / "config.json").is_file() and base
     assert len(seen) == 3 * 4
-    from hawkeye_lite.trainer import batch_indices
+    from hawkeye_lite.trainset import batch_indices
 
     mos = [t.data.train[i].mos for s in range(3)
            for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)]
@@ -126,21 +127,21 @@ def test_describe_needs_the_think_prompt():
 def test_warm_start_describe(tiny, demo_dir, tmp_path, monkeypatch):
     """The <think> of every target is the image's description (relative to the training split),
     the rating is the seeded random one: nothing of the MOS."""
-    import hawkeye_lite.trainer as trainer_mod
+    import hawkeye_lite.warmstart as warmstart_mod
     from hawkeye_lite.describe import Describer
 
     seen = []
-    real = trainer_mod.sft_target
-    monkeypatch.setattr(trainer_mod, "sft_target",
+    real = warmstart_mod.sft_target
+    monkeypatch.setattr(warmstart_mod, "sft_target",
                         lambda y, think, description=None: seen.append((y, description)) or
                         real(y, think=think, description=description))
     cfg = cfg_for(tiny, demo_dir, tmp_path / "run", "sft.target=describe", "sft.steps=2")
     t = Trainer(cfg)
     t.prepare()
     t.warm_start()
-    from hawkeye_lite.trainer import batch_indices
+    from hawkeye_lite.trainset import batch_indices
 
-    _, images = t._load(t.data.train)
+    _, images = t.images.load(t.data.train)
     d = Describer(images)
     idx = [i for s in range(2) for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)]
     assert [desc for _, desc in seen] == [d(images[i]) for i in idx]

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from hawkeye_lite.rewards import Rewards
-from hawkeye_lite.trainer import reward_spread
+from hawkeye_lite.experience import reward_spread
 
 
 def test_reward_spread_matches_numpy():
@@ -45,7 +45,7 @@ def test_reward_spread_all_equal():
 
 
 def test_collapse_warning_window_and_threshold():
-    from hawkeye_lite.trainer import collapse_warning
+    from hawkeye_lite.runloop import collapse_warning
 
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"seed {seed}")

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from hawkeye_lite.config import load_train_config
-from hawkeye_lite.trainer import (
-    CHECKPOINTS, TrainingError, Trainer, batch_indices, gamma_at, latest_checkpoint, lr_at,
-)
+from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
+from hawkeye_lite.errors import TrainingError
+from hawkeye_lite.schedules import gamma_at, lr_at
+from hawkeye_lite.trainer import Trainer
+from hawkeye_lite.trainset import batch_indices
 
 
 PLOT_FILE = "plot.png"  # matplotlib is a dependency
@@ -153,17 +155,17 @@ def test_resume_is_exact(tiny, demo_dir, tmp_path):
 
 
 def test_nan_loss_is_skipped_and_stops_the_run(tiny, demo_dir, tmp_path, monkeypatch):
-    import hawkeye_lite.trainer as trainer_mod
+    import hawkeye_lite.update as update_mod
 
     cfg = make_cfg(tiny, demo_dir, tmp_path / "run", "optim.max_bad_steps=2", "objective.perception.enabled=false")
     t = started(cfg)
-    real = trainer_mod.policy_loss_from_hidden
+    real = update_mod.policy_loss_from_hidden
 
     def nan_loss(*args, **kw):
         loss, metrics = real(*args, **kw)
         return loss * float("nan"), metrics
 
-    monkeypatch.setattr(trainer_mod, "policy_loss_from_hidden", nan_loss)
+    monkeypatch.setattr(update_mod, "policy_loss_from_hidden", nan_loss)
     before = lora_state(t)
     rec = t.rl_step()
     assert rec["skipped_updates"] == 1 and t.bad_streak == 1
@@ -172,7 +174,7 @@ def test_nan_loss_is_skipped_and_stops_the_run(tiny, demo_dir, tmp_path, monkeyp
     with pytest.raises(TrainingError, match="2 consecutive"):
         t.rl_step()
     # a good step resets the count
-    monkeypatch.setattr(trainer_mod, "policy_loss_from_hidden", real)
+    monkeypatch.setattr(update_mod, "policy_loss_from_hidden", real)
     t.bad_streak = 1
     t.rl_step()
     assert t.bad_streak == 0
