@@ -304,7 +304,7 @@ def plan_runs(config: Optional[str], out: Path, *, base: Optional[str], seeds: S
     """Every run the tables need, each config validated now (a bad --set fails before any work).
     `base`: the warm-started folder every run starts from (None: the config's model itself).
     Seed-major order, so an ablation stopped early holds whole seeds of every variant."""
-    from hawkeye_lite.config import load_train_config
+    from hawkeye_lite.config_loader import load_train_config
 
     fixed = ["sft.steps=0", "logging.progress=false"]
     if base is not None:
@@ -385,7 +385,7 @@ def child_env() -> Dict[str, str]:
 
 
 def warm_config(config: Optional[str], out: Path, sets: Sequence[str]):
-    from hawkeye_lite.config import load_train_config
+    from hawkeye_lite.config_loader import load_train_config
 
     return load_train_config(config, list(sets) + [
         f"output_dir={out / 'warm'}", "logging.progress=false", "logging.plot=false", "eval.before=false",

@@ -41,7 +41,7 @@ from torch import nn
 # Face's package, which transformers and bitsandbytes probe for) can never find this folder's files.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from hawkeye_lite.config import load_train_config  # noqa: E402
+from hawkeye_lite.config_loader import load_train_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GiB = 2**30

@@ -69,7 +69,7 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
 def write_model(out: Path, policy, cfg, *, base: str, step: int, total_steps: int, run_dir: Path) -> None:
     """What a checkpoint and final/ share: the adapter, hawkeye.json (prompt and completion cap
     the Scorer reads back), the resolved config and the README.md model card."""
-    from .config import dump_train_config
+    from .config_loader import dump_train_config
     from .modelcard import write_model_card
 
     policy.save_pretrained(out, prompt=cfg.rollout.prompt, max_new_tokens=cfg.rollout.max_new_tokens)

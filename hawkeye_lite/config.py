@@ -3,7 +3,9 @@
 Plain dataclasses with small validation; every error names the offending field so a bad YAML
 key or CLI override is found at once. The model / reward sections are used by the Scorer too;
 the training sections (data, rollout, objective, optim, sft, eval, logging, checkpoint) and the
-top-level `TrainConfig` are read from YAML with `load_train_config(path, overrides)`.
+top-level `TrainConfig` are read from YAML with `config_loader.load_train_config(path, overrides)`.
+Each field's comment is its documentation: docs/config.md is generated from them
+(`python -m hawkeye_lite.config_doc`), and a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
 
 @dataclass
 class LoRAConfig:
-    r: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
+    """The LoRA adapter that training updates (PEFT; on the NF4 base under QLoRA)."""
+
+    r: int = 64  # LoRA rank
+    alpha: int = 128  # LoRA scaling numerator: the update is scaled by alpha / r
+    dropout: float = 0.05  # LoRA dropout of the RL adapter (the warm start's is sft.lora_dropout)
     # Projection names inside the language model (and inside the vision blocks when vision=True).
     target_modules: Tuple[str, ...] = LM_TARGET_MODULES
     vision: bool = False  # also adapt the vision tower's blocks (more memory, rarely needed)
-    vision_target_modules: Tuple[str, ...] = VISION_TARGET_MODULES
+    vision_target_modules: Tuple[str, ...] = VISION_TARGET_MODULES  # projection names inside the vision blocks
     adapter_path: Optional[str] = None  # continue from an existing PEFT adapter folder
 
     def __post_init__(self) -> None:
@@ -67,21 +71,21 @@ class LoRAConfig:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = ""
+    """The base model and how it is loaded (also used by the Scorer)."""
+
+    name_or_path: str = ""  # the base model: a Hugging Face hub id or a local folder
     quantization: str = "nf4"  # nf4: 4-bit NF4 base with double quantisation (QLoRA); none
     dtype: str = "auto"  # auto: bfloat16 on CUDA (float16 without bf16 support), float32 on CPU
     lora: Optional[LoRAConfig] = field(default_factory=LoRAConfig)  # None: no adapter at all
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # recompute activations in backward: less memory, more time
     # The loss passes (policy, reference, degraded) run each prompt once per image and widen its
     # keys/values to the G rollouts, instead of once per rollout: same values and gradients,
     # several times cheaper when the prompt is long. false reproduces runs made before it.
     shared_prefix: bool = True
     attn_implementation: str = "auto"  # auto: flash_attention_2 when importable on CUDA, else sdpa
     device: Optional[str] = None  # None: cuda when available, else cpu
-    # Image resolution bounds in pixels; None keeps the checkpoint's processor settings.
-    # (448*448 = 200704 is the paper's training resolution.)
-    min_pixels: Optional[int] = None
-    max_pixels: Optional[int] = None
+    min_pixels: Optional[int] = None  # an image's fewest pixels after resizing (None: the checkpoint's processor's)
+    max_pixels: Optional[int] = None  # its most pixels (None: the processor's; 448*448 = 200704 is the paper's)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name_or_path, str) or not self.name_or_path:
@@ -105,15 +109,15 @@ class ModelConfig:
 class RewardConfig:
     """SPEC §1.1. `functions` picks which rewards are summed."""
 
-    functions: Tuple[str, ...] = ("accuracy", "format", "repetition")
+    functions: Tuple[str, ...] = ("accuracy", "format", "repetition")  # the rewards summed: accuracy, format, repetition
     tau: float = 0.30  # accuracy: exp(-|clamp(y_hat) - y| / tau)
-    score_min: float = 1.0
-    score_max: float = 5.0
-    format_value: float = 0.8
+    score_min: float = 1.0  # the answer scale's lower end (answers are clamped to it)
+    score_max: float = 5.0  # the answer scale's upper end
+    format_value: float = 0.8  # format: this reward when the whole completion has the required format
     require_think: bool = True  # format reward asks for <think>…</think> before <answer>
     repetition_max_count: int = 5  # a word occurring more often than this is penalised
-    repetition_penalty: float = 0.25
-    repetition_floor: float = -2.0
+    repetition_penalty: float = 0.25  # repetition: minus this per over-repeated word or character
+    repetition_floor: float = -2.0  # repetition: the penalty's lowest total
 
     def __post_init__(self) -> None:
         self.functions = tuple(self.functions)
@@ -160,16 +164,16 @@ class TinyModelConfig:
     """Build a tiny random Qwen2.5-VL at model.name_or_path when that folder does not exist
     (the offline demo). Ignored when the folder exists or `build` is false."""
 
-    build: bool = True
-    seed: int = 0
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 128
-    vision_depth: int = 2
-    vision_hidden_size: int = 32
-    min_pixels: int = 56 * 56
-    max_pixels: int = 112 * 112
+    build: bool = True  # build it when model.name_or_path does not exist
+    seed: int = 0  # its random weights' seed
+    hidden_size: int = 64  # language model width
+    num_layers: int = 2  # language model layers
+    num_heads: int = 4  # attention heads
+    intermediate_size: int = 128  # MLP width
+    vision_depth: int = 2  # vision tower blocks
+    vision_hidden_size: int = 32  # vision tower width
+    min_pixels: int = 56 * 56  # its processor's fewest pixels per image after resizing
+    max_pixels: int = 112 * 112  # its processor's most pixels per image (112 x 112 = 16 visual tokens)
     # Steps of low-level-statistics regression (per image and per visual token) for the random
     # vision tower, a stand-in for a pretrained one (hawkeye_lite.tiny_vision); 0 keeps it random.
     vision_pretrain_steps: int = 3000
@@ -177,12 +181,14 @@ class TinyModelConfig:
 
 @dataclass
 class DataConfig:
+    """Training and held-out data, as data specs (docs/data.md)."""
+
     # Data specs (hawkeye_lite.data.load_records), plus `demo:DIR` for the generated demo set
     # (written to DIR on first use).
     train: Tuple[str, ...] = ("demo:data/demo",)
     # Held-out specs for the periodic and final SRCC/PLCC; empty = the `eval_split` records of `train`.
     eval: Tuple[str, ...] = ()
-    eval_split: str = "test"
+    eval_split: str = "test"  # the split of the held-out specs evaluated: train | val | test
     on_bad: str = "skip"  # skip (reported) | fail
     # full (decode every image at start) | header (open only) | none. full is the default: it costs
     # 2.7 ms per 1024x768 JPEG on 2 CPU cores (27 s for 10k images, bench/check_images.py) and
@@ -201,11 +207,13 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
+    """Sampling the G completions of each training image (the decoding engine: docs/decoding.md)."""
+
     num_generations: int = 8  # G completions per image
     max_new_tokens: int = 24  # completion length cap (the demo's answers are ~16 tokens)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
+    temperature: float = 1.0  # sampling temperature of the rollouts (and of their log-probs in the loss)
+    top_p: float = 1.0  # nucleus sampling (1: off)
+    top_k: int = 0  # top-k sampling (0: off)
     prompt: str = "think"  # think: <think>…</think><answer>x</answer>; no_think: <answer>x</answer>
     # Images decoded together: None = every image of the optimizer step (batch_size x
     # grad_accum), however learning splits them. Rows decoded = batch_size x G; each row holds a
@@ -237,18 +245,20 @@ class RolloutConfig:
 class StageConfig:
     """One degradation stage (SPEC §1.4; hawkeye_lite.data.degrade.StageParams)."""
 
-    noise_sigma: float = 45.0
-    blur_radius: float = 2.0
-    jpeg_quality: int = 5
-    jpeg_passes: int = 3
-    darken: float = 0.6
+    noise_sigma: float = 45.0  # gaussian noise, σ on 0-255
+    blur_radius: float = 2.0  # gaussian blur radius, pixels
+    jpeg_quality: int = 5  # JPEG quality of the repeated compression
+    jpeg_passes: int = 3  # JPEG compressions in a row
+    darken: float = 0.6  # brightness factor
 
 
 @dataclass
 class DegradationConfig:
-    kinds: Tuple[str, ...] = ("noise", "blur", "jpeg", "darken")
+    """How a training image's degraded partner is made (SPEC §1.4; the paper's recipe by default)."""
+
+    kinds: Tuple[str, ...] = ("noise", "blur", "jpeg", "darken")  # the degradations a partner draws one of
     first: StageConfig = field(default_factory=StageConfig)
-    second_stage: bool = False
+    second_stage: bool = False  # a second, different degradation on top of the first
     second: StageConfig = field(default_factory=lambda: StageConfig(65.0, 4.0, 5, 3, 0.5))
     seed: int = 0  # same (seed, record id) -> same partner, on the fly or offline
     use_partner_files: bool = True  # use a record's `image_deg` file when it has one
@@ -271,11 +281,11 @@ class DegradationConfig:
 class PerceptionConfig:
     """SPEC §1.4: -γ(t)·KL(p‖p̃) + η1·H(p) + η2·H(p̃) with a degraded partner of each image."""
 
-    enabled: bool = True
+    enabled: bool = True  # the perception terms and the degraded pass (false: plain (UA-)GRPO)
     gamma0: float = 1e-4  # γ at epoch 0; cosine down to 0 at kl_zero_epoch
-    kl_zero_epoch: float = 5.0
-    eta1: float = 1e-3
-    eta2: float = 0.0  # needs degraded_grad: H(p̃) has no gradient otherwise
+    kl_zero_epoch: float = 5.0  # the epoch at which γ reaches 0
+    eta1: float = 1e-3  # weight of H(p), the entropy with the original image
+    eta2: float = 0.0  # weight of H(p̃), the entropy with the partner; needs degraded_grad (no gradient otherwise)
     degraded_grad: bool = False  # run the degraded pass with gradient (more memory)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
@@ -289,14 +299,16 @@ class PerceptionConfig:
 
 @dataclass
 class ObjectiveConfig:
+    """The RL objective: UA-GRPO advantages and the clipped policy loss (SPEC §1.2-1.3)."""
+
     loss_type: str = "grpo"  # grpo | dapo | dr_grpo (SPEC §1.3)
     beta: float = 0.04  # k3 KL to the reference (adapter off); 0 skips the reference pass
-    eps_low: float = 0.2
-    eps_high: float = 0.28
+    eps_low: float = 0.2  # the ratio is clipped to [1 - eps_low, 1 + eps_high]
+    eps_high: float = 0.28  # the upper clip (larger than eps_low, as in DAPO)
     alpha: float = 0.2  # uncertainty weight w = exp(-alpha * u)
     use_uncertainty: bool = True  # UA-GRPO; false = plain GRPO advantages
     scale_rewards: bool = True  # false: Dr. GRPO (no division by the group std)
-    adv_eps: float = 1e-4
+    adv_eps: float = 1e-4  # ε in (r - mean) / (std + ε)
     chunk_size: Optional[int] = None  # tokens per logits chunk in the fused loss (None: auto)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
@@ -311,18 +323,20 @@ class ObjectiveConfig:
 
 @dataclass
 class OptimConfig:
+    """The optimizer, the learning-rate schedule and how many images a step takes."""
+
     optimizer: str = "adamw"  # adamw | adamw_8bit (bitsandbytes, CUDA only)
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: Tuple[float, float] = (0.9, 0.99)
+    lr: float = 1e-4  # peak learning rate of the LoRA adapter
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: Tuple[float, float] = (0.9, 0.99)  # AdamW betas
     schedule: str = "cosine"  # cosine | linear | constant, after warmup
-    warmup_steps: int = 5
+    warmup_steps: int = 5  # linear warmup steps
     min_lr_ratio: float = 0.0  # cosine/linear end at lr * min_lr_ratio
     max_grad_norm: float = 1.0  # 0 disables clipping
     batch_size: int = 8  # images (prompts) per micro-batch; each gets G rollouts
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: Optional[int] = 120  # optimizer steps; None: run `epochs` over the train set
-    epochs: Optional[float] = None
+    epochs: Optional[float] = None  # passes over the train set; None: max_steps
     mu: int = 1  # policy updates per sampled batch (μ > 1 reuses it with old log-probs)
     max_bad_steps: int = 5  # consecutive NaN/Inf steps before the run stops
 
@@ -363,9 +377,9 @@ class SFTConfig:
     # adapter's alone). The label-free warm start needs it (configs/demo-rl.yaml): without it the
     # warm-started model's ratings are narrow and RL collapses onto one answer.
     lora_dropout: Optional[float] = None
-    lr: float = 3e-3
-    batch_size: int = 16
-    warmup_steps: int = 10
+    lr: float = 3e-3  # warm start learning rate (cosine to a tenth of it)
+    batch_size: int = 16  # images per warm start step
+    warmup_steps: int = 10  # linear warmup steps of the warm start
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "sft.steps", f"must be >= 0, got {self.steps}")
@@ -380,19 +394,21 @@ class SFTConfig:
 
 @dataclass
 class EvalConfig:
+    """Held-out evaluation during training (before RL, every N steps, after RL)."""
+
     every: int = 0  # held-out SRCC/PLCC every N optimizer steps (0: only before and after RL)
     before: bool = True  # evaluate before RL (after the warm start)
-    after: bool = True
+    after: bool = True  # evaluate after RL
     samples: int = 32  # K sampled answers per image; the prediction is their mean
     # The K answers drawn as a stratified sample (decode.strata_init): each still an exact
     # sample, together an even cover of the answer distribution, so the mean moves far less with
     # the eval seed. false: K independent draws (how evaluations before it were made).
     stratified: bool = True
-    temperature: float = 1.0
+    temperature: float = 1.0  # sampling temperature of the K answers (0: greedy, one answer)
     max_new_tokens: Optional[int] = None  # None: rollout.max_new_tokens
-    batch_size: int = 32
+    batch_size: int = 32  # images scored together
     max_images: Optional[int] = None  # cap the held-out set (periodic evals on big datasets)
-    seed: int = 0
+    seed: int = 0  # the evaluation's sampling seed (the same seed scores an image the same way)
     # The whole scoring again with seeds seed+1 .. seed+repeats-1: srcc_std / plcc_std say how
     # much of a difference between two evals is sampling noise. srcc / plcc stay seed's.
     repeats: int = 1
@@ -413,6 +429,8 @@ class EvalConfig:
 
 @dataclass
 class LoggingConfig:
+    """What a run prints and writes besides metrics.jsonl."""
+
     every: int = 1  # console line every N steps (metrics.jsonl gets every step)
     progress: bool = True  # tqdm bar with ETA on stderr when it is a terminal (plain lines otherwise)
     plot: bool = True  # write plot.png (reward, SRCC/PLCC, KL terms, entropies, lr over steps) at the end
@@ -430,8 +448,10 @@ class LoggingConfig:
 
 @dataclass
 class CheckpointConfig:
+    """Checkpoints for resuming (RUN/checkpoints/step-NNNNNN)."""
+
     every: int = 20  # optimizer steps between checkpoints (0: only the final one)
-    keep_last: int = 2
+    keep_last: int = 2  # checkpoints kept (older ones are deleted)
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "checkpoint.every", f"must be >= 0, got {self.every}")
@@ -459,8 +479,10 @@ def _demo_model() -> ModelConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/demo"
-    seed: int = 0
+    """Everything `hawkeye-lite train` reads; the defaults are the CPU demo (configs/demo.yaml)."""
+
+    output_dir: str = "runs/demo"  # the run folder
+    seed: int = 0  # the run's seed: adapter init, data order, rollouts, partners
     model: ModelConfig = field(default_factory=_demo_model)
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -499,219 +521,9 @@ class TrainConfig:
         return _to_plain(self)
 
 
-# ----------------------------------------------------------------------------- YAML + overrides
-
-
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [_to_plain(v) for v in obj]
     return obj
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Turn a YAML / CLI value into the field's declared type, or raise naming `key`."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Union:  # Optional[X]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return _build(tp, value, key)
-    if origin in (tuple, list, Tuple, List):
-        if isinstance(value, str):
-            value = _split_list(value, key)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        elem = args[0] if args else Any
-        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if tp is int:
-                if isinstance(number, float) and not number.is_integer():
-                    raise ValueError
-                return int(number)
-            return float(number)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected {'an integer' if tp is int else 'a number'}, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _split_list(text: str, key: str) -> List[str]:
-    """`[a, b]` or `a,b` from the command line -> ['a', 'b'], without YAML: data specs hold `?`,
-    `&` and `,` (`csv:F?path=a&mos=b`, `range=0,100`), which a YAML flow list cannot carry.
-    Data specs split only where a new `kind:` starts; other lists at every comma outside quotes."""
-    inner = text.strip()
-    if inner.startswith("[") and inner.endswith("]"):
-        inner = inner[1:-1]
-    elif inner.startswith("[") or inner.endswith("]"):
-        raise ConfigError(f"{key}: unbalanced brackets in {text!r}; write a list as [a, b]")
-    pieces, buf, quote = [], "", None
-    for ch in inner:
-        if quote:
-            if ch == quote:
-                quote = None
-            else:
-                buf += ch
-        elif ch in "'\"":
-            quote = ch
-        elif ch == ",":
-            pieces.append(buf)
-            buf = ""
-        else:
-            buf += ch
-    if quote:
-        raise ConfigError(f"{key}: unclosed quote in {text!r}")
-    pieces.append(buf)
-    pieces = [p.strip() for p in pieces]
-    if key.startswith("data."):
-        import re
-
-        merged: List[str] = []
-        for p in pieces:  # "csv:F?range=0" + "100" is one spec; "koniq:/d" starts the next
-            if merged and not re.match(r"^[a-z]+:", p) and not p.lower().endswith((".json", ".jsonl", ".csv")):
-                merged[-1] += "," + p
-            else:
-                merged.append(p)
-        pieces = merged
-    return [p for p in pieces if p]
-
-
-def _build(cls, values: Dict[str, Any], prefix: str):
-    """Strictly build dataclass `cls` from a dict: unknown keys are errors, types are coerced."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"{where}: unknown key (known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        if name == "lora" and cls is ModelConfig:
-            tp = Optional[LoRAConfig]
-        kwargs[name] = _coerce(value, tp, key)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
-        msg = str(e)
-        # The model/reward validators name their key relative to their section ("lora.r: ..."):
-        # complete it to the full dotted path ("model.lora.r: ...").
-        last = prefix.split(".")[-1]
-        parent = prefix.rsplit(".", 1)[0] if "." in prefix else ""
-        if prefix and msg.startswith(last):
-            raise ConfigError(f"{parent}.{msg}" if parent else msg) from None
-        raise ConfigError(f"{prefix or 'config'}: {msg}") from None
-
-
-def apply_override(tree: Dict[str, Any], assignment: str) -> None:
-    """`a.b.c=value` into a nested dict (the value is coerced later, against the field type)."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. optim.lr=1e-4")
-    key, value = assignment.split("=", 1)
-    key = key.strip()
-    parts = key.split(".")
-    if not key or any(not p for p in parts):
-        raise ConfigError(f"--set {assignment!r}: bad key {key!r}")
-    cls: Any = TrainConfig
-    node = tree
-    for i, part in enumerate(parts):
-        path = ".".join(parts[: i + 1])
-        if cls is None or not dataclasses.is_dataclass(cls):
-            raise ConfigError(f"{path}: {'.'.join(parts[:i])} is not a section")
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            raise ConfigError(f"{path}: unknown key (known keys: {', '.join(sorted(hints))})")
-        tp = LoRAConfig if (cls is ModelConfig and part == "lora") else hints[part]
-        if typing.get_origin(tp) is Union:
-            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        if i == len(parts) - 1:
-            import yaml
-
-            # YAML scalars ("true", "[1, 2]", "null") read as YAML; everything else stays a
-            # string and is coerced against the field type (PyYAML reads "1e-4" as a string).
-            try:
-                parsed = yaml.safe_load(value) if value.strip() else value
-            except yaml.YAMLError:
-                parsed = value
-            node[part] = parsed
-        else:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {} if child is None else child
-                if not isinstance(child, dict):
-                    raise ConfigError(f"{path}: is not a section")
-                node[part] = child
-            node, cls = child, tp
-
-
-def _merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def train_config_from_dict(tree: Dict[str, Any]) -> TrainConfig:
-    """Keys not given keep the demo defaults (TrainConfig()), section by section."""
-    if not isinstance(tree, dict):
-        raise ConfigError(f"config: the top level must be a mapping of sections, got {type(tree).__name__}")
-    return _build(TrainConfig, _merge(TrainConfig().to_dict(), tree), "")
-
-
-def load_train_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """YAML file (None: the built-in demo defaults) + `key=value` overrides -> a validated TrainConfig.
-    Errors are ConfigError naming the file and the dotted key."""
-    import yaml
-
-    tree: Dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({e})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for assignment in overrides:
-        apply_override(tree, assignment)
-    try:
-        return train_config_from_dict(tree)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
-
-
-def dump_train_config(cfg: TrainConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

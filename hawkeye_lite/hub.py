@@ -64,7 +64,8 @@ def _step_info(model_dir: Path) -> Tuple[int, Optional[int]]:
 def model_card_for_hub(model_dir: Path, repo_id: str) -> Optional[str]:
     """The card re-rendered for `repo_id` from the folder's config.yaml, or None when the
     config cannot be read (then the folder's own README.md goes up as it is)."""
-    from .config import ConfigError, load_train_config
+    from .config import ConfigError
+    from .config_loader import load_train_config
 
     config = model_dir / "config.yaml"
     if not config.is_file():

@@ -30,7 +30,8 @@ import torch
 
 from .checkpoint import CONFIG_FILE, FINAL, atomic_dir, check_world_size, load_adapter, read_state, \
     restore_training_state, save_checkpoint, write_model
-from .config import ConfigError, TrainConfig, dump_train_config, load_train_config
+from .config import ConfigError, TrainConfig
+from .config_loader import dump_train_config, load_train_config
 from .distributed import Dist, picklable
 from .errors import DataFault, TrainingError
 from .experience import Experience, collect

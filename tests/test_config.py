@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hawkeye_lite.config import ConfigError, TrainConfig, dump_train_config, load_train_config, train_config_from_dict
+from hawkeye_lite.config import ConfigError, TrainConfig
+from hawkeye_lite.config_loader import dump_train_config, load_train_config, train_config_from_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

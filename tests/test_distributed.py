@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hawkeye_lite.config import load_train_config
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.trainer import Trainer
 
 

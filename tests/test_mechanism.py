@@ -15,7 +15,8 @@ import torch
 from scipy.special import log_softmax
 from scipy.stats import spearmanr
 
-from hawkeye_lite.config import ConfigError, load_train_config
+from hawkeye_lite.config import ConfigError
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.data import demo_records
 from hawkeye_lite.data.datasets import IQARecord
 from hawkeye_lite.evaluate import Prediction, evaluate

@@ -9,7 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
-from hawkeye_lite.config import TrainConfig, load_train_config
+from hawkeye_lite.config import TrainConfig
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.modelcard import render_model_card
 
 from _tiny import tiny_model_dir

@@ -18,7 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
-from hawkeye_lite.config import ConfigError, load_train_config
+from hawkeye_lite.config import ConfigError
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.runfolder import LOCK_FILE, RunFolderError, RunLock, cut_metrics
 from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
 from hawkeye_lite.errors import DataFault

@@ -215,7 +215,7 @@ def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny, demo_dir, tmp_path,
     of 2) and micro-batch by micro-batch: the same tokens for every image (per-image seeds are a
     function of (seed, step, slot)), and learning still sees micro-batches of 2."""
     import hawkeye_lite.rollout as rollout_mod
-    from hawkeye_lite.config import load_train_config
+    from hawkeye_lite.config_loader import load_train_config
     from hawkeye_lite.rollout import step_seeds
     from hawkeye_lite.trainer import Trainer
     from hawkeye_lite.trainset import batch_indices

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hawkeye_lite.config import ConfigError, load_train_config
+from hawkeye_lite.config import ConfigError
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.trainer import Trainer
 from hawkeye_lite.warmstart import sft_format_ratings, sft_settings, sft_target
 

@@ -69,7 +69,7 @@ def test_trainer_warns_once_when_every_group_has_one_reward(tiny, demo_dir, tmp_
     format reward every group's rewards are all 0: zero_spread 1 at every step."""
     import io
 
-    from hawkeye_lite.config import load_train_config
+    from hawkeye_lite.config_loader import load_train_config
     from hawkeye_lite.trainer import Trainer
 
     cfg = load_train_config(None, [

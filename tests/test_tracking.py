@@ -11,7 +11,8 @@ import types
 
 import pytest
 
-from hawkeye_lite.config import ConfigError, load_train_config
+from hawkeye_lite.config import ConfigError
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.runlog import Logger, Progress, progress_callback
 from hawkeye_lite.tracking import flatten
 

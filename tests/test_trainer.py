@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hawkeye_lite.config import load_train_config
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
 from hawkeye_lite.errors import TrainingError
 from hawkeye_lite.schedules import gamma_at, lr_at
