@@ -3,9 +3,9 @@
 - `run.json` says which run a folder holds (an id, when it started, a hash of its settings);
   `hawkeye-lite train` into a folder that holds a run stops unless it is `--resume` (continue
   it) or `--overwrite` (replace it).
-- `.lock` holds the PID of the process using the folder, created atomically (O_EXCL): a second
-  process is refused at once, naming the first. A lock whose process is gone (kill -9, a crash,
-  a reboot) is stale and taken over.
+- `.lock` is an OS lock (flock) held by the process using the folder, and names it: a second
+  process is refused at once, naming the first. The kernel releases it when its process dies
+  (kill -9, a crash, a reboot), so a dead run's lock is never in the way.
 - Anything reused from the folder carries the settings that made it (`settings.json` next to
   the warm start), and is reused only when they match.
 - A resume prints every key that differs from the saved config, and `metrics.jsonl` is cut back
@@ -108,17 +108,65 @@ def _alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive, PID-holding lock file. `acquire` raises RunFolderError naming the holder."""
+    """The folder's lock: an OS lock (flock) on RUN/.lock, held while the process lives, so the
+    kernel releases it when the process dies (kill -9, a crash, a reboot) and no guess about a
+    dead holder is needed, across containers and PID namespaces too. The file also names the
+    holder (PID, host, start) for the refusal message. Where the filesystem has no flock, the
+    file itself is the lock (created with O_EXCL; a holder whose process is gone is stale).
+    `acquire` raises RunFolderError naming the holder."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_FILE
         self.held = False
+        self._fd: Optional[int] = None
 
     def _holder(self) -> Optional[dict]:
         try:
             return json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None
+
+    def _me(self) -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def _refuse(self, holder: Optional[dict]) -> RunFolderError:
+        if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            return RunFolderError(f"{self.path.parent}: this process already runs in this folder")
+        who = "another process" if holder is None else (
+            f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}")
+        return RunFolderError(f"{self.path.parent}: in use by another hawkeye-lite run ({who}); wait for it "
+                              f"to finish, or choose another output_dir (if that process is gone, delete {self.path})")
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self._acquire_file()
+        for _ in range(3):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._refuse(self._holder()) from None
+            except OSError:  # this filesystem has no flock (some network or FUSE mounts)
+                os.close(fd)
+                return self._acquire_file()
+            try:  # the holder may have removed the file between our open and our flock: retry
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self._me()).encode())
+            self._fd, self.held = fd, True
+            return self
+        raise RunFolderError(f"{self.path}: could not take the lock (it keeps reappearing)")
+
+    # -- without flock: the file is the lock, and a dead holder is recognised by its PID
 
     def _stale(self, holder: Optional[dict]) -> bool:
         if holder is None:  # empty or half-written: the writer died within its first write
@@ -133,37 +181,34 @@ class RunLock:
             return True
         return holder.get("proc_start") is not None and _proc_start(pid) != holder.get("proc_start")
 
-    def acquire(self) -> "RunLock":
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    def _acquire_file(self) -> "RunLock":
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == me["host"]:
-                    raise RunFolderError(f"{self.path.parent}: this process already runs in this folder")
-                if self._stale(holder):
+                if self._stale(holder) and not (holder or {}).get("pid") == os.getpid():
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
                     continue
-                who = "another process" if holder is None else (
-                    f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}")
-                raise RunFolderError(f"{self.path.parent}: in use by another hawkeye-lite run ({who}); wait for it "
-                                     f"to finish, or choose another output_dir (if that process is gone, delete {self.path})")
+                raise self._refuse(holder) from None
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps(me))
+                f.write(json.dumps(self._me()))
             self.held = True
             return self
         raise RunFolderError(f"{self.path}: could not take the lock (it keeps reappearing)")
 
     def release(self) -> None:
-        if self.held:
-            holder = self._holder()
-            if holder is None or holder.get("pid") == os.getpid():
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-            self.held = False
+        if not self.held:
+            return
+        holder = self._holder()
+        if holder is None or holder.get("pid") == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # before the unlock: a waiting process then finds a fresh file
+        if self._fd is not None:
+            os.close(self._fd)  # drops the flock
+            self._fd = None
+        self.held = False
 
 
 # ----------------------------------------------------------------------------- the folder

@@ -78,13 +78,49 @@ def test_cli_refuses_a_used_folder_with_exit_2(tiny, demo_dir, tmp_path):
     assert len([l for l in res.output.splitlines() if l.startswith("error:")]) == 1
 
 
-def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
+def test_lock_refuses_a_live_holder_and_is_free_once_it_dies(tmp_path):
+    """The lock is the kernel's (flock): a live holder is refused by name; kill -9 frees it."""
+    code = ("import sys, time; from pathlib import Path; from hawkeye_lite.runfolder import RunLock; "
+            "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderError, match=f"PID {holder.pid} on"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid  # left behind by kill -9
+    lock = RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    with pytest.raises(RunFolderError, match="this process already runs in this folder"):
+        RunLock(tmp_path).acquire()
+    lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+    # A lock file naming a live process that holds no lock on it (e.g. a PID of another container's
+    # namespace, or a reused PID) does not block: only the kernel's lock counts.
+    import socket
+
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
+                                                  "proc_start": "1", "started": "long ago"}))
+    RunLock(tmp_path).acquire().release()
+
+
+def test_lock_without_flock_falls_back_to_the_pid_file(tmp_path, monkeypatch):
+    """On a filesystem without flock the file itself is the lock: a live holder is refused, a dead
+    one (or a reused PID: another start time) is stale and taken over."""
+    import errno
+    import fcntl
+    import socket
+
+    from hawkeye_lite.runfolder import _proc_start
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from hawkeye_lite.runfolder import _proc_start
-
-        import socket
-
         (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
                                                       "proc_start": _proc_start(sleeper.pid), "started": "then"}))
         with pytest.raises(RunFolderError, match=f"PID {sleeper.pid}"):
@@ -92,17 +128,13 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-    # the holder is gone (kill -9): the lock is stale and taken over
-    lock = RunLock(tmp_path).acquire()
+    lock = RunLock(tmp_path).acquire()  # the holder is gone: stale, taken over
     assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_FILE).exists()
-    # a PID that now belongs to another process (reuse) is stale too: start time differs
-    import socket
-
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
                                                   "proc_start": "1", "started": "long ago"}))
-    RunLock(tmp_path).acquire().release()
+    RunLock(tmp_path).acquire().release()  # a reused PID: another start time
 
 
 def test_two_runs_at_once_into_one_folder(tiny, demo_dir, tmp_path):
