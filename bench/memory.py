@@ -296,7 +296,7 @@ def main(argv=None) -> dict:
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from hawkeye_lite.data.datasets import IQARecord
+    from hawkeye_lite.data import IQARecord
     from hawkeye_lite.data.demo import render_scene
     from hawkeye_lite.model import VLProcessor, _build_tokenizer, wrap_policy
     from hawkeye_lite.trainer import Trainer

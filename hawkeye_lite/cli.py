@@ -260,7 +260,7 @@ def score(
 
 def _load_data(data: List[str], on_bad: str, check_images: str, seed: int):
     """Load data specs, print the load summary to stderr; bad input exits with its file:line."""
-    from hawkeye_lite.data.datasets import load_records
+    from hawkeye_lite.data import load_records
 
     if on_bad not in ("skip", "fail"):
         _fail(f"--on-bad: must be skip or fail, got {on_bad!r}")

@@ -28,7 +28,7 @@ class DataFault(TrainingError):
 def user_error_types() -> tuple:
     """The exception types that mean 'bad input' (imported lazily: they live next to their code)."""
     from .config import ConfigError
-    from .data.datasets import DataError
+    from .data import DataError
     from .hub import HubError
     from .images import ImageReadError
     from .model import ModelLoadError

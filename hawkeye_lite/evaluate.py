@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-from .data.datasets import IQARecord
+from .data import IQARecord
 from .metrics import IQAMetrics, compute_metrics
 
 NAN = float("nan")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hawkeye_lite.data.datasets import (
+from hawkeye_lite.data import (
     DataError, IQARecord, assign_splits, check_image, load_records, map_mos, parse_spec, split_specs, write_json,
 )
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hawkeye_lite.data.datasets import DataError, load_records, split_specs
+from hawkeye_lite.data import DataError, load_records, split_specs
 
 META = Path(__file__).resolve().parents[2] / "shared" / "iqa_meta"
 pytestmark = pytest.mark.skipif(not META.is_dir(), reason=f"{META} not present (real annotation files)")

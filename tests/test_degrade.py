@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
-from hawkeye_lite.data.datasets import load_records
+from hawkeye_lite.data import load_records
 from hawkeye_lite.data.degrade import (
     KINDS, DegradeRecipe, Degrader, StageParams, apply_one, degrade, degrade_records, record_rng,
 )

@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
-from hawkeye_lite.data.datasets import load_records
+from hawkeye_lite.data import load_records
 from hawkeye_lite.data.demo import DemoConfig, demo_mos, demo_records, generate_demo
 
 SMALL = DemoConfig(n_scenes=12, per_scene=5, seed=0)

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from hawkeye_lite.config import ConfigError
 from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.data import demo_records
-from hawkeye_lite.data.datasets import IQARecord
+from hawkeye_lite.data.records import IQARecord
 from hawkeye_lite.evaluate import Prediction, evaluate
 from hawkeye_lite.images import content_key, mix_seed
 from hawkeye_lite.mechanism import (ImageMechanism, answer_token_mask, eval_fields, load_pairs, partner_sensitivity,

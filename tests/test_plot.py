@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import hawkeye_lite.plot as plot_module
 from hawkeye_lite.cli import app
-from hawkeye_lite.data.datasets import IQARecord
+from hawkeye_lite.data import IQARecord
 from hawkeye_lite.evaluate import evaluate
 from hawkeye_lite.metrics import fit_logistic
 

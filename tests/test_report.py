@@ -14,7 +14,7 @@ from scipy.stats import pearsonr, spearmanr
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
-from hawkeye_lite.data.datasets import IQARecord
+from hawkeye_lite.data import IQARecord
 from hawkeye_lite.evaluate import evaluate
 from hawkeye_lite.report import SuiteError, load_suite, mean_row, dataset_rows, write_report
 

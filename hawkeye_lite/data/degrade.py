@@ -154,7 +154,7 @@ def degrade_records(records: Sequence, out_dir, *, seed: int = 0, recipe: Degrad
     """
     from dataclasses import replace
 
-    from .datasets import write_json
+    from .records import write_json
 
     if fmt not in ("png", "jpg"):
         raise ValueError(f"fmt must be 'png' or 'jpg', got {fmt!r}")

@@ -38,7 +38,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from .datasets import IQARecord, assign_splits, write_json
+from .records import IQARecord, assign_splits, write_json
 
 DEMO_KINDS = ("noise", "blur", "jpeg", "darken")
 FORMAT_VERSION = 1
@@ -219,7 +219,7 @@ def write_demo(out_dir: Union[str, Path], cfg: DemoConfig = DemoConfig()) -> Lis
 def demo_records(root: Union[str, Path], cfg: DemoConfig = DemoConfig(), *, split: Optional[str] = None) -> List[IQARecord]:
     """Records of the demo dataset stored at root, generating it first if it is missing or was made
     with another config. `split` filters (train/test); None returns all. This is what the trainer uses."""
-    from .datasets import load_records
+    from .specs import load_records
 
     root = Path(root)
     meta_path = root / "meta.json"
