@@ -89,8 +89,11 @@ MISSING = "—"
 
 def finite(values: Iterable) -> np.ndarray:
     """The values that are real finite numbers (None, NaN, strings and bools are missing)."""
-    keep = [float(v) for v in values
-            if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)]
+    keep = [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     return np.asarray(keep, dtype=np.float64)
 
 
@@ -114,8 +117,9 @@ def paired_differences(values: Dict[int, object], baseline: Dict[int, object]) -
     return out
 
 
-def bootstrap_ci(diffs: Sequence[float], *, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
-                 seed: int = 0) -> Tuple[float, float]:
+def bootstrap_ci(
+    diffs: Sequence[float], *, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0
+) -> Tuple[float, float]:
     """Percentile bootstrap interval of the mean of `diffs`: resample the seeds with replacement
     `n_resamples` times, take the (1-level)/2 and (1+level)/2 quantiles of the resampled means
     (numpy's default linear interpolation, as scipy.stats.bootstrap(method='percentile')). A fresh
@@ -130,8 +134,13 @@ def bootstrap_ci(diffs: Sequence[float], *, n_resamples: int = N_RESAMPLES, leve
     return float(lo), float(hi)
 
 
-def summarise(rows: Dict[str, Dict[int, Dict[str, object]]], baseline: Optional[Dict[int, Dict[str, object]]],
-              *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Dict[str, dict]:
+def summarise(
+    rows: Dict[str, Dict[int, Dict[str, object]]],
+    baseline: Optional[Dict[int, Dict[str, object]]],
+    *,
+    seed: int = 0,
+    n_resamples: int = N_RESAMPLES,
+) -> Dict[str, dict]:
     """rows: row label -> seed -> metric -> value. Per row: the seeds, and per metric its n, mean
     and std over seeds, and (when `baseline`, seed -> metric -> value, is given) the paired
     difference to it: n, mean, the bootstrap interval."""
@@ -142,11 +151,17 @@ def summarise(rows: Dict[str, Dict[int, Dict[str, object]]], baseline: Optional[
             n, mean, std = mean_std(by_seed[s].get(m) for s in by_seed)
             row["metrics"][m] = {"n": n, "mean": mean, "std": std}
             if baseline is not None and baseline is not by_seed:
-                d = paired_differences({s: by_seed[s].get(m) for s in by_seed},
-                                       {s: baseline[s].get(m) for s in baseline})
+                d = paired_differences(
+                    {s: by_seed[s].get(m) for s in by_seed}, {s: baseline[s].get(m) for s in baseline}
+                )
                 lo, hi = bootstrap_ci(list(d.values()), seed=seed, n_resamples=n_resamples)
-                row["delta"][m] = {"n": len(d), "mean": float(np.mean(list(d.values()))) if d else math.nan,
-                                   "lo": lo, "hi": hi, "seeds": sorted(d)}
+                row["delta"][m] = {
+                    "n": len(d),
+                    "mean": float(np.mean(list(d.values()))) if d else math.nan,
+                    "lo": lo,
+                    "hi": hi,
+                    "seeds": sorted(d),
+                }
         out[label] = row
     return out
 
@@ -182,8 +197,9 @@ def fmt_delta(d: Optional[dict]) -> str:
     return f"{fmt(m, signed=True)} [{fmt(d['lo'], signed=True, like=m)}, {fmt(d['hi'], signed=True, like=m)}]"
 
 
-def markdown_table(summary: Dict[str, dict], first: str, *, before: Optional[dict] = None,
-                   baseline_name: str = BASELINE) -> str:
+def markdown_table(
+    summary: Dict[str, dict], first: str, *, before: Optional[dict] = None, baseline_name: str = BASELINE
+) -> str:
     """One row per entry of `summary` (and a first row for the warm start's `before` summary):
     seeds, mean ± std of every metric, the paired differences of DELTA_COLUMNS to the baseline."""
     names = {"srcc": "SRCC", "plcc": "PLCC"}
@@ -191,13 +207,20 @@ def markdown_table(summary: Dict[str, dict], first: str, *, before: Optional[dic
     head += [f"Δ{names.get(m, m)} vs {baseline_name} [{LEVEL:.0%} CI]" for m in DELTA_COLUMNS]
     head += [names.get(m, m) for m in METRICS[2:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-    entries = ([("warm start (before RL; all runs)", before, True)] if before else []) + [(k, v, False) for k, v in summary.items()]
+    entries = ([("warm start (before RL; all runs)", before, True)] if before else []) + [
+        (k, v, False) for k, v in summary.items()
+    ]
     for label, row, is_before in entries:
         n_row = len(row["seeds"])  # finished runs; a metric measured in fewer of them says (n=k)
         cells = [label, str(n_row)] + [fmt_stat(row["metrics"].get(m), n_row) for m in METRICS[:2]]
-        cells += [MISSING if is_before else (fmt_delta(row["delta"].get(m)) if row["delta"] else
-                                             ("baseline" if label == baseline_name else MISSING))
-                  for m in DELTA_COLUMNS]
+        cells += [
+            MISSING
+            if is_before
+            else (
+                fmt_delta(row["delta"].get(m)) if row["delta"] else ("baseline" if label == baseline_name else MISSING)
+            )
+            for m in DELTA_COLUMNS
+        ]
         cells += [fmt_stat(row["metrics"].get(m), n_row) for m in METRICS[2:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -279,7 +302,9 @@ def config_key(config: dict) -> str:
     """Equal keys = the same run: the resolved config without the keys that cannot change numbers."""
     from hawkeye_lite.runfolder import flatten
 
-    return json.dumps({k: v for k, v in flatten(config).items() if not k.startswith(NEUTRAL)}, sort_keys=True, default=str)
+    return json.dumps(
+        {k: v for k, v in flatten(config).items() if not k.startswith(NEUTRAL)}, sort_keys=True, default=str
+    )
 
 
 def parse_gammas(text: str) -> List[float]:
@@ -288,7 +313,9 @@ def parse_gammas(text: str) -> List[float]:
     try:
         gammas = [float(g) for g in text.split(",") if g.strip()]
     except ValueError:
-        raise ValueError(f"--gammas {text!r}: expected numbers separated by commas, e.g. 0,1e-4,1e-2,1 (or none)") from None
+        raise ValueError(
+            f"--gammas {text!r}: expected numbers separated by commas, e.g. 0,1e-4,1e-2,1 (or none)"
+        ) from None
     if any(not math.isfinite(g) or g < 0 for g in gammas) or len(set(gammas)) != len(gammas):
         raise ValueError(f"--gammas {text!r}: each γ0 once, finite and >= 0")
     return gammas
@@ -298,9 +325,17 @@ def gamma_label(g: float) -> str:
     return f"{g:g}"
 
 
-def plan_runs(config: Optional[str], out: Path, *, base: Optional[str], seeds: Sequence[int],
-              variants: Sequence[str], gammas: Sequence[float], steps: Optional[int] = None,
-              sets: Sequence[str] = ()) -> List[Run]:
+def plan_runs(
+    config: Optional[str],
+    out: Path,
+    *,
+    base: Optional[str],
+    seeds: Sequence[int],
+    variants: Sequence[str],
+    gammas: Sequence[float],
+    steps: Optional[int] = None,
+    sets: Sequence[str] = (),
+) -> List[Run]:
     """Every run the tables need, each config validated now (a bad --set fails before any work).
     `base`: the warm-started folder every run starts from (None: the config's model itself).
     Seed-major order, so an ablation stopped early holds whole seeds of every variant."""
@@ -310,8 +345,15 @@ def plan_runs(config: Optional[str], out: Path, *, base: Optional[str], seeds: S
     if base is not None:
         fixed = [f"model.name_or_path={base}", "tiny_model.build=false"] + fixed
     wanted = [("variants", v, VARIANTS[v][0], VARIANTS[v][1]) for v in variants]
-    wanted += [("gamma", gamma_label(g), f"{VARIANTS[SWEPT][0]}-g{gamma_label(g)}",
-                VARIANTS[SWEPT][1] + [f"objective.perception.gamma0={g!r}"]) for g in gammas]
+    wanted += [
+        (
+            "gamma",
+            gamma_label(g),
+            f"{VARIANTS[SWEPT][0]}-g{gamma_label(g)}",
+            VARIANTS[SWEPT][1] + [f"objective.perception.gamma0={g!r}"],
+        )
+        for g in gammas
+    ]
     runs: List[Run] = []
     by_key: Dict[str, Run] = {}
     for seed in seeds:
@@ -319,8 +361,13 @@ def plan_runs(config: Optional[str], out: Path, *, base: Optional[str], seeds: S
             name = f"{slug}-seed{seed}"
             run_dir = out / "runs" / name
             # User overrides first: the variant switches, the shared base and the RL seed win.
-            overrides = list(sets) + ([f"optim.max_steps={steps}"] if steps else []) + extra + fixed + [
-                f"seed={seed}", f"output_dir={run_dir}"]
+            overrides = (
+                list(sets)
+                + ([f"optim.max_steps={steps}"] if steps else [])
+                + extra
+                + fixed
+                + [f"seed={seed}", f"output_dir={run_dir}"]
+            )
             cfg = load_train_config(config, overrides).to_dict()
             key = config_key(cfg)
             if key in by_key:  # e.g. `both` at γ0 = the config's gamma0: the same run, not a rerun
@@ -336,9 +383,8 @@ def run_state(run: Run) -> Tuple[str, str]:
     """(state, why): new | done | resume | restart | changed."""
     import yaml
 
-    from hawkeye_lite.checkpoint import latest_checkpoint
+    from hawkeye_lite.checkpoint import CONFIG_FILE, latest_checkpoint
     from hawkeye_lite.runfolder import describe, differences, holds_run
-    from hawkeye_lite.checkpoint import CONFIG_FILE
 
     d = run.dir
     if not d.is_dir() or not holds_run(d):
@@ -387,9 +433,17 @@ def child_env() -> Dict[str, str]:
 def warm_config(config: Optional[str], out: Path, sets: Sequence[str]):
     from hawkeye_lite.config_loader import load_train_config
 
-    return load_train_config(config, list(sets) + [
-        f"output_dir={out / 'warm'}", "logging.progress=false", "logging.plot=false", "eval.before=false",
-        "eval.after=false"])
+    return load_train_config(
+        config,
+        list(sets)
+        + [
+            f"output_dir={out / 'warm'}",
+            "logging.progress=false",
+            "logging.plot=false",
+            "eval.before=false",
+            "eval.after=false",
+        ],
+    )
 
 
 def warm_base(out: Path) -> str:
@@ -419,9 +473,11 @@ def ensure_warm_start(cfg, out: Path, *, threads: int, dry_run: bool = False) ->
         return base, f"warm start: reusing {base}"
     runs = [d for d in sorted((out / "runs").glob("*")) if d.is_dir() and holds_run(d)]
     if runs:  # even a rebuild with the same settings may differ in the last bits (thread count)
-        raise RunFolderError(f"{out / 'warm' / SFT_BASE}: {why or 'missing'}, but {len(runs)} run(s) in {out / 'runs'} "
-                             "were trained on the warm start made there; use another --out (or delete that folder) "
-                             "for a new one")
+        raise RunFolderError(
+            f"{out / 'warm' / SFT_BASE}: {why or 'missing'}, but {len(runs)} run(s) in {out / 'runs'} "
+            "were trained on the warm start made there; use another --out (or delete that folder) "
+            "for a new one"
+        )
     if dry_run:
         return base, f"warm start: would {'rebuild' if why else 'build'} {base} ({cfg.sft.steps} SFT steps)"
     saved = torch.get_num_threads()
@@ -461,8 +517,7 @@ class Launcher:
             with self.lock:
                 if self.stopping:
                     return None, 0.0
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                        start_new_session=True)
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
                 self.live[name] = proc
             rc = proc.wait()
             with self.lock:
@@ -498,9 +553,14 @@ def machine() -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
-    return {"cpus": os.cpu_count(), "usable_cpus": usable, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    return {
+        "cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def _clean(obj):
@@ -519,20 +579,33 @@ def collect(runs: Sequence[Run], states: Dict[str, str], out: Path) -> List[dict
     for run in runs:
         before, after = read_evals(run.dir)
         tries = attempts(out, run.name)
-        rows.append({"name": run.name, "seed": run.seed, "dir": str(run.dir), "rows": [list(r) for r in run.rows],
-                     "state": states.get(run.name), "finished": finished(run.dir),
-                     "seconds": round(sum(a.get("seconds") or 0.0 for a in tries), 1) if tries else None,
-                     "attempts": tries, "before": eval_metrics(before), "after": eval_metrics(after),
-                     "overrides": run.overrides})
+        rows.append(
+            {
+                "name": run.name,
+                "seed": run.seed,
+                "dir": str(run.dir),
+                "rows": [list(r) for r in run.rows],
+                "state": states.get(run.name),
+                "finished": finished(run.dir),
+                "seconds": round(sum(a.get("seconds") or 0.0 for a in tries), 1) if tries else None,
+                "attempts": tries,
+                "before": eval_metrics(before),
+                "after": eval_metrics(after),
+                "overrides": run.overrides,
+            }
+        )
     return rows
 
 
-def tables(results: List[dict], order: Dict[str, Sequence[str]], *, seed: int,
-           n_resamples: int = N_RESAMPLES) -> Dict[str, dict]:
+def tables(
+    results: List[dict], order: Dict[str, Sequence[str]], *, seed: int, n_resamples: int = N_RESAMPLES
+) -> Dict[str, dict]:
     """{"variants": {...}, "gamma": {...}}, each {"summary": per row (in `order`: table -> row
     labels), "before": the warm start's row}."""
     out = {}
-    per_table: Dict[str, Dict[str, Dict[int, dict]]] = {t: {label: {} for label in labels} for t, labels in order.items()}
+    per_table: Dict[str, Dict[str, Dict[int, dict]]] = {
+        t: {label: {} for label in labels} for t, labels in order.items()
+    }
     befores: Dict[str, Dict[str, dict]] = {t: {} for t in order}
     for r in results:
         for table, label in r["rows"]:
@@ -546,37 +619,71 @@ def tables(results: List[dict], order: Dict[str, Sequence[str]], *, seed: int,
             continue
         # The warm start's row: the "before" evals of the runs (the same base and eval seed, so
         # they should agree; a spread here would mean the runs did not share one base).
-        before = summarise({"before": dict(enumerate(befores[table].values()))}, None)["before"] if befores[table] else None
+        before = (
+            summarise({"before": dict(enumerate(befores[table].values()))}, None)["before"] if befores[table] else None
+        )
         out[table] = {"summary": summarise(rows, base, seed=seed, n_resamples=n_resamples), "before": before}
     return out
 
 
-def report(args_line: str, mach: dict, results: List[dict], tabs: Dict[str, dict], *, seed: int,
-           n_resamples: int, notes: Sequence[str]) -> str:
-    lines = ["# Ablation", "", f"Command: `{args_line}`", "",
-             f"Machine: {mach['cpus']} CPUs ({mach['usable_cpus']} usable), {mach['platform']}, python {mach['python']}, "
-             f"torch {mach['torch']}, load {mach['load_1min']} at start", "",
-             f"Held-out evaluation after RL; mean ± std (ddof=1) over seeds; Δ = paired difference to {BASELINE} "
-             f"(same seeds) with a {LEVEL:.0%} percentile bootstrap interval over seeds ({n_resamples} resamples, "
-             f"numpy Generator seed {seed}). {MISSING} = not measured.", ""]
+def report(
+    args_line: str,
+    mach: dict,
+    results: List[dict],
+    tabs: Dict[str, dict],
+    *,
+    seed: int,
+    n_resamples: int,
+    notes: Sequence[str],
+) -> str:
+    lines = [
+        "# Ablation",
+        "",
+        f"Command: `{args_line}`",
+        "",
+        f"Machine: {mach['cpus']} CPUs ({mach['usable_cpus']} usable), {mach['platform']}, python {mach['python']}, "
+        f"torch {mach['torch']}, load {mach['load_1min']} at start",
+        "",
+        f"Held-out evaluation after RL; mean ± std (ddof=1) over seeds; Δ = paired difference to {BASELINE} "
+        f"(same seeds) with a {LEVEL:.0%} percentile bootstrap interval over seeds ({n_resamples} resamples, "
+        f"numpy Generator seed {seed}). {MISSING} = not measured.",
+        "",
+    ]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     if "variants" in tabs:
-        lines += ["## Variants", "", markdown_table(tabs["variants"]["summary"], "variant", before=tabs["variants"]["before"]), ""]
+        lines += [
+            "## Variants",
+            "",
+            markdown_table(tabs["variants"]["summary"], "variant", before=tabs["variants"]["before"]),
+            "",
+        ]
     if "gamma" in tabs:
-        lines += [f"## γ0 sweep ({SWEPT})", "", markdown_table(tabs["gamma"]["summary"], "γ0", before=tabs["gamma"]["before"]), ""]
-    lines += ["## Runs", "", "| run | seed | counts for | state | wall | SRCC before | SRCC after | PLCC after |",
-              "|---|---:|---|---|---:|---:|---:|---:|"]
+        lines += [
+            f"## γ0 sweep ({SWEPT})",
+            "",
+            markdown_table(tabs["gamma"]["summary"], "γ0", before=tabs["gamma"]["before"]),
+            "",
+        ]
+    lines += [
+        "## Runs",
+        "",
+        "| run | seed | counts for | state | wall | SRCC before | SRCC after | PLCC after |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
     for r in results:
         rows = ", ".join(label if table == "variants" else f"γ0={label}" for table, label in r["rows"])
         wall = MISSING if r["seconds"] is None else f"{r['seconds']:.0f} s"
         state = "finished" if r["finished"] else (r["state"] or MISSING)
-        lines.append(f"| {r['name']} | {r['seed']} | {rows} | {state} | {wall} | {fmt(r['before']['srcc'])} | "
-                     f"{fmt(r['after']['srcc'])} | {fmt(r['after']['plcc'])} |")
+        lines.append(
+            f"| {r['name']} | {r['seed']} | {rows} | {state} | {wall} | {fmt(r['before']['srcc'])} | "
+            f"{fmt(r['after']['srcc'])} | {fmt(r['after']['plcc'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def execute(todo: Sequence[Run], commands: Dict[str, List[str]], states: Dict[str, str], out: Path, *,
-            jobs: int) -> Tuple[bool, List[str]]:
+def execute(
+    todo: Sequence[Run], commands: Dict[str, List[str]], states: Dict[str, str], out: Path, *, jobs: int
+) -> Tuple[bool, List[str]]:
     """Run `todo`, `jobs` at a time; a line per run as it ends. Returns (interrupted, failed names)."""
     launcher = Launcher()
     interrupted, failed = False, []
@@ -584,8 +691,10 @@ def execute(todo: Sequence[Run], commands: Dict[str, List[str]], states: Dict[st
     futures = {pool.submit(launcher, r.name, commands[r.name], out / "logs" / f"{r.name}.log"): r for r in todo}
     previous_term = None
     if threading.current_thread() is threading.main_thread():
+
         def on_term(signum, frame):  # a SIGTERM is a Ctrl-C: the runs checkpoint, then stop
             raise KeyboardInterrupt
+
         previous_term = signal.signal(signal.SIGTERM, on_term)
 
     def done_one(fut, i):
@@ -593,15 +702,26 @@ def execute(todo: Sequence[Run], commands: Dict[str, List[str]], states: Dict[st
         rc, seconds = fut.result()
         if rc is None:  # never started (stopping)
             return
-        record_attempt(out, run.name, {"state": states[run.name], "rc": rc, "seconds": round(seconds, 1),
-                                       "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
+        record_attempt(
+            out,
+            run.name,
+            {
+                "state": states[run.name],
+                "rc": rc,
+                "seconds": round(seconds, 1),
+                "ended": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
         _, after = read_evals(run.dir)
         m = eval_metrics(after)
         if rc != 0 and not launcher.stopping:
             failed.append(run.name)
         what = {0: "finished", 130: "interrupted"}.get(rc, f"FAILED (exit {rc}, see {out / 'logs' / run.name}.log)")
-        print(f"[{i}/{len(todo)}] {run.name}: {what} in {seconds:.0f}s ({states[run.name]}); after RL SRCC {fmt(m['srcc'])} "
-              f"PLCC {fmt(m['plcc'])}", flush=True)
+        print(
+            f"[{i}/{len(todo)}] {run.name}: {what} in {seconds:.0f}s ({states[run.name]}); after RL SRCC {fmt(m['srcc'])} "
+            f"PLCC {fmt(m['plcc'])}",
+            flush=True,
+        )
 
     handled = set()
 
@@ -615,8 +735,11 @@ def execute(todo: Sequence[Run], commands: Dict[str, List[str]], states: Dict[st
         drain(as_completed(futures))
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted: each running run finishes its step and writes a checkpoint; rerun the same command "
-              "to resume", flush=True)
+        print(
+            "\ninterrupted: each running run finishes its step and writes a checkpoint; rerun the same command "
+            "to resume",
+            flush=True,
+        )
         launcher.interrupt()
         pool.shutdown(wait=False, cancel_futures=True)
         drain(as_completed([f for f in futures if not f.cancelled()]))
@@ -636,11 +759,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default {DEFAULT_OUT})")
     ap.add_argument("--seeds", type=int, default=5, help="RL seeds 0..N-1 per variant (default 5)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--gammas", default=DEFAULT_GAMMAS,
-                    help=f"γ0 values of the sweep of `{SWEPT}` (default {DEFAULT_GAMMAS}; none: no sweep)")
+    ap.add_argument(
+        "--gammas",
+        default=DEFAULT_GAMMAS,
+        help=f"γ0 values of the sweep of `{SWEPT}` (default {DEFAULT_GAMMAS}; none: no sweep)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="RL steps per run (optim.max_steps; default the config's)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra config override for the warm start and every run (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for the warm start and every run (repeatable)",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each (default 1)")
     ap.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap's Generator (default 0)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
@@ -655,72 +787,114 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hawkeye_lite.config import ConfigError
     from hawkeye_lite.runfolder import RunFolderError
 
-    args_line = shlex.join([sys.argv[0] if argv is None else "bench/ablation.py"] + list(sys.argv[1:] if argv is None else argv))
+    args_line = shlex.join(
+        [sys.argv[0] if argv is None else "bench/ablation.py"] + list(sys.argv[1:] if argv is None else argv)
+    )
     mach = machine()
     print(f"command: {args_line}")
-    print(f"machine: {mach['cpus']} CPUs ({mach['usable_cpus']} usable), {mach['platform']}, "
-          f"python {mach['python']}, torch {mach['torch']}, load {mach['load_1min']}", flush=True)
+    print(
+        f"machine: {mach['cpus']} CPUs ({mach['usable_cpus']} usable), {mach['platform']}, "
+        f"python {mach['python']}, torch {mach['torch']}, load {mach['load_1min']}",
+        flush=True,
+    )
     out: Path = args.out
     seeds = list(range(args.seeds))
     t_start = time.time()
     try:
         warm_cfg = warm_config(args.config, out, args.sets)
         base = warm_base(out) if warm_cfg.sft.steps > 0 else None
-        runs = plan_runs(args.config, out, base=base, seeds=seeds, variants=args.variants, gammas=gammas,
-                         steps=args.steps, sets=args.sets)
+        runs = plan_runs(
+            args.config,
+            out,
+            base=base,
+            seeds=seeds,
+            variants=args.variants,
+            gammas=gammas,
+            steps=args.steps,
+            sets=args.sets,
+        )
         states, whys = {}, {}
         for run in runs:
             states[run.name], whys[run.name] = run_state(run)
         changed = [r for r in runs if states[r.name] == "changed"]
         if changed:
-            raise RunFolderError("; ".join(f"{r.dir} holds a run with other settings ({whys[r.name]})"
-                                           for r in changed[:3]) + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
-                                 + ": use another --out for a different ablation")
-        _, warm_note = ensure_warm_start(warm_cfg, out, threads=min(args.jobs, mach["usable_cpus"] or 1),
-                                         dry_run=args.dry_run)
+            raise RunFolderError(
+                "; ".join(f"{r.dir} holds a run with other settings ({whys[r.name]})" for r in changed[:3])
+                + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
+                + ": use another --out for a different ablation"
+            )
+        _, warm_note = ensure_warm_start(
+            warm_cfg, out, threads=min(args.jobs, mach["usable_cpus"] or 1), dry_run=args.dry_run
+        )
     except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted during the warm start (nothing half-made is kept); rerun to start it again", file=sys.stderr)
+        print(
+            "\ninterrupted during the warm start (nothing half-made is kept); rerun to start it again", file=sys.stderr
+        )
         return 130
     print(warm_note, flush=True)
 
     shared = sum(len(r.rows) - 1 for r in runs)
     counts = {s: sum(1 for r in runs if states[r.name] == s) for s in ("done", "resume", "restart", "new")}
-    print(f"plan: {len(runs)} runs (({len(args.variants)} variants + {len(gammas)} γ0 values) x {len(seeds)} seeds"
-          f"{f', {shared} shared between the tables' if shared else ''}): {counts['done']} done, "
-          f"{counts['resume']} to resume, {counts['restart']} to restart, {counts['new']} to start; {args.jobs} at a time",
-          flush=True)
+    print(
+        f"plan: {len(runs)} runs (({len(args.variants)} variants + {len(gammas)} γ0 values) x {len(seeds)} seeds"
+        f"{f', {shared} shared between the tables' if shared else ''}): {counts['done']} done, "
+        f"{counts['resume']} to resume, {counts['restart']} to restart, {counts['new']} to start; {args.jobs} at a time",
+        flush=True,
+    )
     todo = [r for r in runs if states[r.name] != "done"]
     commands = {r.name: train_command(r, states[r.name], args.config) for r in todo}
     if args.dry_run:
         for r in runs:
             why = whys[r.name]
-            print(f"  {r.name:<22} {states[r.name]:<8}{f' ({why})' if why else ''}"
-                  + (f"\n    {shlex.join(commands[r.name])}" if r.name in commands else ""))
+            print(
+                f"  {r.name:<22} {states[r.name]:<8}{f' ({why})' if why else ''}"
+                + (f"\n    {shlex.join(commands[r.name])}" if r.name in commands else "")
+            )
         return 0
 
     interrupted, failed = execute(todo, commands, states, out, jobs=args.jobs)
 
     results = collect(runs, states, out)
-    tabs = tables(results, {"variants": args.variants, "gamma": [gamma_label(g) for g in gammas]}, seed=args.bootstrap_seed)
+    tabs = tables(
+        results, {"variants": args.variants, "gamma": [gamma_label(g) for g in gammas]}, seed=args.bootstrap_seed
+    )
     notes = [warm_note]
     befores = finite(r["before"]["srcc"] for r in results)
     if len(befores) > 1 and befores.max() - befores.min() > 1e-9:
-        notes.append(f"the runs' before-RL SRCC differ ({befores.min():.4f}..{befores.max():.4f}): not one shared base?")
+        notes.append(
+            f"the runs' before-RL SRCC differ ({befores.min():.4f}..{befores.max():.4f}): not one shared base?"
+        )
     md = report(args_line, mach, results, tabs, seed=args.bootstrap_seed, n_resamples=N_RESAMPLES, notes=notes)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(md, encoding="utf-8")
-    payload = {"command": args_line, "machine": mach, "config": args.config, "seeds": seeds, "variants": args.variants,
-               "gammas": gammas, "steps": args.steps, "sets": args.sets, "jobs": args.jobs,
-               "bootstrap": {"seed": args.bootstrap_seed, "resamples": N_RESAMPLES, "level": LEVEL, "method": "percentile"},
-               "warm_start": warm_note, "runs": results, "tables": tabs, "seconds": round(time.time() - t_start, 1)}
-    (out / "ablation.json").write_text(json.dumps(_clean(payload), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    payload = {
+        "command": args_line,
+        "machine": mach,
+        "config": args.config,
+        "seeds": seeds,
+        "variants": args.variants,
+        "gammas": gammas,
+        "steps": args.steps,
+        "sets": args.sets,
+        "jobs": args.jobs,
+        "bootstrap": {"seed": args.bootstrap_seed, "resamples": N_RESAMPLES, "level": LEVEL, "method": "percentile"},
+        "warm_start": warm_note,
+        "runs": results,
+        "tables": tabs,
+        "seconds": round(time.time() - t_start, 1),
+    }
+    (out / "ablation.json").write_text(
+        json.dumps(_clean(payload), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print()
     print(md)
-    print(f"{len(runs)} runs, this invocation {(time.time() - t_start) / 60:.1f} min; wrote {out / 'ablation.md'} and "
-          f"{out / 'ablation.json'}")
+    print(
+        f"{len(runs)} runs, this invocation {(time.time() - t_start) / 60:.1f} min; wrote {out / 'ablation.md'} and "
+        f"{out / 'ablation.json'}"
+    )
     if interrupted:
         return 130
     return 1 if failed else 0

@@ -63,16 +63,29 @@ def main() -> None:
             for i, name in enumerate(names):
                 w.writerow([name, f"{1 + 4 * (i % 97) / 96:.3f}"])
         mb = sum(os.path.getsize(tmp / n) for n in names) / 2**20
-        results = {"n": args.n, "size": args.size, "dataset_mb": round(mb, 1), "make_s": round(t_make, 1),
-                   "cpus": os.cpu_count(), "load": os.getloadavg()[0]}
+        results = {
+            "n": args.n,
+            "size": args.size,
+            "dataset_mb": round(mb, 1),
+            "make_s": round(t_make, 1),
+            "cpus": os.cpu_count(),
+            "load": os.getloadavg()[0],
+        }
         for mode in ("none", "header", "full"):
             t0 = time.perf_counter()
             res = load_records(f"csv:{tmp / 'labels.csv'}", check_images=mode)
             dt = time.perf_counter() - t0
-            results[mode] = {"seconds": round(dt, 2), "ms_per_image": round(1000 * dt / args.n, 3),
-                             "kept": len(res.records), "bad": len(res.bad)}
-            print(f"check_images={mode:<6} {dt:7.2f} s  {1000 * dt / args.n:6.3f} ms/image  "
-                  f"kept {len(res.records)}  bad {len(res.bad)}", flush=True)
+            results[mode] = {
+                "seconds": round(dt, 2),
+                "ms_per_image": round(1000 * dt / args.n, 3),
+                "kept": len(res.records),
+                "bad": len(res.bad),
+            }
+            print(
+                f"check_images={mode:<6} {dt:7.2f} s  {1000 * dt / args.n:6.3f} ms/image  "
+                f"kept {len(res.records)}  bad {len(res.bad)}",
+                flush=True,
+            )
         results["load_after"] = os.getloadavg()[0]
         print(json.dumps(results))
         if args.out:

@@ -86,7 +86,7 @@ def make_inputs(N, H, V, T, dtype, device, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
     S = max(1, N // T)
     N = S * T
-    mk = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(device, dtype)  # noqa: E731
+    mk = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(device, dtype)
     x = dict(
         hidden=mk(N, H).requires_grad_(),
         hidden_deg=mk(N, H),
@@ -95,7 +95,8 @@ def make_inputs(N, H, V, T, dtype, device, seed=0):
         old=(-torch.rand(S, T, generator=g) * 3).to(device),
         adv=torch.randn(S, generator=g).to(device),
         mask=(torch.rand(S, T, generator=g) > 0.1).float().to(device),
-        S=S, T=T,
+        S=S,
+        T=T,
     )
     x["ref"] = x["old"] + 0.05 * torch.randn(S, T, generator=g).to(device)
     return x
@@ -105,9 +106,20 @@ def run_hawkeye(x, perception: bool):
     """The fused one-pass objective: policy_loss_from_hidden (what the trainer calls)."""
     S, T = x["S"], x["T"]
     loss, _ = kernels.policy_loss_from_hidden(
-        x["hidden"].view(S, T, -1), x["weight"], x["tok"].view(S, T), x["adv"], x["mask"], x["old"], x["ref"],
-        x["hidden_deg"].view(S, T, -1) if perception else None, beta=BETA, eps_low=EPS_LOW, eps_high=EPS_HIGH,
-        loss_type="grpo", gamma=GAMMA if perception else 0.0, eta1=ETA1 if perception else 0.0,
+        x["hidden"].view(S, T, -1),
+        x["weight"],
+        x["tok"].view(S, T),
+        x["adv"],
+        x["mask"],
+        x["old"],
+        x["ref"],
+        x["hidden_deg"].view(S, T, -1) if perception else None,
+        beta=BETA,
+        eps_low=EPS_LOW,
+        eps_high=EPS_HIGH,
+        loss_type="grpo",
+        gamma=GAMMA if perception else 0.0,
+        eta1=ETA1 if perception else 0.0,
     )
     loss.backward()
     x["hidden"].grad = None
@@ -117,11 +129,21 @@ def run_hawkeye_unfused(x, perception: bool):
     """token_stats then policy_loss as two differentiable ops (backward recomputes the logits)."""
     st = kernels.token_stats(x["hidden"], x["weight"], x["tok"], x["hidden_deg"] if perception else None)
     S, T = x["S"], x["T"]
-    view = lambda t: None if t is None else t.view(S, T)  # noqa: E731
+    view = lambda t: None if t is None else t.view(S, T)
     loss, _ = kernels.policy_loss(
-        view(st.logp), x["old"], x["ref"], x["adv"], x["mask"], beta=BETA, eps_low=EPS_LOW, eps_high=EPS_HIGH,
-        loss_type="grpo", kl_perception=view(st.kl), entropy=view(st.entropy),
-        gamma=GAMMA if perception else 0.0, eta1=ETA1 if perception else 0.0,
+        view(st.logp),
+        x["old"],
+        x["ref"],
+        x["adv"],
+        x["mask"],
+        beta=BETA,
+        eps_low=EPS_LOW,
+        eps_high=EPS_HIGH,
+        loss_type="grpo",
+        kl_perception=view(st.kl),
+        entropy=view(st.entropy),
+        gamma=GAMMA if perception else 0.0,
+        eta1=ETA1 if perception else 0.0,
     )
     loss.backward()
     x["hidden"].grad = None
@@ -151,7 +173,9 @@ def make_eager(compiled: bool):
     fn = torch.compile(eager_loss, dynamic=False) if compiled else eager_loss
 
     def run(x, perception):
-        loss = fn(x["hidden"], x["weight"], x["tok"], x["hidden_deg"], x["old"], x["ref"], x["adv"], x["mask"], perception)
+        loss = fn(
+            x["hidden"], x["weight"], x["tok"], x["hidden_deg"], x["old"], x["ref"], x["adv"], x["mask"], perception
+        )
         loss.backward()
         x["hidden"].grad = None
 
@@ -163,16 +187,29 @@ def make_liger(device):
         from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
     except Exception:  # not installed: the column says so
         return None
-    mod = LigerFusedLinearGRPOLoss(beta=BETA, compiled=device == "cuda", epsilon_low=EPS_LOW,
-                                   epsilon_high=EPS_HIGH, loss_type="grpo", use_ref_model=True)
+    mod = LigerFusedLinearGRPOLoss(
+        beta=BETA,
+        compiled=device == "cuda",
+        epsilon_low=EPS_LOW,
+        epsilon_high=EPS_HIGH,
+        loss_type="grpo",
+        use_ref_model=True,
+    )
 
     def run(x, perception):
         if perception:
             raise NotImplementedError
         S, T = x["S"], x["T"]
         h = x["hidden"].view(S, T, -1)
-        out = mod(h, x["weight"], x["tok"].view(S, T), x["mask"], x["adv"],
-                  ref_per_token_logps=x["ref"], old_per_token_logps=x["old"])
+        out = mod(
+            h,
+            x["weight"],
+            x["tok"].view(S, T),
+            x["mask"],
+            x["adv"],
+            ref_per_token_logps=x["ref"],
+            old_per_token_logps=x["old"],
+        )
         (out[0] if isinstance(out, tuple) else out).backward()
         x["hidden"].grad = None
 
@@ -215,13 +252,24 @@ def bandwidth(N, V, dtype, device, reps, warmup):
     copy_ms = timed(lambda: dst.copy_(src), reps, warmup, device)
     copy_gbs = 2 * src.numel() * 4 / copy_ms / 1e6
     kern_gbs = nbytes / ms / 1e6
-    out = dict(N=N, V=V, dtype=str(dtype).replace("torch.", ""), kernel_ms=ms, kernel_GBps=kern_gbs,
-               copy_GBps=copy_gbs, fraction_of_copy=kern_gbs / copy_gbs)
+    out = dict(
+        N=N,
+        V=V,
+        dtype=str(dtype).replace("torch.", ""),
+        kernel_ms=ms,
+        kernel_GBps=kern_gbs,
+        copy_GBps=copy_gbs,
+        fraction_of_copy=kern_gbs / copy_gbs,
+    )
     if device == "cuda":
         q_ms = queued_ms(step, reps, warmup)
         q_copy = 2 * src.numel() * 4 / queued_ms(lambda: dst.copy_(src), reps, warmup) / 1e6
-        out.update(queued_ms=q_ms, queued_GBps=nbytes / q_ms / 1e6, queued_copy_GBps=q_copy,
-                   queued_fraction_of_copy=nbytes / q_ms / 1e6 / q_copy)
+        out.update(
+            queued_ms=q_ms,
+            queued_GBps=nbytes / q_ms / 1e6,
+            queued_copy_GBps=q_copy,
+            queued_fraction_of_copy=nbytes / q_ms / 1e6 / q_copy,
+        )
     return out
 
 
@@ -255,8 +303,10 @@ def main(argv=None):
 
     print(f"machine: {machine()}")
     if not gpu:
-        print("NOTE: no GPU here, so this ran small shapes on the CPU with the PyTorch reference path;"
-              " the Triton numbers that matter need a GPU (the defaults there: N 1024/4096, H 3584, V 152064).")
+        print(
+            "NOTE: no GPU here, so this ran small shapes on the CPU with the PyTorch reference path;"
+            " the Triton numbers that matter need a GPU (the defaults there: N 1024/4096, H 3584, V 152064)."
+        )
     rows = []
     for N in args.n:
         for objective in ("grpo", "hawkeye"):
@@ -265,19 +315,27 @@ def main(argv=None):
                     continue  # Liger has no perception term
                 x = make_inputs(N, args.hidden, args.vocab, args.seq_len, dtype, device)
                 torch._dynamo.reset()  # compiled impls start clean at every shape
-                row = dict(N=x["S"] * x["T"], H=args.hidden, V=args.vocab, dtype=args.dtype, objective=objective, impl=name)
+                row = dict(
+                    N=x["S"] * x["T"], H=args.hidden, V=args.vocab, dtype=args.dtype, objective=objective, impl=name
+                )
                 try:
-                    row["ms"] = timed(lambda: fn(x, objective == "hawkeye"), args.reps, args.warmup, device)
-                    row["peak_extra_MiB"] = peak_extra_mib(lambda: fn(x, objective == "hawkeye"), device)
+                    row["ms"] = timed(lambda x=x: fn(x, objective == "hawkeye"), args.reps, args.warmup, device)
+                    row["peak_extra_MiB"] = peak_extra_mib(lambda x=x: fn(x, objective == "hawkeye"), device)
                 except torch.OutOfMemoryError:
                     row["error"] = "out of memory"
                 except Exception as e:  # a failing comparison must not hide the others
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
                 rows.append(row)
                 mem = row.get("peak_extra_MiB")
-                print(f"N={row['N']:>6} {objective:<8} {name:<8} "
-                      + (f"{row['ms']:9.2f} ms  " + (f"{mem:9.0f} MiB" if mem is not None else "      n/a MiB")
-                         if "ms" in row else row["error"]), flush=True)
+                print(
+                    f"N={row['N']:>6} {objective:<8} {name:<8} "
+                    + (
+                        f"{row['ms']:9.2f} ms  " + (f"{mem:9.0f} MiB" if mem is not None else "      n/a MiB")
+                        if "ms" in row
+                        else row["error"]
+                    ),
+                    flush=True,
+                )
                 del x
                 if gpu:
                     torch.cuda.empty_cache()
@@ -287,9 +345,11 @@ def main(argv=None):
             for dt in (torch.bfloat16, torch.float32):
                 b = bandwidth(N, args.vocab, dt, device, args.reps, args.warmup)
                 bw.append(b)
-                print(f"bandwidth N={N} V={args.vocab} {b['dtype']}: kernel {b['kernel_GBps']:.0f} GB/s, "
-                      f"copy {b['copy_GBps']:.0f} GB/s -> {100 * b['fraction_of_copy']:.0f}% of copy (from idle); "
-                      f"queued {100 * b['queued_fraction_of_copy']:.0f}%")
+                print(
+                    f"bandwidth N={N} V={args.vocab} {b['dtype']}: kernel {b['kernel_GBps']:.0f} GB/s, "
+                    f"copy {b['copy_GBps']:.0f} GB/s -> {100 * b['fraction_of_copy']:.0f}% of copy (from idle); "
+                    f"queued {100 * b['queued_fraction_of_copy']:.0f}%"
+                )
 
     result = dict(machine=machine(), date=time.strftime("%Y-%m-%d"), argv=sys.argv[1:], rows=rows, bandwidth=bw)
     if args.json:
@@ -302,18 +362,27 @@ def main(argv=None):
 
 
 def to_markdown(result) -> str:
-    lines = [f"Machine: {result['machine']}, {result['date']}", "",
-             "| N | objective | impl | fwd+bwd ms | peak extra MiB |", "|---:|---|---|---:|---:|"]
+    lines = [
+        f"Machine: {result['machine']}, {result['date']}",
+        "",
+        "| N | objective | impl | fwd+bwd ms | peak extra MiB |",
+        "|---:|---|---|---:|---:|",
+    ]
     for r in result["rows"]:
         ms = f"{r['ms']:.2f}" if "ms" in r else r.get("error", "")
         mem = r.get("peak_extra_MiB")
         lines.append(f"| {r['N']} | {r['objective']} | {r['impl']} | {ms} | {'n/a' if mem is None else f'{mem:.0f}'} |")
     if result["bandwidth"]:
-        lines += ["", "| N | V | logits dtype | queued: kernel GB/s | copy GB/s | % of copy | from idle: % of copy |",
-                  "|---:|---:|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| N | V | logits dtype | queued: kernel GB/s | copy GB/s | % of copy | from idle: % of copy |",
+            "|---:|---:|---|---:|---:|---:|---:|",
+        ]
         for b in result["bandwidth"]:
-            lines.append(f"| {b['N']} | {b['V']} | {b['dtype']} | {b['queued_GBps']:.0f} | {b['queued_copy_GBps']:.0f} | "
-                         f"{100 * b['queued_fraction_of_copy']:.0f} | {100 * b['fraction_of_copy']:.0f} |")
+            lines.append(
+                f"| {b['N']} | {b['V']} | {b['dtype']} | {b['queued_GBps']:.0f} | {b['queued_copy_GBps']:.0f} | "
+                f"{100 * b['queued_fraction_of_copy']:.0f} | {100 * b['fraction_of_copy']:.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -50,13 +50,29 @@ def tiny_policy(device, dtype):
     import tempfile
 
     from hawkeye_lite.config import LoRAConfig, ModelConfig
-    from hawkeye_lite.model import build_tiny_model, load_policy
+    from hawkeye_lite.model import load_policy
+    from hawkeye_lite.tiny_model import build_tiny_model
 
-    path = build_tiny_model(Path(tempfile.mkdtemp(prefix="hawkeye-bench-")) / "tiny", seed=0, hidden_size=64,
-                            num_layers=2, num_heads=4, intermediate_size=128, vision_depth=2, vision_hidden_size=32,
-                            min_pixels=3136, max_pixels=12544)
-    cfg = ModelConfig(name_or_path=str(path), quantization="none", dtype=str(dtype).split(".")[-1], device=str(device),
-                      lora=LoRAConfig(r=16, alpha=32, dropout=0.0), gradient_checkpointing=False)
+    path = build_tiny_model(
+        Path(tempfile.mkdtemp(prefix="hawkeye-bench-")) / "tiny",
+        seed=0,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=128,
+        vision_depth=2,
+        vision_hidden_size=32,
+        min_pixels=3136,
+        max_pixels=12544,
+    )
+    cfg = ModelConfig(
+        name_or_path=str(path),
+        quantization="none",
+        dtype=str(dtype).split(".")[-1],
+        device=str(device),
+        lora=LoRAConfig(r=16, alpha=32, dropout=0.0),
+        gradient_checkpointing=False,
+    )
     policy = load_policy(cfg)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -84,8 +100,10 @@ def main(argv=None) -> dict:
     from PIL import Image
 
     rng = np.random.RandomState(0)
-    imgs = [Image.fromarray(rng.randint(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8))
-            for _ in range(args.images)]
+    imgs = [
+        Image.fromarray(rng.randint(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8))
+        for _ in range(args.images)
+    ]
     batch = policy.encode(imgs)
     feats = policy.image_features(batch).detach()
     n = args.images * args.generations
@@ -127,13 +145,20 @@ def main(argv=None) -> dict:
                 times[(kind, s)].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "preset": args.preset, "images": args.images, "generations": args.generations,
-        "prompt_tokens": int(batch.input_ids.shape[1]), "completion_tokens": args.tokens, "repeats": args.repeats,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "preset": args.preset,
+        "images": args.images,
+        "generations": args.generations,
+        "prompt_tokens": int(batch.input_ids.shape[1]),
+        "completion_tokens": args.tokens,
+        "repeats": args.repeats,
         "seconds": {f"{kind}_{'shared' if s else 'repeated'}": v for (kind, s), v in med.items()},
         "speedup_no_grad": med[("no_grad", False)] / med[("no_grad", True)],
         "speedup_grad": med[("grad", False)] / med[("grad", True)],
-        "step_speedup": (2 * med[("no_grad", False)] + med[("grad", False)]) / (2 * med[("no_grad", True)] + med[("grad", True)]),
+        "step_speedup": (2 * med[("no_grad", False)] + med[("grad", False)])
+        / (2 * med[("no_grad", True)] + med[("grad", True)]),
         "hidden_max_abs_diff": float((h[True] - h[False]).abs().max()),
         "grad_rel_diff": float((g[True] - g[False]).norm() / g[False].norm().clamp_min(1e-30)),
         "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,

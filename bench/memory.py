@@ -50,27 +50,69 @@ GiB = 2**30
 PRESETS = {
     "7b": dict(
         config="configs/qwen2.5-vl-7b-koniq.yaml",
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                  num_key_value_heads=4, vocab_size=152064, mrope_section=[16, 24, 24]),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                    window_size=112, fullatt_block_indexes=[7, 15, 23, 31]),
+        text=dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            vocab_size=152064,
+            mrope_section=[16, 24, 24],
+        ),
+        vision=dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=3584,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+        ),
         tie_word_embeddings=False,
     ),
     "3b": dict(
         config="configs/qwen2.5-vl-3b-koniq.yaml",
-        text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                  num_key_value_heads=2, vocab_size=151936, mrope_section=[16, 24, 24]),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
-                    window_size=112, fullatt_block_indexes=[7, 15, 23, 31]),
+        text=dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            mrope_section=[16, 24, 24],
+        ),
+        vision=dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+        ),
         tie_word_embeddings=True,
     ),
     # The same code path at a size a CPU runs in seconds (tests/test_bench_memory.py).
     "tiny": dict(
         config="configs/qwen2.5-vl-7b-koniq.yaml",
-        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=1024, mrope_section=[4, 2, 2]),
-        vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                    window_size=56, fullatt_block_indexes=[1]),
+        text=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1024,
+            mrope_section=[4, 2, 2],
+        ),
+        vision=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        ),
         tie_word_embeddings=False,
     ),
 }
@@ -78,8 +120,11 @@ PRESETS = {
 
 def twin_preset(preset: dict, vocab_size: int) -> dict:
     """One decoder layer and one vision block, same head sizes and rope: cheap to build for real."""
-    return dict(preset, text=dict(preset["text"], num_hidden_layers=1, intermediate_size=8, vocab_size=vocab_size),
-                vision=dict(preset["vision"], depth=1, intermediate_size=8, fullatt_block_indexes=[0]))
+    return dict(
+        preset,
+        text=dict(preset["text"], num_hidden_layers=1, intermediate_size=8, vocab_size=vocab_size),
+        vision=dict(preset["vision"], depth=1, intermediate_size=8, fullatt_block_indexes=[0]),
+    )
 
 
 def qwen_config(preset: dict, tokenizer):
@@ -90,21 +135,44 @@ def qwen_config(preset: dict, tokenizer):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     t = dict(preset["text"])
     mrope = t.pop("mrope_section")
-    text = dict(t, max_position_embeddings=128000, rms_norm_eps=1e-6, hidden_act="silu", initializer_range=0.02,
-                rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
-                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    vision = dict(preset["vision"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act="silu",
-                  in_chans=3, tokens_per_second=2, initializer_range=0.02)
+    text = dict(
+        t,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        initializer_range=0.02,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(
+        preset["vision"],
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        hidden_act="silu",
+        in_chans=3,
+        tokens_per_second=2,
+        initializer_range=0.02,
+    )
     return Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=preset["tie_word_embeddings"],
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=preset["tie_word_embeddings"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
 
 
-def build_model(config, twin_config, *, device: torch.device, dtype: torch.dtype, nf4: bool,
-                std: float = 0.02) -> nn.Module:
+def build_model(
+    config, twin_config, *, device: torch.device, dtype: torch.dtype, nf4: bool, std: float = 0.02
+) -> nn.Module:
     """Random Qwen2.5-VL of `config`, built on meta and materialised module by module on `device`;
     with nf4, every linear layer of the language model is quantised as soon as it is created.
     `twin_config`: the same heads and rope with one layer, for the rotary buffers."""
@@ -132,7 +200,7 @@ def build_model(config, twin_config, *, device: torch.device, dtype: torch.dtype
             else:
                 value = torch.randn(p.shape, device=device, dtype=dtype, generator=gen) * std
             setattr(module, pname, nn.Parameter(value, requires_grad=False))
-        for bname, b in list(module.named_buffers(recurse=False)):
+        for bname, _ in list(module.named_buffers(recurse=False)):
             full = f"{name}.{bname}" if name else bname
             if full not in twin:
                 raise RuntimeError(f"build_model: no way to initialise buffer {full} (not in the one-layer twin)")
@@ -151,12 +219,21 @@ def build_model(config, twin_config, *, device: torch.device, dtype: torch.dtype
 def _nf4_linear(linear: nn.Linear, *, device, dtype, std, gen) -> nn.Module:
     import bitsandbytes as bnb
 
-    q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None, compute_dtype=dtype,
-                          compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8, device="meta")
+    q = bnb.nn.Linear4bit(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        compute_dtype=dtype,
+        compress_statistics=True,
+        quant_type="nf4",
+        quant_storage=torch.uint8,
+        device="meta",
+    )
     w = torch.randn(linear.out_features, linear.in_features, device=device, dtype=dtype, generator=gen) * std
     # Params4bit.to() quantises (double-quantised NF4, block 64: what BitsAndBytesConfig in load_policy asks for).
-    q.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                 quant_storage=torch.uint8, module=q).to(device)
+    q.weight = bnb.nn.Params4bit(
+        w, requires_grad=False, compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8, module=q
+    ).to(device)
     del w
     if linear.bias is not None:
         q.bias = nn.Parameter(torch.zeros(linear.out_features, device=device, dtype=dtype), requires_grad=False)
@@ -193,9 +270,11 @@ class Phases:
         row = {"step": self.step, "phase": self.current}
         if self.cuda:
             torch.cuda.synchronize()
-            row.update(peak_alloc_gib=torch.cuda.max_memory_allocated() / GiB,
-                       peak_reserved_gib=torch.cuda.max_memory_reserved() / GiB,
-                       alloc_end_gib=torch.cuda.memory_allocated() / GiB)
+            row.update(
+                peak_alloc_gib=torch.cuda.max_memory_allocated() / GiB,
+                peak_reserved_gib=torch.cuda.max_memory_reserved() / GiB,
+                alloc_end_gib=torch.cuda.memory_allocated() / GiB,
+            )
         now = time.perf_counter()
         row["ms"] = (now - self.t) * 1e3
         self.rows.append(row)
@@ -221,21 +300,29 @@ class Phases:
 def instrument(trainer, phases: Phases):
     """Wrap the functions Trainer.rl_step calls so each becomes a phase (the bench only; the
     trainer is unchanged). Returns a function that undoes the module-level wraps."""
+    import hawkeye_lite.decode as decode_mod
     import hawkeye_lite.experience as experience_mod
     import hawkeye_lite.rollout as rollout_mod
     import hawkeye_lite.update as update_mod
 
-    import hawkeye_lite.decode as decode_mod
-
     policy = trainer.policy
     glue = "(glue)"
     k = trainer.cfg.optim.grad_accum  # the step's micro-batches: each runs its own passes, in this order
-    policy.image_features = phases.wrap(policy.image_features, ["vision tower (original)"] * k + ["vision tower (degraded)"], glue)
+    policy.image_features = phases.wrap(
+        policy.image_features, ["vision tower (original)"] * k + ["vision tower (degraded)"], glue
+    )
     policy.completion_hidden_states = phases.wrap(
         policy.completion_hidden_states,
-        ["reference forward (adapter off)", "degraded forward (no grad)"] * k + ["policy forward"], glue)
-    saved = (rollout_mod.generate_rollouts, experience_mod.token_stats, update_mod.policy_loss_from_hidden,
-             torch.nn.utils.clip_grad_norm_, decode_mod.rollout_weights)
+        ["reference forward (adapter off)", "degraded forward (no grad)"] * k + ["policy forward"],
+        glue,
+    )
+    saved = (
+        rollout_mod.generate_rollouts,
+        experience_mod.token_stats,
+        update_mod.policy_loss_from_hidden,
+        torch.nn.utils.clip_grad_norm_,
+        decode_mod.rollout_weights,
+    )
     rollout_mod.generate_rollouts = phases.wrap(rollout_mod.generate_rollouts, ["rollouts"], "rewards + advantages")
     real_weights = decode_mod.rollout_weights
 
@@ -252,15 +339,21 @@ def instrument(trainer, phases: Phases):
 
     decode_mod.rollout_weights = weights_phase
     experience_mod.token_stats = phases.wrap(experience_mod.token_stats, ["reference log-probs"], "encode degraded")
-    update_mod.policy_loss_from_hidden = phases.wrap(update_mod.policy_loss_from_hidden, ["fused loss (fwd + grad)"],
-                                                      "backward")
+    update_mod.policy_loss_from_hidden = phases.wrap(
+        update_mod.policy_loss_from_hidden, ["fused loss (fwd + grad)"], "backward"
+    )
     clip = torch.nn.utils.clip_grad_norm_
     torch.nn.utils.clip_grad_norm_ = phases.wrap(clip, ["grad clip"], glue)
     trainer.optimizer.step = phases.wrap(trainer.optimizer.step, ["optimizer step"], glue)
 
     def undo() -> None:
-        (rollout_mod.generate_rollouts, experience_mod.token_stats, update_mod.policy_loss_from_hidden,
-         torch.nn.utils.clip_grad_norm_, decode_mod.rollout_weights) = saved
+        (
+            rollout_mod.generate_rollouts,
+            experience_mod.token_stats,
+            update_mod.policy_loss_from_hidden,
+            torch.nn.utils.clip_grad_norm_,
+            decode_mod.rollout_weights,
+        ) = saved
 
     return undo
 
@@ -280,13 +373,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--image-size", type=int, default=448)
     ap.add_argument("--batch-size", type=int, default=1, help="images per micro-batch")
-    ap.add_argument("--grad-accum", type=int, default=1,
-                    help="micro-batches per step; all batch_size x grad_accum images are rolled out together")
-    ap.add_argument("--rollout-batch-size", type=int, default=None, help="images decoded together (default: all of the step)")
+    ap.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        help="micro-batches per step; all batch_size x grad_accum images are rolled out together",
+    )
+    ap.add_argument(
+        "--rollout-batch-size", type=int, default=None, help="images decoded together (default: all of the step)"
+    )
     ap.add_argument("--rollout-weights", default="nf4", choices=["auto", "nf4", "bf16"])
     ap.add_argument("--engine", default="auto", choices=["auto", "graph", "eager", "loop"])
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--allow-stop", action="store_true", help="let completions end at a stop token (default: full length)")
+    ap.add_argument(
+        "--allow-stop", action="store_true", help="let completions end at a stop token (default: full length)"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more trainer config overrides")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
@@ -298,7 +399,8 @@ def main(argv=None) -> dict:
 
     from hawkeye_lite.data import IQARecord
     from hawkeye_lite.data.demo import render_scene
-    from hawkeye_lite.model import VLProcessor, _build_tokenizer, wrap_policy
+    from hawkeye_lite.model import VLProcessor, wrap_policy
+    from hawkeye_lite.tiny_model import build_tokenizer
     from hawkeye_lite.trainer import Trainer
     from hawkeye_lite.trainset import Dataset
 
@@ -308,36 +410,61 @@ def main(argv=None) -> dict:
     pixels = args.image_size * args.image_size
     tmp = Path(tempfile.mkdtemp(prefix="hawkeye-memory-"))
     overrides = [
-        f"output_dir={tmp / 'run'}", f"model.device={device.type}", f"model.dtype={str(dtype).split('.')[-1]}",
-        f"model.quantization={'none' if args.no_nf4 else 'nf4'}", f"model.lora.r={args.lora_r}",
-        f"model.lora.alpha={2 * args.lora_r}", f"model.max_pixels={max(pixels, 3136)}",
-        f"rollout.num_generations={args.num_generations}", f"rollout.max_new_tokens={args.max_new_tokens}",
-        f"optim.batch_size={args.batch_size}", f"optim.grad_accum={args.grad_accum}", f"optim.max_steps={args.steps}",
-        "optim.epochs=null", f"rollout.batch_size={args.rollout_batch_size or 'null'}",
-        f"rollout.weights={args.rollout_weights}", f"rollout.engine={args.engine}",
+        f"output_dir={tmp / 'run'}",
+        f"model.device={device.type}",
+        f"model.dtype={str(dtype).split('.')[-1]}",
+        f"model.quantization={'none' if args.no_nf4 else 'nf4'}",
+        f"model.lora.r={args.lora_r}",
+        f"model.lora.alpha={2 * args.lora_r}",
+        f"model.max_pixels={max(pixels, 3136)}",
+        f"rollout.num_generations={args.num_generations}",
+        f"rollout.max_new_tokens={args.max_new_tokens}",
+        f"optim.batch_size={args.batch_size}",
+        f"optim.grad_accum={args.grad_accum}",
+        f"optim.max_steps={args.steps}",
+        "optim.epochs=null",
+        f"rollout.batch_size={args.rollout_batch_size or 'null'}",
+        f"rollout.weights={args.rollout_weights}",
+        f"rollout.engine={args.engine}",
         "logging.progress=false",
     ]
     if device.type != "cuda":
         overrides.append("optim.optimizer=adamw")  # 8-bit AdamW is CUDA-only
     cfg = load_train_config(ROOT / (args.config or preset["config"]), overrides + list(args.set))
 
-    info = {"preset": args.preset, "device": str(device), "dtype": str(dtype), "nf4": not args.no_nf4,
-            "lora_r": args.lora_r, "G": args.num_generations, "max_new_tokens": args.max_new_tokens,
-            "image": f"{args.image_size}x{args.image_size}", "batch_size": args.batch_size,
-            "grad_accum": args.grad_accum, "rollout_batch_size": args.rollout_batch_size,
-            "rollout_weights": args.rollout_weights, "engine": args.engine,
-            "optimizer": cfg.optim.optimizer, "gradient_checkpointing": cfg.model.gradient_checkpointing,
-            "beta": cfg.objective.beta, "perception": cfg.objective.perception.enabled,
-            "torch": torch.__version__}
+    info = {
+        "preset": args.preset,
+        "device": str(device),
+        "dtype": str(dtype),
+        "nf4": not args.no_nf4,
+        "lora_r": args.lora_r,
+        "G": args.num_generations,
+        "max_new_tokens": args.max_new_tokens,
+        "image": f"{args.image_size}x{args.image_size}",
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "rollout_batch_size": args.rollout_batch_size,
+        "rollout_weights": args.rollout_weights,
+        "engine": args.engine,
+        "optimizer": cfg.optim.optimizer,
+        "gradient_checkpointing": cfg.model.gradient_checkpointing,
+        "beta": cfg.objective.beta,
+        "perception": cfg.objective.perception.enabled,
+        "torch": torch.__version__,
+    }
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info["gpu"] = f"{p.name} ({p.total_memory / GiB:.0f} GiB)"
         torch.cuda.reset_peak_memory_stats()
     print(json.dumps(info))
 
-    tokenizer = _build_tokenizer(400)
-    processor = VLProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=pixels),
-                            min_pixels=3136, max_pixels=max(pixels, 3136))
+    tokenizer = build_tokenizer(400)
+    processor = VLProcessor(
+        tokenizer,
+        Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=pixels),
+        min_pixels=3136,
+        max_pixels=max(pixels, 3136),
+    )
     t0 = time.perf_counter()
     twin = qwen_config(twin_preset(preset, (len(tokenizer) + 63) // 64 * 64), tokenizer)
     model = build_model(qwen_config(preset, tokenizer), twin, device=device, dtype=dtype, nf4=not args.no_nf4)
@@ -353,8 +480,10 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         mem["weights_and_lora_gib"] = torch.cuda.memory_allocated() / GiB
     info.update(build_s=round(build_s, 1), trainable_params=n_train, **{k: round(v, 3) for k, v in mem.items()})
-    print(f"built in {build_s:.1f} s; trainable (LoRA) parameters {n_train / 1e6:.1f} M; " +
-          ", ".join(f"{k} {v:.2f}" for k, v in mem.items()))
+    print(
+        f"built in {build_s:.1f} s; trainable (LoRA) parameters {n_train / 1e6:.1f} M; "
+        + ", ".join(f"{k} {v:.2f}" for k, v in mem.items())
+    )
     if not args.allow_stop:
         stops = policy.stop_token_ids()
         base = policy.suppressed_token_ids
@@ -365,8 +494,17 @@ def main(argv=None) -> dict:
         path = tmp / f"image{i}.png"
         rng = np.random.default_rng([7, i])
         Image.fromarray(np.asarray(render_scene(rng, args.image_size, args.image_size))).save(path)
-        records.append(IQARecord(id=f"bench{i}", image=str(path), mos=3.0, mos_raw=3.0, mos_range=(1.0, 5.0),
-                                 dataset="bench", split="train"))
+        records.append(
+            IQARecord(
+                id=f"bench{i}",
+                image=str(path),
+                mos=3.0,
+                mos_raw=3.0,
+                mos_range=(1.0, 5.0),
+                dataset="bench",
+                split="train",
+            )
+        )
     trainer = Trainer(cfg, run_dir=tmp / "run")
     trainer.data = Dataset(records, [])
     trainer.policy = policy
@@ -419,31 +557,49 @@ def run_steps(trainer, phases: Phases, n: int, out: list) -> None:
         t = time.perf_counter()
         rec = trainer.rl_step()
         phases.mark("setup")
-        out.append({"step": s + 1, "seconds": round(time.perf_counter() - t, 3), "completion_len": rec["completion_len"],
-                    "loss": rec["loss"], "grad_norm": rec["grad_norm"]})
+        out.append(
+            {
+                "step": s + 1,
+                "seconds": round(time.perf_counter() - t, 3),
+                "completion_len": rec["completion_len"],
+                "loss": rec["loss"],
+                "grad_norm": rec["grad_norm"],
+            }
+        )
         print(json.dumps(out[-1]), flush=True)
 
 
 def to_markdown(result: dict) -> str:
     info = result["info"]
-    head = (f"{info.get('gpu', info['device'])}, torch {info['torch']}: preset {info['preset']}, "
-            f"{'NF4 + ' if info['nf4'] else ''}LoRA r={info['lora_r']}, B={info['batch_size']} x grad_accum "
-            f"{info.get('grad_accum', 1)} x G={info['G']} (rollouts {info.get('rollout_batch_size') or 'all'} images at a time, "
-            f"{info.get('rollout_weights', 'nf4')} weights, engine {info.get('engine', 'loop')}), "
-            f"{info['max_new_tokens']} completion tokens, {info['image']} image, optimizer {info['optimizer']}, "
-            f"beta {info['beta']}, perception {'on' if info['perception'] else 'off'}")
-    lines = [head, "", "| step | phase | ms | peak allocated GiB | peak reserved GiB | allocated after GiB |",
-             "|---:|---|---:|---:|---:|---:|"]
+    head = (
+        f"{info.get('gpu', info['device'])}, torch {info['torch']}: preset {info['preset']}, "
+        f"{'NF4 + ' if info['nf4'] else ''}LoRA r={info['lora_r']}, B={info['batch_size']} x grad_accum "
+        f"{info.get('grad_accum', 1)} x G={info['G']} (rollouts {info.get('rollout_batch_size') or 'all'} images at a time, "
+        f"{info.get('rollout_weights', 'nf4')} weights, engine {info.get('engine', 'loop')}), "
+        f"{info['max_new_tokens']} completion tokens, {info['image']} image, optimizer {info['optimizer']}, "
+        f"beta {info['beta']}, perception {'on' if info['perception'] else 'off'}"
+    )
+    lines = [
+        head,
+        "",
+        "| step | phase | ms | peak allocated GiB | peak reserved GiB | allocated after GiB |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in result["phases"]:
         if "peak_alloc_gib" in r:
-            lines.append(f"| {r['step']} | {r['phase']} | {r['ms']:.0f} | {r['peak_alloc_gib']:.2f} | "
-                         f"{r['peak_reserved_gib']:.2f} | {r['alloc_end_gib']:.2f} |")
+            lines.append(
+                f"| {r['step']} | {r['phase']} | {r['ms']:.0f} | {r['peak_alloc_gib']:.2f} | "
+                f"{r['peak_reserved_gib']:.2f} | {r['alloc_end_gib']:.2f} |"
+            )
         else:
             lines.append(f"| {r['step']} | {r['phase']} | {r['ms']:.0f} | n/a | n/a | n/a |")
     if "peak_alloc_gib" in result:
-        lines += ["", f"Peak allocated {result['peak_alloc_gib']:.2f} GiB, peak reserved {result['peak_reserved_gib']:.2f} GiB "
-                      f"(weights {info.get('weights_gib', float('nan')):.2f} GiB, + LoRA {info.get('weights_and_lora_gib', float('nan')):.2f} GiB; "
-                      f"build peak {info.get('build_peak_gib', float('nan')):.2f} GiB)."]
+        lines += [
+            "",
+            f"Peak allocated {result['peak_alloc_gib']:.2f} GiB, peak reserved {result['peak_reserved_gib']:.2f} GiB "
+            f"(weights {info.get('weights_gib', float('nan')):.2f} GiB, + LoRA {info.get('weights_and_lora_gib', float('nan')):.2f} GiB; "
+            f"build peak {info.get('build_peak_gib', float('nan')):.2f} GiB).",
+        ]
     return "\n".join(lines)
 
 

@@ -30,13 +30,14 @@ def decision_states(model: str, data: str):
     from hawkeye_lite.model import load_policy
 
     recs = demo_records(data)
-    pol = load_policy(ModelConfig(name_or_path=model, quantization="none", dtype="float32", device="cpu", lora=None),
-                      trainable=False)
+    pol = load_policy(
+        ModelConfig(name_or_path=model, quantization="none", dtype="float32", device="cpu", lora=None), trainable=False
+    )
     prefix = pol.tokenizer("<think>", add_special_tokens=False)["input_ids"]
     H = []
     with torch.no_grad():
         for i in range(0, len(recs), 32):
-            rs = recs[i:i + 32]
+            rs = recs[i : i + 32]
             batch = pol.encode([load_image(r) for r in rs], "think")
             ids = torch.tensor([prefix] * len(rs))
             H.append(pol.completion_hidden_states(batch, ids, torch.ones_like(ids))[:, -1].float().numpy())
@@ -49,8 +50,9 @@ def ridge_probe(X, y, train, lam: float = 10.0) -> float:
     return float(spearmanr(Z[~train] @ w, y[~train])[0])
 
 
-def bandit(X, y, train, *, lr: float, steps: int, seed: int, G: int = 8, B: int = 8, tau: float = 0.3,
-           every: int = 50) -> dict:
+def bandit(
+    X, y, train, *, lr: float, steps: int, seed: int, G: int = 8, B: int = 8, tau: float = 0.3, every: int = 50
+) -> dict:
     centres = torch.tensor([1.4, 2.2, 3.0, 3.8, 4.6])  # the bins of the judgement words (trainer.sft_target)
     g = torch.Generator().manual_seed(seed)
     Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
@@ -88,7 +90,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, torch {torch.__version__}")
     X, y, train = decision_states(args.model, args.data)
     print(f"ridge probe at the decision position: held-out SRCC {ridge_probe(X, y, train):.3f}")
-    for name, feats in (("raw", X - X[train].mean(0)), ("standardised", (X - X[train].mean(0)) / (X[train].std(0) + 1e-6))):
+    for name, feats in (
+        ("raw", X - X[train].mean(0)),
+        ("standardised", (X - X[train].mean(0)) / (X[train].std(0) + 1e-6)),
+    ):
         for lr in (float(v) for v in args.lrs.split(",")):
             runs = [bandit(feats, y, train, lr=lr, steps=args.steps, seed=s) for s in range(args.seeds)]
             curve = " ".join(f"{k}:{np.mean([r[k] for r in runs]):.3f}" for k in runs[0])

@@ -81,23 +81,33 @@ def build_policy(args, device: torch.device, dtype: torch.dtype):
 
     pixels = max(args.image_size**2, 3136)
     lora = LoRAConfig(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0)
-    cfg = ModelConfig(name_or_path=args.model or "bench", quantization="none" if args.no_nf4 else "nf4",
-                      dtype=str(dtype).split(".")[-1], device=str(device), lora=lora, gradient_checkpointing=False,
-                      max_pixels=pixels)
+    cfg = ModelConfig(
+        name_or_path=args.model or "bench",
+        quantization="none" if args.no_nf4 else "nf4",
+        dtype=str(dtype).split(".")[-1],
+        device=str(device),
+        lora=lora,
+        gradient_checkpointing=False,
+        max_pixels=pixels,
+    )
     if args.model:
         policy = load_policy(cfg)
     else:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        from hawkeye_lite.model import VLProcessor, _build_tokenizer, wrap_policy
+        from hawkeye_lite.model import VLProcessor, wrap_policy
+        from hawkeye_lite.tiny_model import build_tokenizer
 
         mem = _memory_module()
         preset = mem.PRESETS[args.preset]
-        tokenizer = _build_tokenizer(400)
-        processor = VLProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=pixels),
-                                min_pixels=3136, max_pixels=pixels)
+        tokenizer = build_tokenizer(400)
+        processor = VLProcessor(
+            tokenizer, Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=pixels), min_pixels=3136, max_pixels=pixels
+        )
         twin = mem.qwen_config(mem.twin_preset(preset, (len(tokenizer) + 63) // 64 * 64), tokenizer)
-        model = mem.build_model(mem.qwen_config(preset, tokenizer), twin, device=device, dtype=dtype, nf4=not args.no_nf4)
+        model = mem.build_model(
+            mem.qwen_config(preset, tokenizer), twin, device=device, dtype=dtype, nf4=not args.no_nf4
+        )
         torch.manual_seed(0)
         policy = wrap_policy(model, processor, cfg, device=device, dtype=dtype, trainable=True)
     gen = torch.Generator(device="cpu").manual_seed(1)
@@ -123,7 +133,7 @@ def first_differences(policy, ref, other) -> dict:
     teacher-forced logit margin logit[ref token] - logit[other token] there."""
     a, b = ref.completion_ids, other.completion_ids
     width = min(a.shape[1], b.shape[1])
-    diff = (a[:, :width] != b[:, :width])
+    diff = a[:, :width] != b[:, :width]
     rows = diff.any(1).nonzero().reshape(-1).tolist()
     out = {"rows": a.shape[0], "rows_differing": len(rows), "tokens_compared": width, "first": []}
     if rows:
@@ -131,9 +141,15 @@ def first_differences(policy, ref, other) -> dict:
             hidden = policy.completion_hidden_states(ref.prompt, a, ref.completion_mask)
         for r in rows:
             d = int(diff[r].float().argmax())
-            logits = (hidden[r, d].float() @ policy.lm_head_weight.float().T)
-            out["first"].append({"row": r, "position": d, "margin": float(logits[a[r, d]] - logits[b[r, d]]),
-                                 "logit_scale": float(logits.abs().max())})
+            logits = hidden[r, d].float() @ policy.lm_head_weight.float().T
+            out["first"].append(
+                {
+                    "row": r,
+                    "position": d,
+                    "margin": float(logits[a[r, d]] - logits[b[r, d]]),
+                    "logit_scale": float(logits.abs().max()),
+                }
+            )
         positions = [f["position"] for f in out["first"]]
         out["first_position_min"] = min(positions)
         out["first_position_median"] = statistics.median(positions)
@@ -174,11 +190,20 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     policy = build_policy(args, device, dtype)
-    info = {"preset": args.preset if not args.model else args.model, "device": str(device), "dtype": str(dtype),
-            "nf4": not args.no_nf4, "lora_r": args.lora_r, "G": args.generations,
-            "max_new_tokens": args.max_new_tokens, "image": f"{args.image_size}x{args.image_size}",
-            "sync_every": args.sync_every, "build_s": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
+    info = {
+        "preset": args.preset if not args.model else args.model,
+        "device": str(device),
+        "dtype": str(dtype),
+        "nf4": not args.no_nf4,
+        "lora_r": args.lora_r,
+        "G": args.generations,
+        "max_new_tokens": args.max_new_tokens,
+        "image": f"{args.image_size}x{args.image_size}",
+        "sync_every": args.sync_every,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info["gpu"] = f"{p.name} ({p.total_memory / 2**30:.0f} GiB)"
@@ -187,18 +212,22 @@ def main(argv=None) -> dict:
     from PIL import Image
 
     rng = np.random.RandomState(0)
-    pool = [Image.fromarray(rng.randint(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8))
-            for _ in range(max(row_counts) // args.generations)]
+    pool = [
+        Image.fromarray(rng.randint(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8))
+        for _ in range(max(row_counts) // args.generations)
+    ]
     kw = dict(num_generations=args.generations, max_new_tokens=args.max_new_tokens, sync_every=args.sync_every)
-    generate_rollouts(policy, pool[:1], **{**kw, "max_new_tokens": 2}, seed=0, engine="loop")  # warm-up: libraries, kernels
+    generate_rollouts(
+        policy, pool[:1], **{**kw, "max_new_tokens": 2}, seed=0, engine="loop"
+    )  # warm-up: libraries, kernels
 
     results = []
     greedy = {}
     for rows in row_counts:
         ims = pool[: rows // args.generations]
         times = {c: [] for c in names}
-        tokens = {c: 0 for c in names}
-        peaks = {c: 0.0 for c in names}
+        tokens = dict.fromkeys(names, 0)
+        peaks = dict.fromkeys(names, 0.0)
         for rep in range(args.repeats):
             for c in names:
                 if device.type == "cuda":
@@ -212,13 +241,24 @@ def main(argv=None) -> dict:
                 tokens[c] = int(r.completion_mask.sum())
                 if device.type == "cuda":
                     peaks[c] = max(peaks[c], torch.cuda.max_memory_allocated() / 2**30)
-                print(json.dumps({"rows": rows, "case": c, "repeat": rep, "seconds": round(times[c][-1], 3),
-                                  "tokens": tokens[c]}), flush=True)
+                print(
+                    json.dumps(
+                        {"rows": rows, "case": c, "repeat": rep, "seconds": round(times[c][-1], 3), "tokens": tokens[c]}
+                    ),
+                    flush=True,
+                )
         base = statistics.median(times[names[0]])
         for c in names:
             s = statistics.median(times[c])
-            row = {"rows": rows, "case": c, "seconds": s, "tokens": tokens[c], "tokens_per_s": tokens[c] / s,
-                   "ms_per_step": 1e3 * s / args.max_new_tokens, "speedup_vs_" + names[0]: base / s}
+            row = {
+                "rows": rows,
+                "case": c,
+                "seconds": s,
+                "tokens": tokens[c],
+                "tokens_per_s": tokens[c] / s,
+                "ms_per_step": 1e3 * s / args.max_new_tokens,
+                "speedup_vs_" + names[0]: base / s,
+            }
             if device.type == "cuda":
                 row["peak_alloc_gib"] = peaks[c]
             results.append(row)
@@ -229,8 +269,15 @@ def main(argv=None) -> dict:
             for c in names:
                 if c != "loop":
                     greedy[rows][c] = first_differences(policy, loop, generate_rollouts(policy, ims, **g, **cases[c]))
-            print(json.dumps({"rows": rows, "greedy": {c: {k: v for k, v in d.items() if k != "first"}
-                                                       for c, d in greedy[rows].items()}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "rows": rows,
+                        "greedy": {c: {k: v for k, v in d.items() if k != "first"} for c, d in greedy[rows].items()},
+                    }
+                ),
+                flush=True,
+            )
 
     result = {"info": info, "results": results, "greedy": greedy}
     md = to_markdown(result)
@@ -244,20 +291,33 @@ def main(argv=None) -> dict:
 
 def to_markdown(result: dict) -> str:
     info = result["info"]
-    head = (f"{info.get('gpu', info['device'])}, torch {info['torch']} ({info['torch_threads']} threads): "
-            f"{info['preset']}, {'NF4 + ' if info['nf4'] else ''}LoRA r={info['lora_r']}, {info['dtype']}, G={info['G']}, "
-            f"{info['max_new_tokens']} tokens forced, {info['image']} images, sync_every {info['sync_every']}")
+    head = (
+        f"{info.get('gpu', info['device'])}, torch {info['torch']} ({info['torch_threads']} threads): "
+        f"{info['preset']}, {'NF4 + ' if info['nf4'] else ''}LoRA r={info['lora_r']}, {info['dtype']}, G={info['G']}, "
+        f"{info['max_new_tokens']} tokens forced, {info['image']} images, sync_every {info['sync_every']}"
+    )
     speed = [k for k in result["results"][0] if k.startswith("speedup_vs_")][0] if result["results"] else "speedup"
-    lines = [head, "", f"| rows | case | s / call | completion tokens / s | ms / decode step | {speed.replace('_', ' ')} | peak GiB |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        head,
+        "",
+        f"| rows | case | s / call | completion tokens / s | ms / decode step | {speed.replace('_', ' ')} | peak GiB |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in result["results"]:
         peak = f"{r['peak_alloc_gib']:.2f}" if "peak_alloc_gib" in r else "n/a"
-        lines.append(f"| {r['rows']} | {r['case']} | {r['seconds']:.3f} | {r['tokens_per_s']:.1f} | {r['ms_per_step']:.2f} | "
-                     f"{r[speed]:.2f}x | {peak} |")
+        lines.append(
+            f"| {r['rows']} | {r['case']} | {r['seconds']:.3f} | {r['tokens_per_s']:.1f} | {r['ms_per_step']:.2f} | "
+            f"{r[speed]:.2f}x | {peak} |"
+        )
     if result["greedy"]:
-        lines += ["", "Greedy (temperature 0) against the loop: rows whose tokens differ anywhere; first differing position; "
-                      "the loop's logit margin between the two tokens there.", "",
-                  "| rows | case | rows differing | first position (min / median) | max abs margin |", "|---:|---|---:|---|---:|"]
+        lines += [
+            "",
+            "Greedy (temperature 0) against the loop: rows whose tokens differ anywhere; first differing position; "
+            "the loop's logit margin between the two tokens there.",
+            "",
+            "| rows | case | rows differing | first position (min / median) | max abs margin |",
+            "|---:|---|---:|---|---:|",
+        ]
         for rows, cases in result["greedy"].items():
             for c, d in cases.items():
                 pos = f"{d['first_position_min']} / {d['first_position_median']}" if d["rows_differing"] else "-"

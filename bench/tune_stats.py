@@ -71,21 +71,39 @@ def main(argv=None):
         dst = torch.empty_like(src)
         copy_gbs = 2 * nbytes / cuda_ms(lambda: dst.copy_(src), args.reps) / 1e6
         default = F.launch_params(n, V, dev, backward=True)
-        configs = sorted(set(itertools.product(args.block_v, args.warps, args.split)) | {(default[0], default[1], default[2])})
+        configs = sorted(
+            set(itertools.product(args.block_v, args.warps, args.split)) | {(default[0], default[1], default[2])}
+        )
         for bv, w, sp in configs:
             launch = dict(block_v=bv, num_warps=w, split=sp)
             _, _, _, _, saved = F.stats_forward(z, tok, None, 1.0, **launch)
             fwd = cuda_ms(lambda: F.stats_forward(z, tok, None, 1.0, **launch), args.reps)
-            bwd = cuda_ms(lambda: F.stats_backward(z, tok, None, 1.0, saved, None, None, g, None, None, None, dz, None,
-                                                   **launch), args.reps)
-            row = dict(dtype=dtype_name, N=n, V=V, block_v=bv, warps=w, split=F.launch_params(n, V, dev, **launch)[2],
-                       default_bwd=(bv, w, sp) == default[:3], fwd_ms=fwd, bwd_ms=bwd,
-                       fwd_pct=100 * (nbytes / fwd / 1e6) / copy_gbs, bwd_pct=100 * (2 * nbytes / bwd / 1e6) / copy_gbs,
-                       total_pct=100 * (3 * nbytes / (fwd + bwd) / 1e6) / copy_gbs, copy_GBps=copy_gbs)
+            bwd = cuda_ms(
+                lambda: F.stats_backward(z, tok, None, 1.0, saved, None, None, g, None, None, None, dz, None, **launch),
+                args.reps,
+            )
+            row = dict(
+                dtype=dtype_name,
+                N=n,
+                V=V,
+                block_v=bv,
+                warps=w,
+                split=F.launch_params(n, V, dev, **launch)[2],
+                default_bwd=(bv, w, sp) == default[:3],
+                fwd_ms=fwd,
+                bwd_ms=bwd,
+                fwd_pct=100 * (nbytes / fwd / 1e6) / copy_gbs,
+                bwd_pct=100 * (2 * nbytes / bwd / 1e6) / copy_gbs,
+                total_pct=100 * (3 * nbytes / (fwd + bwd) / 1e6) / copy_gbs,
+                copy_GBps=copy_gbs,
+            )
             rows.append(row)
-            print(f"{dtype_name:>8} N={n:>5} BLOCK_V={bv:>5} warps={w:>2} split={row['split']:>2}"
-                  f"{' (default bwd)' if row['default_bwd'] else '':>14} | fwd {fwd:7.3f} ms {row['fwd_pct']:5.1f}% | "
-                  f"bwd {bwd:7.3f} ms {row['bwd_pct']:5.1f}% | fwd+bwd {row['total_pct']:5.1f}% of copy", flush=True)
+            print(
+                f"{dtype_name:>8} N={n:>5} BLOCK_V={bv:>5} warps={w:>2} split={row['split']:>2}"
+                f"{' (default bwd)' if row['default_bwd'] else '':>14} | fwd {fwd:7.3f} ms {row['fwd_pct']:5.1f}% | "
+                f"bwd {bwd:7.3f} ms {row['bwd_pct']:5.1f}% | fwd+bwd {row['total_pct']:5.1f}% of copy",
+                flush=True,
+            )
     best = {}
     for r in rows:
         key = (r["dtype"], r["N"])
@@ -93,10 +111,14 @@ def main(argv=None):
             best[key] = r
     print("\nbest per shape:")
     for (d, n), r in best.items():
-        print(f"  {d} N={n}: BLOCK_V={r['block_v']} warps={r['warps']} split={r['split']} -> {r['total_pct']:.1f}% of copy")
+        print(
+            f"  {d} N={n}: BLOCK_V={r['block_v']} warps={r['warps']} split={r['split']} -> {r['total_pct']:.1f}% of copy"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                         "rows": rows}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, indent=1)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,19 @@ def write_model(out: Path, policy, cfg, *, base: str, step: int, total_steps: in
     write_model_card(out, cfg, base=base, step=step, total_steps=total_steps, run_dir=run_dir, kind=kind)
 
 
-def save_checkpoint(run_dir: Path, cfg, policy, optimizer, *, step: int, base: str, bad_streak: int,
-                    total_steps: int, dist, rng: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    cfg,
+    policy,
+    optimizer,
+    *,
+    step: int,
+    base: str,
+    bad_streak: int,
+    total_steps: int,
+    dist,
+    rng: Optional[Dict[str, torch.Tensor]] = None,
+) -> Path:
     """RUN/checkpoints/step-NNNNNN, atomically; keeps the last checkpoint.keep_last. `rng`: the
     torch RNG state to record (default: now). Under torchrun every rank's stream is gathered and
     rank 0 writes."""
@@ -100,8 +111,14 @@ def save_checkpoint(run_dir: Path, cfg, policy, optimizer, *, step: int, base: s
         # Optimizer state is tensors + numbers only, so it reloads with weights_only=True.
         torch.save(optimizer.state_dict(), st / "optimizer.pt")
         save_file({k: v.contiguous() for k, v in rng.items()}, str(st / "rng.safetensors"))
-        state = {"step": step, "base": base, "bad_streak": bad_streak, "world_size": dist.world,
-                 "total_steps": total_steps, "scheduler": {"kind": cfg.optim.schedule, "step": step}}
+        state = {
+            "step": step,
+            "base": base,
+            "bad_streak": bad_streak,
+            "world_size": dist.world,
+            "total_steps": total_steps,
+            "scheduler": {"kind": cfg.optim.schedule, "step": step},
+        }
         (st / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
     atomic_dir(final, write)
@@ -128,8 +145,10 @@ def check_world_size(run_dir: Path, ckpt: Path, state: dict, world: int) -> None
     saved_world = int(state.get("world_size", 1))
     if saved_world != world:
         # The data order and every rank's random stream are laid out per world size.
-        raise RunFolderError(f"--resume {run_dir}: {ckpt.name} was written by {saved_world} process(es); "
-                             f"resume it with torchrun --nproc_per_node {saved_world} (this is {world})")
+        raise RunFolderError(
+            f"--resume {run_dir}: {ckpt.name} was written by {saved_world} process(es); "
+            f"resume it with torchrun --nproc_per_node {saved_world} (this is {world})"
+        )
 
 
 def load_adapter(policy, folder: Path) -> None:
@@ -156,5 +175,5 @@ def restore_training_state(ckpt: Path, optimizer, *, device, dist) -> None:
     rng = load_file(str(st / "rng.safetensors"))
     if dist.enabled:
         prefix = f"rank{dist.rank}."
-        rng = {k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
+        rng = {k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}
     set_rng_state(rng)

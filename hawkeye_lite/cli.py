@@ -42,7 +42,7 @@ class _Group(TyperGroup):
         except _click_exceptions.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
-        except Exception as e:  # noqa: BLE001 - this is the one place every error is turned into a line
+        except Exception as e:
             if debug_enabled(argv):
                 raise
             code, line = classify(e)
@@ -102,8 +102,10 @@ def _check_output_dir(out: Path, option: str, overwrite: bool, owned: List[str])
             _fail(f"{option} {out}: not empty; use --overwrite to replace its contents, or choose another folder")
         foreign = sorted(p.name for p in out.iterdir() if p.name not in owned)
         if foreign:
-            _fail(f"{option} {out}: --overwrite only replaces what this command writes ({', '.join(owned)}), "
-                  f"but it also holds {', '.join(foreign[:5])}; choose another folder")
+            _fail(
+                f"{option} {out}: --overwrite only replaces what this command writes ({', '.join(owned)}), "
+                f"but it also holds {', '.join(foreign[:5])}; choose another folder"
+            )
         remove_named(out, owned)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,8 +113,9 @@ def _check_output_dir(out: Path, option: str, overwrite: bool, owned: List[str])
         _fail(f"{option} {out}: cannot create it ({e.strerror or e})")
 
 
-def _check_sampling(samples: Optional[int], batch_size: int, temperature: Optional[float],
-                    max_new_tokens: Optional[int]) -> None:
+def _check_sampling(
+    samples: Optional[int], batch_size: int, temperature: Optional[float], max_new_tokens: Optional[int]
+) -> None:
     import math
 
     if samples is not None and samples < 1:
@@ -144,12 +147,16 @@ def train(
     if not result.main:  # torchrun: rank 0 speaks for the run
         raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:
-        typer.echo(f"interrupted at step {result.steps}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True)
+        typer.echo(
+            f"interrupted at step {result.steps}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True
+        )
         raise typer.Exit(130)
     if result.eval_before or result.eval_after:
         typer.echo(summary_table(result))
-    typer.echo(f"done in {result.seconds:.0f}s: {result.steps} RL steps; model in {result.run_dir / 'final'} "
-               f"(hawkeye-lite score --model {result.run_dir / 'final'} IMAGE)")
+    typer.echo(
+        f"done in {result.seconds:.0f}s: {result.steps} RL steps; model in {result.run_dir / 'final'} "
+        f"(hawkeye-lite score --model {result.run_dir / 'final'} IMAGE)"
+    )
 
 
 @app.command()
@@ -181,8 +188,9 @@ def push(
     """Upload a trained adapter (with its model card, hawkeye.json and config.yaml) to the Hugging Face Hub."""
     from hawkeye_lite.hub import push_to_hub
 
-    url = push_to_hub(run, repo, private=private, revision=revision, commit_message=message,
-                      log=lambda m: typer.echo(m, err=True))  # a HubError is bad input: one line, exit 2
+    url = push_to_hub(
+        run, repo, private=private, revision=revision, commit_message=message, log=lambda m: typer.echo(m, err=True)
+    )  # a HubError is bad input: one line, exit 2
     typer.echo(f"pushed to {url}")
 
 
@@ -196,7 +204,7 @@ def init_tiny(
     arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl or qwen2_vl."),
 ) -> None:
     """Write a tiny randomly initialised Qwen2.5-VL (+ tokenizer and processor) for offline tests and demos."""
-    from hawkeye_lite.model import build_tiny_model
+    from hawkeye_lite.tiny_model import build_tiny_model
 
     if arch not in ("qwen2_5_vl", "qwen2_vl"):
         _fail(f"--arch: must be qwen2_5_vl or qwen2_vl, got {arch!r}")
@@ -212,15 +220,25 @@ def score(
     samples: int = typer.Option(8, "--samples", help="Completions sampled per image (K)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length cap (default: as trained, else 512)."),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", help="Completion length cap (default: as trained, else 512)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed: same seed, same scores."),
-    stratified: bool = typer.Option(False, "--stratified", help="Draw the K samples with stratified uniforms "
-                                    "(each exact, together an even cover: a steadier mean for the same K)."),
+    stratified: bool = typer.Option(
+        False,
+        "--stratified",
+        help="Draw the K samples with stratified uniforms "
+        "(each exact, together an even cover: a steadier mean for the same K).",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     quantization: Optional[str] = typer.Option(None, "--quantization", help="nf4 or none (default: as trained)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Prompt + answer parser of a published checkpoint: "
-                                         "visualquality_r1, q_insight, q_hawkeye, think (default: from the model id)."),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="Prompt + answer parser of a published checkpoint: "
+        "visualquality_r1, q_insight, q_hawkeye, think (default: from the model id).",
+    ),
 ) -> None:
     """Score images: mean rating of K samples on the 1-5 scale, ± their spread."""
     import json as _json
@@ -231,16 +249,28 @@ def score(
     _check_sampling(samples, batch_size, temperature, max_new_tokens)
     if quantization not in (None, "nf4", "none"):
         _fail(f"--quantization: must be nf4 or none, got {quantization!r}")
-    scorer = Scorer.from_pretrained(model, device=device, quantization=quantization, max_new_tokens=max_new_tokens,
-                                    **({"preset": preset} if preset else {}))
+    scorer = Scorer.from_pretrained(
+        model,
+        device=device,
+        quantization=quantization,
+        max_new_tokens=max_new_tokens,
+        **({"preset": preset} if preset else {}),
+    )
     # One Scorer call per batch of inputs, so a bar can follow them. Every call gets the same seed:
     # each image's stream is keyed by (seed, its pixels), so the chunking changes nothing.
     results = []
     with Progress(len(images), "scoring", unit="img", lines=10 if len(images) > batch_size else 0) as bar:
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            results += scorer.score(chunk, samples=samples, temperature=temperature, seed=seed,
-                                    batch_size=batch_size, on_error="skip", stratified=stratified)
+            chunk = images[start : start + batch_size]
+            results += scorer.score(
+                chunk,
+                samples=samples,
+                temperature=temperature,
+                seed=seed,
+                batch_size=batch_size,
+                on_error="skip",
+                stratified=stratified,
+            )
             bar.update(len(chunk))
     for r in results:
         if json_:
@@ -279,28 +309,54 @@ def _check_split(split: str) -> None:
 @app.command("eval")
 def eval_(
     model: Path = typer.Option(..., "--model", help="Run folder or model directory the Scorer loads."),
-    data: List[str] = typer.Option([], "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Completions sampled per image (K); default: the Scorer's."),
+    data: List[str] = typer.Option(
+        [], "--data", help="Data spec(s), e.g. json:demo/demo.json or koniq:DIR (repeatable)."
+    ),
+    samples: Optional[int] = typer.Option(
+        None, "--samples", help="Completions sampled per image (K); default: the Scorer's."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image predictions to this CSV."),
     split: str = typer.Option("test", "--split", help="Which records to score: test | val | train | all."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per Scorer call."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default: the Scorer's)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Completion length cap (default: as trained, else 512)."),
+    temperature: Optional[float] = typer.Option(
+        None, "--temperature", help="Sampling temperature (default: the Scorer's)."
+    ),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", help="Completion length cap (default: as trained, else 512)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and for seeded splits."),
-    stratified: bool = typer.Option(False, "--stratified", help="Draw the K samples with stratified uniforms, as "
-                                    "a training run's evaluation does with eval.stratified (a steadier mean)."),
+    stratified: bool = typer.Option(
+        False,
+        "--stratified",
+        help="Draw the K samples with stratified uniforms, as "
+        "a training run's evaluation does with eval.stratified (a steadier mean).",
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: the Scorer's choice)."),
     on_bad: str = typer.Option("skip", "--on-bad", help="Bad records: skip (reported) or fail."),
     check_images: str = typer.Option("full", "--check-images", help="Image checks at load: full | header | none."),
-    suite: Optional[Path] = typer.Option(None, "--suite", help="Suite file naming the data specs of a standard "
-                                         "protocol (configs/suites/koniq-cross.yaml); adds to --data."),
-    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write report.md / .csv / .json (per dataset "
-                                              "+ mean, the papers' cross-dataset layout) to this folder."),
-    plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Write prediction-vs-MOS scatter PNGs with the "
-                                            "fitted logistic, one per dataset, to this folder."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Prompt + answer parser of a published checkpoint "
-                                         "(visualquality_r1, q_insight, q_hawkeye, think); default: from the model id."),
+    suite: Optional[Path] = typer.Option(
+        None,
+        "--suite",
+        help="Suite file naming the data specs of a standard "
+        "protocol (configs/suites/koniq-cross.yaml); adds to --data.",
+    ),
+    report_dir: Optional[Path] = typer.Option(
+        None,
+        "--report",
+        help="Write report.md / .csv / .json (per dataset + mean, the papers' cross-dataset layout) to this folder.",
+    ),
+    plot_dir: Optional[Path] = typer.Option(
+        None,
+        "--plot",
+        help="Write prediction-vs-MOS scatter PNGs with the fitted logistic, one per dataset, to this folder.",
+    ),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="Prompt + answer parser of a published checkpoint "
+        "(visualquality_r1, q_insight, q_hawkeye, think); default: from the model id.",
+    ),
 ) -> None:
     """Score a dataset and report SRCC, PLCC (raw and logistic-fitted), KRCC, RMSE, parse rate per dataset."""
     import json as _json
@@ -332,9 +388,19 @@ def eval_(
 
     scorer = Scorer.from_pretrained(str(model), device=device, **({"preset": preset} if preset else {}))
 
-    report = evaluate(records, scorer_fn(scorer, samples=samples, temperature=temperature,
-                                         max_new_tokens=max_new_tokens, seed=seed, stratified=stratified),
-                      batch_size=batch_size, progress=progress_callback("scoring", unit="img"))
+    report = evaluate(
+        records,
+        scorer_fn(
+            scorer,
+            samples=samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            stratified=stratified,
+        ),
+        batch_size=batch_size,
+        progress=progress_callback("scoring", unit="img"),
+    )
     # The results first: a failing optional file must not cost the user the numbers.
     if json_:
         typer.echo(_json.dumps(report.to_dict(), indent=1, allow_nan=False))
@@ -346,8 +412,14 @@ def eval_(
     if report_dir is not None:
         from hawkeye_lite.report import write_report
 
-        paths = write_report(report, report_dir, model=str(model), suite=suite_name, samples=samples,
-                             extra={"preset": getattr(getattr(scorer, "preset", None), "name", None), "split": split})
+        paths = write_report(
+            report,
+            report_dir,
+            model=str(model),
+            suite=suite_name,
+            samples=samples,
+            extra={"preset": getattr(getattr(scorer, "preset", None), "name", None), "split": split},
+        )
         typer.echo(f"report written to {', '.join(map(str, paths))}", err=True)
     if plot_dir is not None:
         from hawkeye_lite.plot import plot_scatter
@@ -359,7 +431,9 @@ def eval_(
 @app.command()
 def degrade(
     data: List[str] = typer.Option(..., "--data", help="Data spec(s) whose images get degraded partners (repeatable)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: images/, data.json (with image_deg), degrade_meta.json."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: images/, data.json (with image_deg), degrade_meta.json."
+    ),
     seed: int = typer.Option(0, "--seed", help="Degradation seed: same seed, same files."),
     second_stage: bool = typer.Option(False, "--second-stage", help="Add a second, different degradation on top."),
     split: str = typer.Option("all", "--split", help="Records to degrade: all | train | val | test."),
@@ -381,8 +455,14 @@ def degrade(
 
     from hawkeye_lite.runlog import progress_callback
 
-    degrade_records(records, out, seed=seed, recipe=DegradeRecipe(second_stage=second_stage), fmt=fmt,
-                    progress=progress_callback("degrading", unit="img"))
+    degrade_records(
+        records,
+        out,
+        seed=seed,
+        recipe=DegradeRecipe(second_stage=second_stage),
+        fmt=fmt,
+        progress=progress_callback("degrading", unit="img"),
+    )
     typer.echo(f"wrote {len(records)} degraded partners to {out / 'images'} and {out / 'data.json'}")
 
 
@@ -405,8 +485,10 @@ def demo_data(
     _check_output_dir(out, "--out", overwrite, owned=["images", "demo.json", "train.json", "test.json", "meta.json"])
     recs = write_demo(out, cfg)
     n_test = sum(r.split == "test" for r in recs)
-    typer.echo(f"wrote {len(recs)} images ({len(recs) - n_test} train, {n_test} test) to {out}; "
-               f"use --data json:{out / 'demo.json'}")
+    typer.echo(
+        f"wrote {len(recs)} images ({len(recs) - n_test} train, {n_test} test) to {out}; "
+        f"use --data json:{out / 'demo.json'}"
+    )
 
 
 def main() -> None:

@@ -11,10 +11,8 @@ Each field's comment is its documentation: docs/config.md is generated from them
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 QUANTIZATIONS = ("nf4", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -102,14 +100,20 @@ class ModelConfig:
             if value is not None and (not isinstance(value, int) or value < 28 * 28):
                 raise ValueError(f"model.{name}: must be an integer >= 784 (one 28x28 cell), got {value!r}")
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ValueError(f"model.min_pixels ({self.min_pixels}) is larger than model.max_pixels ({self.max_pixels})")
+            raise ValueError(
+                f"model.min_pixels ({self.min_pixels}) is larger than model.max_pixels ({self.max_pixels})"
+            )
 
 
 @dataclass
 class RewardConfig:
     """SPEC §1.1. `functions` picks which rewards are summed."""
 
-    functions: Tuple[str, ...] = ("accuracy", "format", "repetition")  # the rewards summed: accuracy, format, repetition
+    functions: Tuple[str, ...] = (
+        "accuracy",
+        "format",
+        "repetition",
+    )  # the rewards summed: accuracy, format, repetition
     tau: float = 0.30  # accuracy: exp(-|clamp(y_hat) - y| / tau)
     score_min: float = 1.0  # the answer scale's lower end (answers are clamped to it)
     score_max: float = 5.0  # the answer scale's upper end
@@ -200,9 +204,16 @@ class DataConfig:
         self.train, self.eval = tuple(self.train), tuple(self.eval)
         _require(len(self.train) > 0, "data.train", "at least one data spec is needed")
         _require(self.on_bad in ("skip", "fail"), "data.on_bad", f"must be skip or fail, got {self.on_bad!r}")
-        _require(self.check_images in ("full", "header", "none"), "data.check_images",
-                 f"must be full, header or none, got {self.check_images!r}")
-        _require(self.eval_split in ("train", "val", "test"), "data.eval_split", f"must be train, val or test, got {self.eval_split!r}")
+        _require(
+            self.check_images in ("full", "header", "none"),
+            "data.check_images",
+            f"must be full, header or none, got {self.check_images!r}",
+        )
+        _require(
+            self.eval_split in ("train", "val", "test"),
+            "data.eval_split",
+            f"must be train, val or test, got {self.eval_split!r}",
+        )
 
 
 @dataclass
@@ -224,18 +235,33 @@ class RolloutConfig:
     sync_every: int = 8  # decode steps between two host reads of the finished flags
 
     def __post_init__(self) -> None:
-        _require(self.batch_size is None or self.batch_size >= 1, "rollout.batch_size",
-                 f"must be >= 1 or null (all images of a step), got {self.batch_size}")
-        _require(self.weights in ROLLOUT_WEIGHTS, "rollout.weights",
-                 f"must be one of {', '.join(ROLLOUT_WEIGHTS)}, got {self.weights!r}")
-        _require(self.engine in ROLLOUT_ENGINES, "rollout.engine",
-                 f"must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.engine!r}")
+        _require(
+            self.batch_size is None or self.batch_size >= 1,
+            "rollout.batch_size",
+            f"must be >= 1 or null (all images of a step), got {self.batch_size}",
+        )
+        _require(
+            self.weights in ROLLOUT_WEIGHTS,
+            "rollout.weights",
+            f"must be one of {', '.join(ROLLOUT_WEIGHTS)}, got {self.weights!r}",
+        )
+        _require(
+            self.engine in ROLLOUT_ENGINES,
+            "rollout.engine",
+            f"must be one of {', '.join(ROLLOUT_ENGINES)}, got {self.engine!r}",
+        )
         _require(self.sync_every >= 1, "rollout.sync_every", f"must be >= 1, got {self.sync_every}")
-        _require(self.num_generations >= 2, "rollout.num_generations",
-                 f"GRPO compares rollouts within a group, so G must be >= 2, got {self.num_generations}")
+        _require(
+            self.num_generations >= 2,
+            "rollout.num_generations",
+            f"GRPO compares rollouts within a group, so G must be >= 2, got {self.num_generations}",
+        )
         _require(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        _require(self.temperature > 0, "rollout.temperature",
-                 f"must be > 0 (the policy-gradient log-probs are of the sampling distribution), got {self.temperature}")
+        _require(
+            self.temperature > 0,
+            "rollout.temperature",
+            f"must be > 0 (the policy-gradient log-probs are of the sampling distribution), got {self.temperature}",
+        )
         _require(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _require(self.top_k >= 0, "rollout.top_k", f"must be >= 0 (0 = off), got {self.top_k}")
         _require(self.prompt in PROMPTS, "rollout.prompt", f"must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
@@ -273,8 +299,12 @@ class DegradationConfig:
     def recipe(self):
         from .data.degrade import DegradeRecipe, StageParams
 
-        return DegradeRecipe(kinds=self.kinds, first=StageParams(**dataclasses.asdict(self.first)),
-                             second_stage=self.second_stage, second=StageParams(**dataclasses.asdict(self.second)))
+        return DegradeRecipe(
+            kinds=self.kinds,
+            first=StageParams(**dataclasses.asdict(self.first)),
+            second_stage=self.second_stage,
+            second=StageParams(**dataclasses.asdict(self.second)),
+        )
 
 
 @dataclass
@@ -292,9 +322,12 @@ class PerceptionConfig:
     def __post_init__(self) -> None:
         _require(self.gamma0 >= 0, "objective.perception.gamma0", f"must be >= 0, got {self.gamma0}")
         _require(self.kl_zero_epoch > 0, "objective.perception.kl_zero_epoch", f"must be > 0, got {self.kl_zero_epoch}")
-        _require(self.eta2 == 0 or self.degraded_grad, "objective.perception.eta2",
-                 f"is {self.eta2} but objective.perception.degraded_grad is false: H(p~) would have no gradient "
-                 "(set degraded_grad: true, or eta2: 0)")
+        _require(
+            self.eta2 == 0 or self.degraded_grad,
+            "objective.perception.eta2",
+            f"is {self.eta2} but objective.perception.degraded_grad is false: H(p~) would have no gradient "
+            "(set degraded_grad: true, or eta2: 0)",
+        )
 
 
 @dataclass
@@ -313,12 +346,20 @@ class ObjectiveConfig:
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
     def __post_init__(self) -> None:
-        _require(self.loss_type in LOSS_TYPES, "objective.loss_type", f"must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        _require(
+            self.loss_type in LOSS_TYPES,
+            "objective.loss_type",
+            f"must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}",
+        )
         _require(self.beta >= 0, "objective.beta", f"must be >= 0, got {self.beta}")
         _require(0 <= self.eps_low < 1, "objective.eps_low", f"must be in [0, 1), got {self.eps_low}")
         _require(self.eps_high >= 0, "objective.eps_high", f"must be >= 0, got {self.eps_high}")
         _require(self.alpha >= 0, "objective.alpha", f"must be >= 0, got {self.alpha}")
-        _require(self.chunk_size is None or self.chunk_size >= 1, "objective.chunk_size", f"must be >= 1, got {self.chunk_size}")
+        _require(
+            self.chunk_size is None or self.chunk_size >= 1,
+            "objective.chunk_size",
+            f"must be >= 1, got {self.chunk_size}",
+        )
 
 
 @dataclass
@@ -342,18 +383,35 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
-        _require(self.optimizer in OPTIMIZERS, "optim.optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        _require(
+            self.optimizer in OPTIMIZERS,
+            "optim.optimizer",
+            f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+        )
         _require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", f"must be two numbers in [0, 1), got {self.betas}")
-        _require(self.schedule in SCHEDULES, "optim.schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optim.betas",
+            f"must be two numbers in [0, 1), got {self.betas}",
+        )
+        _require(
+            self.schedule in SCHEDULES,
+            "optim.schedule",
+            f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
+        )
         _require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         _require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _require(self.max_grad_norm >= 0, "optim.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         _require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {self.grad_accum}")
-        _require((self.max_steps is None) != (self.epochs is None), "optim.max_steps",
-                 "set exactly one of optim.max_steps and optim.epochs (the other null)")
-        _require(self.max_steps is None or self.max_steps >= 1, "optim.max_steps", f"must be >= 1, got {self.max_steps}")
+        _require(
+            (self.max_steps is None) != (self.epochs is None),
+            "optim.max_steps",
+            "set exactly one of optim.max_steps and optim.epochs (the other null)",
+        )
+        _require(
+            self.max_steps is None or self.max_steps >= 1, "optim.max_steps", f"must be >= 1, got {self.max_steps}"
+        )
         _require(self.epochs is None or self.epochs > 0, "optim.epochs", f"must be > 0, got {self.epochs}")
         _require(self.mu >= 1, "optim.mu", f"must be >= 1, got {self.mu}")
         _require(self.max_bad_steps >= 1, "optim.max_bad_steps", f"must be >= 1, got {self.max_bad_steps}")
@@ -383,11 +441,17 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "sft.steps", f"must be >= 0, got {self.steps}")
-        _require(self.target in ("mos", "format", "describe"), "sft.target",
-                 f"must be mos, format or describe, got {self.target!r}")
+        _require(
+            self.target in ("mos", "format", "describe"),
+            "sft.target",
+            f"must be mos, format or describe, got {self.target!r}",
+        )
         _require(self.lr > 0, "sft.lr", f"must be > 0, got {self.lr}")
-        _require(self.lora_dropout is None or 0 <= self.lora_dropout < 1, "sft.lora_dropout",
-                 f"must be in [0, 1) or null, got {self.lora_dropout}")
+        _require(
+            self.lora_dropout is None or 0 <= self.lora_dropout < 1,
+            "sft.lora_dropout",
+            f"must be in [0, 1) or null, got {self.lora_dropout}",
+        )
         _require(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.warmup_steps >= 0, "sft.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
 
@@ -424,7 +488,11 @@ class EvalConfig:
         _require(self.samples >= 1, "eval.samples", f"must be >= 1, got {self.samples}")
         _require(self.temperature >= 0, "eval.temperature", f"must be >= 0, got {self.temperature}")
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.max_images is None or self.max_images >= 3, "eval.max_images", f"must be >= 3 (correlations), got {self.max_images}")
+        _require(
+            self.max_images is None or self.max_images >= 3,
+            "eval.max_images",
+            f"must be >= 3 (correlations), got {self.max_images}",
+        )
 
 
 @dataclass
@@ -441,9 +509,16 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         self.report_to = tuple(self.report_to)
         for name in self.report_to:
-            _require(name in ("tensorboard", "wandb"), "logging.report_to",
-                     f"unknown tracker {name!r} (choose from tensorboard, wandb)")
-        _require(len(set(self.report_to)) == len(self.report_to), "logging.report_to", f"names a tracker twice: {list(self.report_to)}")
+            _require(
+                name in ("tensorboard", "wandb"),
+                "logging.report_to",
+                f"unknown tracker {name!r} (choose from tensorboard, wandb)",
+            )
+        _require(
+            len(set(self.report_to)) == len(self.report_to),
+            "logging.report_to",
+            f"names a tracker twice: {list(self.report_to)}",
+        )
 
 
 @dataclass
@@ -472,9 +547,15 @@ class DistributedConfig:
 
 
 def _demo_model() -> ModelConfig:
-    return ModelConfig(name_or_path="runs/demo/tiny-model", quantization="none", dtype="float32",
-                       # RL's adapter without dropout; the warm start's is sft.lora_dropout (0.2)
-                       lora=LoRAConfig(r=16, alpha=32, dropout=0.0), gradient_checkpointing=False, device="cpu")
+    return ModelConfig(
+        name_or_path="runs/demo/tiny-model",
+        quantization="none",
+        dtype="float32",
+        # RL's adapter without dropout; the warm start's is sft.lora_dropout (0.2)
+        lora=LoRAConfig(r=16, alpha=32, dropout=0.0),
+        gradient_checkpointing=False,
+        device="cpu",
+    )
 
 
 @dataclass
@@ -500,22 +581,43 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # Combinations no single section can judge.
         _require(self.output_dir != "", "output_dir", "required")
-        _require(not (self.objective.use_uncertainty and self.rollout.num_generations < 2), "rollout.num_generations",
-                 "uncertainty weighting needs G >= 2 parsed scores per group")
-        _require(not (self.objective.beta > 0 and self.model.lora is None), "objective.beta",
-                 "the reference policy is the model with its LoRA adapter off, so beta > 0 needs model.lora (or beta: 0)")
+        _require(
+            not (self.objective.use_uncertainty and self.rollout.num_generations < 2),
+            "rollout.num_generations",
+            "uncertainty weighting needs G >= 2 parsed scores per group",
+        )
+        _require(
+            not (self.objective.beta > 0 and self.model.lora is None),
+            "objective.beta",
+            "the reference policy is the model with its LoRA adapter off, so beta > 0 needs model.lora (or beta: 0)",
+        )
         _require(self.model.lora is not None, "model.lora", "training updates a LoRA adapter; model.lora must be set")
-        _require(not (self.sft.steps > 0 and self.model.quantization == "nf4"), "sft.steps",
-                 "the warm start folds its adapter into the base weights, which needs model.quantization: none")
-        _require(not (self.sft.steps > 0 and self.sft.target == "describe" and self.rollout.prompt != "think"),
-                 "sft.target", "describe writes the description in the <think> block; it needs rollout.prompt: think")
-        _require(not (self.reward.require_think and self.rollout.prompt == "no_think"), "reward.require_think",
-                 "the no_think prompt tells the model not to think; the format reward must not ask for <think> (set false)")
-        _require(not (self.optim.optimizer == "adamw_8bit" and self.model.device == "cpu"), "optim.optimizer",
-                 "adamw_8bit is a CUDA optimizer (bitsandbytes); use adamw on CPU")
+        _require(
+            not (self.sft.steps > 0 and self.model.quantization == "nf4"),
+            "sft.steps",
+            "the warm start folds its adapter into the base weights, which needs model.quantization: none",
+        )
+        _require(
+            not (self.sft.steps > 0 and self.sft.target == "describe" and self.rollout.prompt != "think"),
+            "sft.target",
+            "describe writes the description in the <think> block; it needs rollout.prompt: think",
+        )
+        _require(
+            not (self.reward.require_think and self.rollout.prompt == "no_think"),
+            "reward.require_think",
+            "the no_think prompt tells the model not to think; the format reward must not ask for <think> (set false)",
+        )
+        _require(
+            not (self.optim.optimizer == "adamw_8bit" and self.model.device == "cpu"),
+            "optim.optimizer",
+            "adamw_8bit is a CUDA optimizer (bitsandbytes); use adamw on CPU",
+        )
         p = self.objective.perception
-        _require(not (p.enabled and p.gamma0 == 0 and p.eta1 == 0 and p.eta2 == 0), "objective.perception.enabled",
-                 "is true but gamma0, eta1 and eta2 are all 0 (set enabled: false to skip the degraded pass)")
+        _require(
+            not (p.enabled and p.gamma0 == 0 and p.eta1 == 0 and p.eta2 == 0),
+            "objective.perception.enabled",
+            "is true but gamma0, eta1 and eta2 are all 0 (set enabled: false to skip the degraded pass)",
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         return _to_plain(self)

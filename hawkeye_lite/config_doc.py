@@ -98,12 +98,20 @@ def sections(cls=TrainConfig, prefix: str = "", value: Any = None) -> List[Tuple
         if cls is config.ModelConfig and f.name == "lora":
             tp = typing.Optional[config.LoRAConfig]  # declared as a forward-compatible Optional
         sub = getattr(value, f.name)
-        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or ([tp] if dataclasses.is_dataclass(tp) else [])
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or (
+            [tp] if dataclasses.is_dataclass(tp) else []
+        )
         if inner:
             children += sections(inner[0], f"{key}.", sub if sub is not None else inner[0]())
             if sub is None or typing.get_origin(tp) is typing.Union:
-                rows.append((key, "section \\| null", value_text(None) if sub is None else "the section below",
-                             comments.get((cls.__name__, f.name), "")))
+                rows.append(
+                    (
+                        key,
+                        "section \\| null",
+                        value_text(None) if sub is None else "the section below",
+                        comments.get((cls.__name__, f.name), ""),
+                    )
+                )
             continue
         rows.append((key, type_name(tp), value_text(sub), comments.get((cls.__name__, f.name), "")))
     return [(prefix.rstrip(".") or "(top level)", _doc(cls), rows)] + children

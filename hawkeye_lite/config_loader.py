@@ -118,7 +118,9 @@ def _build(cls, values: Dict[str, Any], prefix: str):
     unknown = sorted(set(values) - names)
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"{where}: unknown key (known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"{where}: unknown key (known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))})"
+        )
     kwargs = {}
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name

@@ -84,7 +84,7 @@ def uniform_noise(keys: torch.Tensor, step: torch.Tensor, vocab_hash: torch.Tens
     # 24 bits -> float32 in (0, 1). The top value (2^24 - 0.5) / 2^24 rounds to exactly 1.0 in
     # float32, where the Gumbel noise is +inf and a filtered (-inf) token wins as NaN: clamp it to
     # the largest float32 below 1 (every other value is unchanged, so earlier draws reproduce).
-    return (((x >> 8).float() + 0.5) * (1.0 / (1 << 24))).clamp_(max=1.0 - 2.0 ** -24)
+    return (((x >> 8).float() + 0.5) * (1.0 / (1 << 24))).clamp_(max=1.0 - 2.0**-24)
 
 
 def vocab_hash(vocab: int, device=None) -> torch.Tensor:
@@ -126,8 +126,9 @@ def strata_init(seeds: Sequence[int], num_generations: int, device=None) -> torc
     return torch.tensor(out, dtype=torch.float64, device=device)
 
 
-def _sample_in_strata(scaled: torch.Tensor, keys: torch.Tensor, step: torch.Tensor, vhash: torch.Tensor,
-                      strata: torch.Tensor) -> torch.Tensor:
+def _sample_in_strata(
+    scaled: torch.Tensor, keys: torch.Tensor, step: torch.Tensor, vhash: torch.Tensor, strata: torch.Tensor
+) -> torch.Tensor:
     """Inverse-CDF draw at a fresh uniform inside each row's stratum; narrows strata in place."""
     probs = scaled.softmax(-1)
     cdf = probs.cumsum(-1)
@@ -171,9 +172,17 @@ def filter_logits(logits: torch.Tensor, *, temperature: float, top_p: float, top
     return logits
 
 
-def sample_keyed(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor, vhash: torch.Tensor, *,
-                 temperature: float, top_p: float, top_k: int,
-                 strata: Optional[torch.Tensor] = None) -> torch.Tensor:
+def sample_keyed(
+    logits: torch.Tensor,
+    keys: torch.Tensor,
+    step: torch.Tensor,
+    vhash: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    strata: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """[N, V] logits -> [N] token ids, row n drawn from its own stream (keys[n], step).
     temperature 0 is greedy (the noise is not computed). `strata` ([N, 2] float64 from
     strata_init, narrowed in place): stratified answers, see above (the same distribution for
@@ -188,8 +197,9 @@ def sample_keyed(logits: torch.Tensor, keys: torch.Tensor, step: torch.Tensor, v
     return (scaled + gumbel).argmax(-1)
 
 
-def sample_tokens(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_tokens(
+    logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """[N, V] logits -> [N] token ids from a torch.Generator (multinomial); temperature 0 is
     greedy. Kept for callers outside rollouts; rollouts use the keyed sampler above."""
     if temperature == 0:
@@ -221,11 +231,21 @@ class _Rows:
 
     def select(self, index: torch.Tensor, ids: List[int]) -> "_Rows":
         """A smaller state holding rows `index` (a compaction: finished rows leave the batch)."""
-        pick = lambda x: x.index_select(0, index)  # noqa: E731
-        return _Rows(k=[pick(x) for x in self.k], v=[pick(x) for x in self.v], mask=pick(self.mask),
-                     pos=pick(self.pos), logits=pick(self.logits), keys=pick(self.keys),
-                     strata=None if self.strata is None else pick(self.strata), finished=pick(self.finished),
-                     out=pick(self.out), t=self.t.clone(), slot=self.slot.clone(), ids=ids)
+        pick = lambda x: x.index_select(0, index)
+        return _Rows(
+            k=[pick(x) for x in self.k],
+            v=[pick(x) for x in self.v],
+            mask=pick(self.mask),
+            pos=pick(self.pos),
+            logits=pick(self.logits),
+            keys=pick(self.keys),
+            strata=None if self.strata is None else pick(self.strata),
+            finished=pick(self.finished),
+            out=pick(self.out),
+            t=self.t.clone(),
+            slot=self.slot.clone(),
+            ids=ids,
+        )
 
 
 class DecodeEngine:
@@ -252,9 +272,21 @@ class DecodeEngine:
     and an index_copy_ are all a static cache needs.
     """
 
-    def __init__(self, policy, *, temperature: float, top_p: float, top_k: int, stop_ids: Sequence[int],
-                 suppressed_ids: Sequence[int], pad_id: int, graph: bool = False, sync_every: int = 8,
-                 compact: bool = True, graph_fallback: bool = False):
+    def __init__(
+        self,
+        policy,
+        *,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        stop_ids: Sequence[int],
+        suppressed_ids: Sequence[int],
+        pad_id: int,
+        graph: bool = False,
+        sync_every: int = 8,
+        compact: bool = True,
+        graph_fallback: bool = False,
+    ):
         if graph and policy.device.type != "cuda":
             raise ValueError("DecodeEngine: graph=True needs a CUDA device")
         if sync_every < 1:
@@ -307,8 +339,9 @@ class DecodeEngine:
         # One query per row: fold the query heads of a kv head into the query-length axis
         # ([R, kv, rep, D]) instead of repeating the cache rep times.
         qg = q.reshape(r, self.kv_heads, self.num_heads // self.kv_heads, self.head_dim)
-        o = torch.nn.functional.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask[:, None, None, :],
-                                                             scale=attn.scaling)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            qg, kc, vc, attn_mask=mask[:, None, None, :], scale=attn.scaling
+        )
         h = h + attn.o_proj(o.reshape(r, 1, self.num_heads * self.head_dim))
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
@@ -347,8 +380,15 @@ class DecodeEngine:
 
     # ------------------------------------------------------------------ a whole decode
 
-    def prefill(self, batch, image_features: torch.Tensor, g: int, max_new_tokens: int, keys: torch.Tensor,
-                strata: Optional[torch.Tensor] = None) -> _Rows:
+    def prefill(
+        self,
+        batch,
+        image_features: torch.Tensor,
+        g: int,
+        max_new_tokens: int,
+        keys: torch.Tensor,
+        strata: Optional[torch.Tensor] = None,
+    ) -> _Rows:
         policy = self.policy
         cache = policy.new_cache()
         embeds = policy.embed(batch.input_ids, image_features)
@@ -371,15 +411,30 @@ class DecodeEngine:
         mask = torch.zeros(n, s, dtype=torch.bool, device=dev)
         mask[:, :length] = batch.attention_mask.bool().repeat_interleave(g, 0)
         pos = (batch.attention_mask.sum(1) + batch.rope_deltas.reshape(-1)).repeat_interleave(g, 0).long()
-        return _Rows(k=ks, v=vs, mask=mask, pos=pos, logits=logits, keys=keys.to(dev),
-                     strata=None if strata is None else strata.to(dev).clone(),
-                     finished=torch.zeros(n, dtype=torch.bool, device=dev),
-                     out=torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=dev),
-                     t=torch.zeros(1, dtype=torch.long, device=dev),
-                     slot=torch.full((1,), length, dtype=torch.long, device=dev), ids=list(range(n)))
+        return _Rows(
+            k=ks,
+            v=vs,
+            mask=mask,
+            pos=pos,
+            logits=logits,
+            keys=keys.to(dev),
+            strata=None if strata is None else strata.to(dev).clone(),
+            finished=torch.zeros(n, dtype=torch.bool, device=dev),
+            out=torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=dev),
+            t=torch.zeros(1, dtype=torch.long, device=dev),
+            slot=torch.full((1,), length, dtype=torch.long, device=dev),
+            ids=list(range(n)),
+        )
 
-    def generate(self, batch, image_features: torch.Tensor, g: int, max_new_tokens: int, keys: torch.Tensor,
-                 strata: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def generate(
+        self,
+        batch,
+        image_features: torch.Tensor,
+        g: int,
+        max_new_tokens: int,
+        keys: torch.Tensor,
+        strata: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """[B*G, T] completion ids (pad after the stop token), T = the longest completion.
         `strata` (strata_init): stratified answers across each image's G rows."""
         rows = self.prefill(batch, image_features, g, max_new_tokens, keys, strata)
@@ -394,12 +449,14 @@ class DecodeEngine:
                     before = int(rows.t)
                     try:
                         self._capture(rows)  # also runs one real step
-                    except Exception as exc:  # noqa: BLE001 - an uncapturable layer must not kill a run
+                    except Exception as exc:
                         # Fall back only when the eager warm-up step ran (the recording failed).
                         if not self.graph_fallback or int(rows.t) == before:
                             raise
-                        warnings.warn(f"decode: CUDA graph capture failed ({type(exc).__name__}: {exc}); "
-                                      f"decoding eagerly (rollout.engine: eager silences this)")
+                        warnings.warn(
+                            f"decode: CUDA graph capture failed ({type(exc).__name__}: {exc}); "
+                            f"decoding eagerly (rollout.engine: eager silences this)"
+                        )
                         self.graph = False
                         self.stats["capture_error"] = f"{type(exc).__name__}: {exc}"
                 elif rows.graph is not None:
@@ -510,9 +567,12 @@ def rollout_weights(policy, mode: str, *, rows: int = 0, cache_len: int = 0) -> 
     try:
         for parent, attr, module in _linear4bit_modules(policy.backbone.language_model):
             weight = bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).to(policy.dtype)
-            dense = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                                    device="meta")
-            dense.weight = torch.nn.Parameter(weight.reshape(module.out_features, module.in_features), requires_grad=False)
+            dense = torch.nn.Linear(
+                module.in_features, module.out_features, bias=module.bias is not None, device="meta"
+            )
+            dense.weight = torch.nn.Parameter(
+                weight.reshape(module.out_features, module.in_features), requires_grad=False
+            )
             if module.bias is not None:
                 dense.bias = torch.nn.Parameter(module.bias.data.to(policy.dtype), requires_grad=False)
             setattr(parent, attr, dense)

@@ -98,7 +98,7 @@ class Dist:
         offset = 0
         for p, g in zip(params, grads):
             n = g.numel()
-            chunk = flat[offset: offset + n].view_as(g).to(g.dtype)
+            chunk = flat[offset : offset + n].view_as(g).to(g.dtype)
             if p.grad is None:
                 p.grad = chunk
             else:

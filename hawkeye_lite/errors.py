@@ -35,8 +35,17 @@ def user_error_types() -> tuple:
     from .report import SuiteError
     from .runfolder import RunFolderError
 
-    return (UserError, ConfigError, DataError, HubError, ImageReadError, ModelLoadError, RunFolderError, SuiteError,
-            DataFault)
+    return (
+        UserError,
+        ConfigError,
+        DataError,
+        HubError,
+        ImageReadError,
+        ModelLoadError,
+        RunFolderError,
+        SuiteError,
+        DataFault,
+    )
 
 
 def debug_enabled(argv=()) -> bool:

@@ -21,11 +21,11 @@ NAN = float("nan")
 
 @dataclass
 class Prediction:
-    score: float = NAN          # NaN when no sample parsed
-    std: float = NAN            # spread of the K samples
-    n_parsed: int = 0           # samples whose answer parsed
-    n_samples: int = 1          # samples drawn
-    text: str = ""              # first completion, for inspection
+    score: float = NAN  # NaN when no sample parsed
+    std: float = NAN  # spread of the K samples
+    n_parsed: int = 0  # samples whose answer parsed
+    n_samples: int = 1  # samples drawn
+    text: str = ""  # first completion, for inspection
     error: Optional[str] = None  # the image could not be read (counted, excluded from the metrics)
 
 
@@ -46,10 +46,16 @@ def as_prediction(obj: object) -> Prediction:
     n_samples = len(texts) if texts else (len(samples) if samples else 1)
     n_parsed = getattr(obj, "n_parsed", None)
     if n_parsed is None:
-        n_parsed = sum(1 for v in (samples or []) if v is not None and math.isfinite(v)) if samples else int(math.isfinite(score))
+        n_parsed = (
+            sum(1 for v in (samples or []) if v is not None and math.isfinite(v))
+            if samples
+            else int(math.isfinite(score))
+        )
     text = (texts[0] if texts else getattr(obj, "text", "")) or ""
     error = None if getattr(obj, "ok", True) else (getattr(obj, "error", None) or "unreadable image")
-    return Prediction(score, NAN if std is None else float(std), int(n_parsed), int(max(n_samples, 1)), str(text), error)
+    return Prediction(
+        score, NAN if std is None else float(std), int(n_parsed), int(max(n_samples, 1)), str(text), error
+    )
 
 
 ScoreFn = Callable[[List[str]], Sequence[object]]
@@ -61,16 +67,22 @@ class DatasetReport:
     metrics: IQAMetrics
     n_images: int
     seconds: float
-    sample_parse_rate: float    # parsed samples / samples drawn
-    n_failed: int = 0           # images that could not be read (not scored, not in the metrics)
+    sample_parse_rate: float  # parsed samples / samples drawn
+    n_failed: int = 0  # images that could not be read (not scored, not in the metrics)
 
     @property
     def images_per_s(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else NAN
 
     def to_dict(self) -> dict:
-        d = {"dataset": self.dataset, "n_images": self.n_images, "seconds": round(self.seconds, 3),
-             "images_per_s": self.images_per_s, "sample_parse_rate": self.sample_parse_rate, "n_failed": self.n_failed}
+        d = {
+            "dataset": self.dataset,
+            "n_images": self.n_images,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": self.images_per_s,
+            "sample_parse_rate": self.sample_parse_rate,
+            "n_failed": self.n_failed,
+        }
         d.update(self.metrics.to_dict())
         return d
 
@@ -78,10 +90,11 @@ class DatasetReport:
 @dataclass
 class EvalReport:
     datasets: List[DatasetReport]
-    rows: List[tuple] = field(default_factory=list)   # (record, Prediction)
+    rows: List[tuple] = field(default_factory=list)  # (record, Prediction)
 
     def to_dict(self) -> dict:
         """JSON-ready: undefined metrics (NaN) become null, as strict JSON has no NaN."""
+
         def clean(v):
             if isinstance(v, float) and not math.isfinite(v):
                 return None
@@ -90,6 +103,7 @@ class EvalReport:
             if isinstance(v, (list, tuple)):
                 return [clean(x) for x in v]
             return v
+
         return clean({"datasets": [d.to_dict() for d in self.datasets]})
 
     def table(self) -> str:
@@ -101,8 +115,10 @@ class EvalReport:
 
         for d in self.datasets:
             m = d.metrics
-            lines.append(f"{d.dataset[:13]:<14}{d.n_images:>6}{f(m.srcc)}{f(m.plcc)}{f(m.plcc_fit, 10)}{f(m.krcc)}"
-                         f"{f(m.rmse)}{d.sample_parse_rate:>8.1%}{d.images_per_s:>10.1f}")
+            lines.append(
+                f"{d.dataset[:13]:<14}{d.n_images:>6}{f(m.srcc)}{f(m.plcc)}{f(m.plcc_fit, 10)}{f(m.krcc)}"
+                f"{f(m.rmse)}{d.sample_parse_rate:>8.1%}{d.images_per_s:>10.1f}"
+            )
         for d in self.datasets:
             if d.n_failed:
                 lines.append(f"note [{d.dataset}]: {d.n_failed} image(s) could not be read and are not in the metrics")
@@ -118,19 +134,36 @@ class EvalReport:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # atomic: never half a file under the name
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["dataset", "id", "image", "split", "mos", "pred", "pred_std", "n_parsed", "n_samples", "text",
-                        "error"])
+            w.writerow(
+                ["dataset", "id", "image", "split", "mos", "pred", "pred_std", "n_parsed", "n_samples", "text", "error"]
+            )
             for rec, p in self.rows:
-                w.writerow([rec.dataset, rec.id, rec.image, rec.split, f"{rec.mos:.6f}",
-                            "" if not math.isfinite(p.score) else f"{p.score:.6f}",
-                            "" if not math.isfinite(p.std) else f"{p.std:.6f}", p.n_parsed, p.n_samples, p.text,
-                            p.error or ""])
+                w.writerow(
+                    [
+                        rec.dataset,
+                        rec.id,
+                        rec.image,
+                        rec.split,
+                        f"{rec.mos:.6f}",
+                        "" if not math.isfinite(p.score) else f"{p.score:.6f}",
+                        "" if not math.isfinite(p.std) else f"{p.std:.6f}",
+                        p.n_parsed,
+                        p.n_samples,
+                        p.text,
+                        p.error or "",
+                    ]
+                )
         os.replace(tmp, path)
         return path
 
 
-def evaluate(records: Sequence[IQARecord], score_fn: ScoreFn, *, batch_size: int = 8,
-             progress: Optional[Callable[[int, int], None]] = None) -> EvalReport:
+def evaluate(
+    records: Sequence[IQARecord],
+    score_fn: ScoreFn,
+    *,
+    batch_size: int = 8,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> EvalReport:
     """Score every record (in batches, dataset by dataset) and compute the metrics per dataset.
 
     A score_fn that raises is not caught: a broken model should stop the evaluation loudly. A
@@ -146,7 +179,7 @@ def evaluate(records: Sequence[IQARecord], score_fn: ScoreFn, *, batch_size: int
         preds: List[Prediction] = []
         t0 = time.perf_counter()
         for i in range(0, len(recs), batch_size):
-            chunk = recs[i:i + batch_size]
+            chunk = recs[i : i + batch_size]
             out = list(score_fn([r.image for r in chunk]))
             if len(out) != len(chunk):
                 raise RuntimeError(f"scoring function returned {len(out)} results for {len(chunk)} images")
@@ -157,15 +190,29 @@ def evaluate(records: Sequence[IQARecord], score_fn: ScoreFn, *, batch_size: int
         seconds = time.perf_counter() - t0
         metrics = compute_metrics([p.score for p in preds], [r.mos for r in recs])
         drawn = sum(p.n_samples for p in preds if p.error is None)
-        reports.append(DatasetReport(name, metrics, len(recs), seconds,
-                                     sum(p.n_parsed for p in preds) / drawn if drawn else NAN,
-                                     sum(p.error is not None for p in preds)))
+        reports.append(
+            DatasetReport(
+                name,
+                metrics,
+                len(recs),
+                seconds,
+                sum(p.n_parsed for p in preds) / drawn if drawn else NAN,
+                sum(p.error is not None for p in preds),
+            )
+        )
         rows.extend(zip(recs, preds))
     return EvalReport(reports, rows)
 
 
-def scorer_fn(scorer, *, samples: Optional[int] = None, temperature: Optional[float] = None,
-              max_new_tokens: Optional[int] = None, seed: int = 0, stratified: bool = False) -> ScoreFn:
+def scorer_fn(
+    scorer,
+    *,
+    samples: Optional[int] = None,
+    temperature: Optional[float] = None,
+    max_new_tokens: Optional[int] = None,
+    seed: int = 0,
+    stratified: bool = False,
+) -> ScoreFn:
     """Adapt `Scorer.score(images, *, samples, temperature, seed, ...)` to the ScoreFn shape.
 
     Every call passes the same seed: the Scorer draws each image's samples from a stream of its

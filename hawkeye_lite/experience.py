@@ -88,13 +88,26 @@ def collect(policy, cfg: TrainConfig, records: list, images: list, seeds: Sequen
         for c0 in range(0, n, chunk):
             idx = list(range(c0, min(c0 + chunk, n)))
             # A chunk that is exactly one micro-batch decodes from that micro-batch's prompts.
-            batch = batches[c0 // mb] if c0 % mb == 0 and idx == micro[c0 // mb] else \
-                policy.encode([images[i] for i in idx], r.prompt)
-            ro = generate_rollouts(policy, [images[i] for i in idx], num_generations=g,
-                                   max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                                   top_k=r.top_k, seeds=[seeds[i] for i in idx], prompt=r.prompt, batch=batch,
-                                   image_features=torch.cat([per_image[i] for i in idx]), engine=r.engine,
-                                   sync_every=r.sync_every)
+            batch = (
+                batches[c0 // mb]
+                if c0 % mb == 0 and idx == micro[c0 // mb]
+                else policy.encode([images[i] for i in idx], r.prompt)
+            )
+            ro = generate_rollouts(
+                policy,
+                [images[i] for i in idx],
+                num_generations=g,
+                max_new_tokens=r.max_new_tokens,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                top_k=r.top_k,
+                seeds=[seeds[i] for i in idx],
+                prompt=r.prompt,
+                batch=batch,
+                image_features=torch.cat([per_image[i] for i in idx]),
+                engine=r.engine,
+                sync_every=r.sync_every,
+            )
             for j, i in enumerate(idx):
                 rows = slice(j * g, (j + 1) * g)
                 done[i] = (ro.completion_ids[rows], ro.completion_mask[rows], ro.texts[rows], ro.scores[j])
@@ -114,13 +127,28 @@ def collect(policy, cfg: TrainConfig, records: list, images: list, seeds: Sequen
             mask[j * g : (j + 1) * g, :w] = done[i][1][:, :w]
         texts = [t for i in m for t in done[i][2]]
         scores = torch.stack([done[i][3] for i in m])
-        exps.append(_experience(policy, cfg, [records[i] for i in m], [images[i] for i in m], batch, f, ids, mask,
-                                texts, scores, t_roll * len(m) / n, partners))
+        exps.append(
+            _experience(
+                policy,
+                cfg,
+                [records[i] for i in m],
+                [images[i] for i in m],
+                batch,
+                f,
+                ids,
+                mask,
+                texts,
+                scores,
+                t_roll * len(m) / n,
+                partners,
+            )
+        )
     return exps
 
 
-def _experience(policy, cfg: TrainConfig, records, images, batch, feats, ids, mask, texts, scores, t_roll,
-                partners) -> Experience:
+def _experience(
+    policy, cfg: TrainConfig, records, images, batch, feats, ids, mask, texts, scores, t_roll, partners
+) -> Experience:
     """Rewards, advantages, reference and degraded passes of one learning micro-batch."""
     from .prompts import format_ok
     from .rewards import compute_rewards
@@ -128,16 +156,27 @@ def _experience(policy, cfg: TrainConfig, records, images, batch, feats, ids, ma
     o, r = cfg.objective, cfg.rollout
     B, G = len(records), r.num_generations
     rewards = compute_rewards(texts, [x.mos for x in records], cfg.reward, num_generations=G)
-    adv = group_advantages(rewards.total.view(B, G).to(policy.device), scores.to(policy.device), alpha=o.alpha,
-                           score_min=cfg.reward.score_min, score_max=cfg.reward.score_max, eps=o.adv_eps,
-                           scale_rewards=o.scale_rewards, use_uncertainty=o.use_uncertainty)
+    adv = group_advantages(
+        rewards.total.view(B, G).to(policy.device),
+        scores.to(policy.device),
+        alpha=o.alpha,
+        score_min=cfg.reward.score_min,
+        score_max=cfg.reward.score_max,
+        eps=o.adv_eps,
+        scale_rewards=o.scale_rewards,
+        use_uncertainty=o.use_uncertainty,
+    )
     sel = mask.bool()
     ref_logp = None
     if o.beta > 0:  # reference = the same model with the adapter switched off
         with policy.reference():
             h_ref = policy.completion_hidden_states(batch, ids, mask, feats)
-        ref_logp = scatter(sel, token_stats(h_ref[sel], policy.lm_head_weight, ids[sel],
-                                            temperature=r.temperature, chunk_size=o.chunk_size).logp)
+        ref_logp = scatter(
+            sel,
+            token_stats(
+                h_ref[sel], policy.lm_head_weight, ids[sel], temperature=r.temperature, chunk_size=o.chunk_size
+            ).logp,
+        )
     batch_deg = feats_deg = hidden_deg = None
     if o.perception.enabled:
         batch_deg = policy.encode([partners(rec, im) for rec, im in zip(records, images)], r.prompt)
@@ -157,5 +196,15 @@ def _experience(policy, cfg: TrainConfig, records, images, batch, feats, ids, ma
     stats["completion_len"] = float(mask.sum(1).float().mean())
     stats["rollout_tokens"] = float(mask.sum())
     stats["rollout_time"] = t_roll  # this micro-batch's share of the step's decoding time
-    return Experience(batch, feats, batch_deg, feats_deg, ids, mask, adv.advantages.reshape(-1).float(), ref_logp,
-                      hidden_deg, stats=stats)
+    return Experience(
+        batch,
+        feats,
+        batch_deg,
+        feats_deg,
+        ids,
+        mask,
+        adv.advantages.reshape(-1).float(),
+        ref_logp,
+        hidden_deg,
+        stats=stats,
+    )

@@ -11,8 +11,9 @@ import time
 from .config import TrainConfig
 
 
-def evaluate_heldout(policy, cfg: TrainConfig, records: list, partners, *, dist, log, step: int, tag: str,
-                     chunk_size=None) -> dict:
+def evaluate_heldout(
+    policy, cfg: TrainConfig, records: list, partners, *, dist, log, step: int, tag: str, chunk_size=None
+) -> dict:
     """The "eval" record of metrics.jsonl (logged here, with a console line); {} with fewer
     than 3 held-out images (no correlation to report)."""
     from . import mechanism
@@ -43,9 +44,18 @@ def evaluate_heldout(policy, cfg: TrainConfig, records: list, partners, *, dist,
     per_image, t1 = None, time.time()
     if e.mechanism:  # sens, pkl, pkl_all (this rank's share, then gathered)
         mine = [report.rows[i] for i in share(len(report.rows), dist.rank, dist.world)]
-        per_image = mechanism.measure(scorer, mine, partners, samples=e.samples, temperature=e.temperature,
-                                      seed=e.seed, mechanism_samples=e.mechanism_samples, batch_size=e.batch_size,
-                                      chunk_size=chunk_size, stratified=e.stratified)
+        per_image = mechanism.measure(
+            scorer,
+            mine,
+            partners,
+            samples=e.samples,
+            temperature=e.temperature,
+            seed=e.seed,
+            mechanism_samples=e.mechanism_samples,
+            batch_size=e.batch_size,
+            chunk_size=chunk_size,
+            stratified=e.stratified,
+        )
         per_image = [x for part in dist.gather(per_image) for x in part]
     per_dataset, extra = mechanism.eval_fields(reports, per_image)
     policy.model.train()
@@ -54,12 +64,21 @@ def evaluate_heldout(policy, cfg: TrainConfig, records: list, partners, *, dist,
         out["mechanism_seconds"] = round(time.time() - t1, 2)
     for d in report.datasets:
         m = d.metrics
-        out["datasets"][d.dataset] = {"n": d.n_images, "srcc": m.srcc, "plcc": m.plcc, "plcc_fit": m.plcc_fit,
-                                      "krcc": m.krcc, "rmse": m.rmse, "parse_rate": d.sample_parse_rate,
-                                      "n_failed": d.n_failed, **per_dataset[d.dataset]}
+        out["datasets"][d.dataset] = {
+            "n": d.n_images,
+            "srcc": m.srcc,
+            "plcc": m.plcc,
+            "plcc_fit": m.plcc_fit,
+            "krcc": m.krcc,
+            "rmse": m.rmse,
+            "parse_rate": d.sample_parse_rate,
+            "n_failed": d.n_failed,
+            **per_dataset[d.dataset],
+        }
         if d.n_failed:
-            log.info(f"eval [{tag}]: {d.n_failed} held-out image(s) of {d.dataset} could not be read "
-                     "(not in the metrics)")
+            log.info(
+                f"eval [{tag}]: {d.n_failed} held-out image(s) of {d.dataset} could not be read (not in the metrics)"
+            )
     vals = list(out["datasets"].values())
     out["srcc"] = sum(v["srcc"] for v in vals) / len(vals)
     out["plcc"] = sum(v["plcc"] for v in vals) / len(vals)
@@ -67,6 +86,8 @@ def evaluate_heldout(policy, cfg: TrainConfig, records: list, partners, *, dist,
     out.update(extra)
     log.write(out)
     mech = f" sens {out['sens']:+.3f} pKL {out['pkl']:.2e}" if e.mechanism else ""
-    log.info(f"eval [{tag}] step {step}: SRCC {out['srcc']:.4f} PLCC {out['plcc']:.4f} "
-             f"parse {out['parse_rate']:.1%}{mech} ({out['seconds']:.0f}s)")
+    log.info(
+        f"eval [{tag}] step {step}: SRCC {out['srcc']:.4f} PLCC {out['plcc']:.4f} "
+        f"parse {out['parse_rate']:.1%}{mech} ({out['seconds']:.0f}s)"
+    )
     return out

@@ -32,14 +32,19 @@ def find_model_dir(path) -> Path:
         if (candidate / "adapter_config.json").is_file():
             return candidate
     if path.is_dir() and (path / "checkpoints").is_dir():
-        raise HubError(f"{path}: the run has no final/ adapter yet; push a checkpoint folder instead "
-                       f"(e.g. {sorted((path / 'checkpoints').glob('step-*'))[-1:] or path / 'checkpoints/step-N'})")
+        raise HubError(
+            f"{path}: the run has no final/ adapter yet; push a checkpoint folder instead "
+            f"(e.g. {sorted((path / 'checkpoints').glob('step-*'))[-1:] or path / 'checkpoints/step-N'})"
+        )
     raise HubError(f"{path}: no adapter_config.json here or in {path / 'final'} (not a hawkeye-lite run or adapter)")
 
 
 def files_to_upload(model_dir: Path) -> List[Path]:
-    return sorted(p for p in model_dir.rglob("*") if p.is_file() and not (set(p.relative_to(model_dir).parts[:-1]) & SKIP_DIRS)
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in model_dir.rglob("*")
+        if p.is_file() and not (set(p.relative_to(model_dir).parts[:-1]) & SKIP_DIRS) and not p.name.startswith(".")
+    )
 
 
 def _step_info(model_dir: Path) -> Tuple[int, Optional[int]]:
@@ -74,18 +79,29 @@ def model_card_for_hub(model_dir: Path, repo_id: str) -> Optional[str]:
         cfg = load_train_config(config)
     except ConfigError:
         return None
-    base = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path") or cfg.model.name_or_path
+    base = (
+        json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        or cfg.model.name_or_path
+    )
     kind = "checkpoint" if (model_dir / "training_state").is_dir() else "final"
     run_dir = model_dir.parent.parent if kind == "checkpoint" else model_dir.parent
     from .modelcard import eval_records
 
     step, total = _step_info(model_dir)
-    return render_model_card(cfg, base=base, step=step, total_steps=total, evals=eval_records(run_dir), kind=kind,
-                             repo_id=repo_id)
+    return render_model_card(
+        cfg, base=base, step=step, total_steps=total, evals=eval_records(run_dir), kind=kind, repo_id=repo_id
+    )
 
 
-def push_to_hub(path, repo_id: str, *, private: bool = False, revision: Optional[str] = None,
-                commit_message: Optional[str] = None, log: Callable[[str], None] = print) -> str:
+def push_to_hub(
+    path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: Optional[str] = None,
+    commit_message: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> str:
     """Create `repo_id` if needed and upload the adapter folder of `path` in one commit; returns
     the commit (or repository) URL."""
     if not _REPO_ID.fullmatch(repo_id or ""):
@@ -99,16 +115,26 @@ def push_to_hub(path, repo_id: str, *, private: bool = False, revision: Optional
 
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    ops = [CommitOperationAdd(path_in_repo=p.relative_to(model_dir).as_posix(), path_or_fileobj=str(p))
-           for p in files if not (card is not None and p.relative_to(model_dir).as_posix() == CARD)]
+    ops = [
+        CommitOperationAdd(path_in_repo=p.relative_to(model_dir).as_posix(), path_or_fileobj=str(p))
+        for p in files
+        if not (card is not None and p.relative_to(model_dir).as_posix() == CARD)
+    ]
     if card is not None:
         ops.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card.encode("utf-8")))
     log(f"uploading {len(ops)} files from {model_dir} to {repo_id}")
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.create_commit(repo_id=repo_id, operations=ops, revision=revision, repo_type="model",
-                                 commit_message=commit_message or f"hawkeye-lite: upload {model_dir.name}")
+        info = api.create_commit(
+            repo_id=repo_id,
+            operations=ops,
+            revision=revision,
+            repo_type="model",
+            commit_message=commit_message or f"hawkeye-lite: upload {model_dir.name}",
+        )
     except Exception as e:  # HfHubHTTPError, missing token, no network: one line, not a traceback
-        raise HubError(f"push to {repo_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise HubError(
+            f"push to {repo_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     return getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"

@@ -79,7 +79,9 @@ def array_to_pil(array, name: str):
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ImageReadError(f"{name}: expected an HxW or HxWxC array with C in 1, 3, 4; got shape {tuple(array.shape)}")
+        raise ImageReadError(
+            f"{name}: expected an HxW or HxWxC array with C in 1, 3, 4; got shape {tuple(array.shape)}"
+        )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageReadError(f"{name}: image has no pixels (shape {tuple(array.shape)})")
     if array.dtype == np.uint8:
@@ -118,7 +120,9 @@ def as_rgb(image, name: str = "image"):
             t = image.detach().cpu()
             if not (t.ndim == 2 or (t.ndim == 3 and t.shape[0] in (1, 3, 4))):
                 # Say it in the tensor's own layout: the user passed CxHxW, not what we permute it to.
-                raise ImageReadError(f"{name}: expected a CxHxW tensor with C in 1, 3, 4 (or HxW); got shape {tuple(t.shape)}")
+                raise ImageReadError(
+                    f"{name}: expected a CxHxW tensor with C in 1, 3, 4 (or HxW); got shape {tuple(t.shape)}"
+                )
             if t.ndim == 3:  # CxHxW -> HxWxC
                 t = t.permute(1, 2, 0)
             array = t.float().numpy() if t.is_floating_point() else t.numpy()
@@ -126,7 +130,9 @@ def as_rgb(image, name: str = "image"):
         elif isinstance(image, Image.Image):
             image = upright(image)  # a PIL image opened by the caller still carries its EXIF tag
         else:
-            raise ImageReadError(f"{name}: unsupported input type {type(image).__name__} (use a path, PIL image, numpy array or torch tensor)")
+            raise ImageReadError(
+                f"{name}: unsupported input type {type(image).__name__} (use a path, PIL image, numpy array or torch tensor)"
+            )
     except ImageReadError:
         raise
     except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError…)

@@ -50,7 +50,7 @@ def answer_span(text: str) -> Optional[Tuple[int, int]]:
     """Character span of the inside of the last closed <answer>...</answer> (the one
     parse_score reads), or None."""
     last = None
-    for last in _ANSWER_RE.finditer(text):
+    for last in _ANSWER_RE.finditer(text):  # noqa: B007 - the last match is the one wanted
         pass
     return None if last is None else last.span(1)
 
@@ -94,8 +94,16 @@ def answer_token_mask(tokenizer, completion_ids: torch.Tensor, completion_mask: 
 # ============================================================================ the KL
 
 
-def token_kl(hidden: torch.Tensor, hidden_deg: torch.Tensor, weight: torch.Tensor, completion_ids: torch.Tensor,
-             completion_mask: torch.Tensor, *, temperature: float, chunk_size: Optional[int] = None) -> torch.Tensor:
+def token_kl(
+    hidden: torch.Tensor,
+    hidden_deg: torch.Tensor,
+    weight: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
     """[S, T] KL(p || p~) at each completion position (0 where the mask is 0), p from `hidden`,
     p~ from `hidden_deg` ([S, T, H] each, times the lm_head `weight` [V, H]). Exact over the
     vocabulary, fp32, through the same fused token_stats as the training objective: logits
@@ -103,8 +111,9 @@ def token_kl(hidden: torch.Tensor, hidden_deg: torch.Tensor, weight: torch.Tenso
     from .kernels import token_stats
 
     sel = completion_mask.bool()
-    stats = token_stats(hidden[sel], weight, completion_ids[sel], hidden_deg[sel], temperature=temperature,
-                        chunk_size=chunk_size)
+    stats = token_stats(
+        hidden[sel], weight, completion_ids[sel], hidden_deg[sel], temperature=temperature, chunk_size=chunk_size
+    )
     out = torch.zeros(sel.shape, dtype=stats.kl.dtype, device=stats.kl.device)
     return out.masked_scatter(sel, stats.kl)
 
@@ -169,8 +178,12 @@ def summarize(images: Sequence[ImageMechanism]) -> Dict[str, dict]:
     out = {}
     for name, ims in by_ds.items():
         tokens = sum(im.kl_tokens for im in ims)
-        out[name] = {"sens": _nanmean([im.sens for im in ims]), "pkl": _nanmean([im.pkl for im in ims]),
-                     "pkl_all": sum(im.kl_sum for im in ims) / tokens if tokens else NAN, "n_mechanism": len(ims)}
+        out[name] = {
+            "sens": _nanmean([im.sens for im in ims]),
+            "pkl": _nanmean([im.pkl for im in ims]),
+            "pkl_all": sum(im.kl_sum for im in ims) / tokens if tokens else NAN,
+            "n_mechanism": len(ims),
+        }
     return out
 
 
@@ -231,9 +244,19 @@ def partner_sensitivity(pairs: Sequence[tuple], score: Callable[[list, List[int]
 
 
 @torch.no_grad()
-def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, temperature: float, seed: int,
-            mechanism_samples: int, batch_size: int, chunk_size: Optional[int] = None,
-            stratified: bool = False) -> List[ImageMechanism]:
+def measure(
+    scorer,
+    rows: Sequence[tuple],
+    partner: Callable,
+    *,
+    samples: int,
+    temperature: float,
+    seed: int,
+    mechanism_samples: int,
+    batch_size: int,
+    chunk_size: Optional[int] = None,
+    stratified: bool = False,
+) -> List[ImageMechanism]:
     """ImageMechanism of each scored held-out image, `batch_size` images at a time.
 
     `rows`: the eval's (record, Prediction) pairs (seed `seed`), whose score is score(original);
@@ -253,8 +276,15 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
     m = mechanism_samples
 
     def score(images, keys):
-        results = scorer.score(images, samples=samples, temperature=temperature, seed=seed, batch_size=len(images),
-                               stream_keys=keys, stratified=stratified)
+        results = scorer.score(
+            images,
+            samples=samples,
+            temperature=temperature,
+            seed=seed,
+            batch_size=len(images),
+            stream_keys=keys,
+            stratified=stratified,
+        )
         return [r.score for r in results]
 
     out: List[ImageMechanism] = []
@@ -266,9 +296,15 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
             sens = partner_sensitivity(pairs, score)
             # The eval's own first m samples of each original: same seed, same per-image stream
             # (independent draws: a stratified eval's samples depend on K, these m are iid ones).
-            ro = generate_rollouts(policy, [c[2] for c in pairs], num_generations=m,
-                                   max_new_tokens=scorer.max_new_tokens, temperature=temperature,
-                                   seeds=[mix_seed(seed, c[4]) for c in pairs], prompt=scorer.prompt)
+            ro = generate_rollouts(
+                policy,
+                [c[2] for c in pairs],
+                num_generations=m,
+                max_new_tokens=scorer.max_new_tokens,
+                temperature=temperature,
+                seeds=[mix_seed(seed, c[4]) for c in pairs],
+                prompt=scorer.prompt,
+            )
             for b, c in enumerate(pairs):
                 rows_b = slice(b * m, (b + 1) * m)
                 width = int(ro.completion_mask[rows_b].sum(1).max())
@@ -276,9 +312,23 @@ def measure(scorer, rows: Sequence[tuple], partner: Callable, *, samples: int, t
                 batch = policy.encode([c[2]], scorer.prompt)
                 hidden = policy.completion_hidden_states(batch, ids, mask)
                 hidden_deg = policy.completion_hidden_states(policy.encode([c[3]], scorer.prompt), ids, mask)
-                kl = token_kl(hidden, hidden_deg, policy.lm_head_weight, ids, mask, temperature=kl_temperature,
-                              chunk_size=chunk_size)
+                kl = token_kl(
+                    hidden,
+                    hidden_deg,
+                    policy.lm_head_weight,
+                    ids,
+                    mask,
+                    temperature=kl_temperature,
+                    chunk_size=chunk_size,
+                )
                 per_completion = rating_kl(kl, answer_token_mask(policy.tokenizer, ids, mask), mask)
-                out.append(ImageMechanism(c[0].dataset, sens[b], float(per_completion.mean()),
-                                          float((kl.double() * mask).sum()), int(mask.sum())))
+                out.append(
+                    ImageMechanism(
+                        c[0].dataset,
+                        sens[b],
+                        float(per_completion.mean()),
+                        float((kl.double() * mask).sum()),
+                        int(mask.sum()),
+                    )
+                )
     return out

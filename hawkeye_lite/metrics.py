@@ -80,14 +80,14 @@ def fit_logistic(pred: Sequence[float], mos: Sequence[float], *, maxfev: int = 2
 class IQAMetrics:
     srcc: float
     krcc: float
-    plcc: float           # raw predictions
-    plcc_fit: float       # after the 4-parameter logistic (raw PLCC if the fit failed); negative
-                          # when the fitted logistic is decreasing (the model ranks in reverse)
-    rmse: float           # raw
-    rmse_fit: float       # after the fit
-    n: int                # pairs used
-    n_total: int          # pairs given
-    n_unparsed: int       # predictions that were NaN/inf, excluded
+    plcc: float  # raw predictions
+    plcc_fit: float  # after the 4-parameter logistic (raw PLCC if the fit failed); negative
+    # when the fitted logistic is decreasing (the model ranks in reverse)
+    rmse: float  # raw
+    rmse_fit: float  # after the fit
+    n: int  # pairs used
+    n_total: int  # pairs given
+    n_unparsed: int  # predictions that were NaN/inf, excluded
     fit_ok: bool
     notes: List[str] = field(default_factory=list)
 
@@ -115,18 +115,21 @@ def _safe(fn, *args) -> float:
 
 def srcc(pred: Sequence[float], mos: Sequence[float]) -> float:
     from scipy.stats import spearmanr
+
     x, y = _valid(pred, mos)
     return _safe(spearmanr, x, y) if x.size >= 2 else NAN
 
 
 def krcc(pred: Sequence[float], mos: Sequence[float]) -> float:
     from scipy.stats import kendalltau
+
     x, y = _valid(pred, mos)
     return _safe(kendalltau, x, y) if x.size >= 2 else NAN
 
 
 def plcc(pred: Sequence[float], mos: Sequence[float]) -> float:
     from scipy.stats import pearsonr
+
     x, y = _valid(pred, mos)
     return _safe(pearsonr, x, y) if x.size >= 2 else NAN
 

@@ -1,7 +1,7 @@
 """The policy: a Qwen2.5-VL / Qwen2-VL checkpoint, optionally 4-bit (QLoRA), with a LoRA adapter.
 
 `load_policy(ModelConfig)` is the only way a model is loaded, for a hub checkpoint and for the
-tiny random model that `build_tiny_model` writes (which is how the CPU tests exercise the real
+tiny random model that `tiny_model.build_tiny_model` writes (which is how the CPU tests exercise the real
 path). The processor is an image-only one of our own: without torchvision, transformers'
 Qwen2.5-VL processor refuses to build (it wants a video processor) and AutoProcessor quietly
 returns a bare tokenizer.
@@ -26,8 +26,14 @@ from .prompts import THINK, PromptTemplate, chat_text, get_prompt
 # Qwen's special tokens, in Qwen's order. The vision ones must never be sampled: a random
 # model happily emits <|image_pad|>, and the next forward then fails on a token/feature mismatch.
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 )
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 IMAGE_TOKEN = "<|image_pad|>"
@@ -60,7 +66,9 @@ class VLProcessor:
     model inputs, widening each <|image_pad|> to that image's number of visual tokens.
     """
 
-    def __init__(self, tokenizer, image_processor, *, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None):
+    def __init__(
+        self, tokenizer, image_processor, *, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None
+    ):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         # Left padding keeps every prompt's last token in the last column, where decoding starts.
@@ -85,7 +93,9 @@ class VLProcessor:
         return int(token_id)
 
     @classmethod
-    def from_pretrained(cls, path: str, *, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None) -> "VLProcessor":
+    def from_pretrained(
+        cls, path: str, *, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None
+    ) -> "VLProcessor":
         from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -102,7 +112,9 @@ class VLProcessor:
 
     def __call__(self, images: Sequence, texts: Sequence[str]) -> dict:
         if len(images) != sum(t.count(IMAGE_TOKEN) for t in texts):
-            raise ValueError(f"processor: {len(images)} images for {sum(t.count(IMAGE_TOKEN) for t in texts)} {IMAGE_TOKEN} slots")
+            raise ValueError(
+                f"processor: {len(images)} images for {sum(t.count(IMAGE_TOKEN) for t in texts)} {IMAGE_TOKEN} slots"
+            )
         kwargs = {"size": self.size_override} if self.size_override else {}
         vision = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
         counts = iter(self.num_image_tokens(vision["image_grid_thw"]))
@@ -142,119 +154,6 @@ def _write_preprocessor_config(out_dir, image_processor, size_override=None) -> 
     Path(out_dir, "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-# ----------------------------------------------------------------------------- tiny model
-
-
-def _build_tokenizer(vocab_size: int):
-    """Byte-level BPE trained offline on a few sentences of the task's own language, so the
-    tiny model's tokens look like a real tokenizer's (multi-byte merges, Qwen special tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from .prompts import NO_THINK
-
-    corpus = [THINK.system, THINK.question, NO_THINK.system, NO_THINK.question]
-    corpus += [f"<think> The image is {w}. </think><answer>{s}</answer>" for w in ("sharp", "blurry", "noisy", "dark", "clean") for s in ("1.25", "2.50", "3.42", "4.00", "4.87")]
-    corpus += ["0 1 2 3 4 5 6 7 8 9 . quality rating poor fair good excellent"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    bpe.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
-        chat_template=CHAT_TEMPLATE,
-        padding_side="left",
-    )
-
-
-def build_tiny_model(
-    out_dir: Union[str, Path],
-    *,
-    seed: int = 0,
-    arch: str = "qwen2_5_vl",
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    intermediate_size: int = 128,
-    vision_depth: int = 2,
-    vision_hidden_size: int = 32,
-    vision_heads: int = 2,
-    tokenizer_vocab: int = 400,
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 112 * 112,
-    init_std: float = 0.1,
-    lm_head_scale: float = 8.0,
-) -> Path:
-    """Write a randomly initialised Qwen2.5-VL (or Qwen2-VL with arch="qwen2_vl") with its
-    tokenizer and processor to `out_dir` as a standard Hugging Face checkpoint folder
-    (config.json, model.safetensors, tokenizer, preprocessor_config.json). Deterministic for a
-    given seed. Returns the folder."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    head_dim = hidden_size // num_heads
-    if head_dim * num_heads != hidden_size or head_dim % 2:
-        raise ValueError(f"build_tiny_model: hidden_size {hidden_size} must split into {num_heads} heads of even size")
-    half = head_dim // 2  # mrope splits the rotary half-dimension into temporal/height/width
-    mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(tokenizer_vocab)
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    # Like the real checkpoints, the embedding has a few more rows than the tokenizer has tokens.
-    vocab_size = (len(tokenizer) + 63) // 64 * 64
-
-    text_config = dict(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096, rms_norm_eps=1e-6, initializer_range=init_std,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-    )
-    vision_common = dict(depth=vision_depth, num_heads=vision_heads, patch_size=14, spatial_merge_size=2,
-                         temporal_patch_size=2, initializer_range=init_std)
-    if arch == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig as config_cls, Qwen2_5_VLForConditionalGeneration as model_cls
-
-        vision_config = dict(vision_common, hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
-                             out_hidden_size=hidden_size, window_size=56, fullatt_block_indexes=[vision_depth - 1])
-    elif arch == "qwen2_vl":
-        from transformers import Qwen2VLConfig as config_cls, Qwen2VLForConditionalGeneration as model_cls
-
-        vision_config = dict(vision_common, embed_dim=vision_hidden_size, hidden_size=hidden_size, mlp_ratio=2)
-    else:
-        raise ValueError(f"build_tiny_model: arch must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
-    config = config_cls(
-        text_config=text_config, vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = model_cls(config).eval()
-    # With the usual 0.02 init a model this small ignores its input (every image gets the same
-    # greedy answer). A wider init and lm_head make generations depend on the image and the
-    # adapter, which the tests rely on.
-    with torch.no_grad():
-        model.lm_head.weight.mul_(lm_head_scale)
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
-    _write_preprocessor_config(out_dir, image_processor)
-    return out_dir
-
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -278,7 +177,9 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def _resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
     if name != "auto":
         if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-            raise ValueError("model.attn_implementation: flash_attention_2 needs the flash-attn package (pip install 'hawkeye-lite[flash]')")
+            raise ValueError(
+                "model.attn_implementation: flash_attention_2 needs the flash-attn package (pip install 'hawkeye-lite[flash]')"
+            )
         return name
     usable = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
     return "flash_attention_2" if usable and importlib.util.find_spec("flash_attn") is not None else "sdpa"
@@ -292,8 +193,12 @@ def _looks_like_path(name: str) -> bool:
     # "runs/dmeo" is a hub id in form, but when ./runs exists it is a mistyped folder (and asking
     # the hub would take half a minute of retries offline before failing anyway).
     first = name.split("/", 1)[0]
-    return (name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
-            or ("/" in name and Path(first).is_dir()))
+    return (
+        name.startswith(("/", "./", "../", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or ("/" in name and Path(first).is_dir())
+    )
 
 
 def _model_class(name_or_path: str):
@@ -312,14 +217,18 @@ def _model_class(name_or_path: str):
     except (OSError, ValueError) as e:  # HFValidationError is a ValueError; offline / 404 an OSError
         if path.exists():
             raise ModelLoadError(f"{name_or_path}/config.json: cannot read it ({str(e).splitlines()[0]})") from None
-        raise ModelLoadError(f"{name_or_path}: not a local folder, and not loadable as a hub model id "
-                             f"({str(e).splitlines()[0][:200]}); check the path, or download the model first") from None
+        raise ModelLoadError(
+            f"{name_or_path}: not a local folder, and not loadable as a hub model id "
+            f"({str(e).splitlines()[0][:200]}); check the path, or download the model first"
+        ) from None
     if model_type == "qwen2_5_vl":
         from transformers import Qwen2_5_VLForConditionalGeneration as cls
     elif model_type == "qwen2_vl":
         from transformers import Qwen2VLForConditionalGeneration as cls
     else:
-        raise ValueError(f"model.name_or_path: {name_or_path} is a {model_type!r} model; only qwen2_5_vl and qwen2_vl are supported")
+        raise ValueError(
+            f"model.name_or_path: {name_or_path} is a {model_type!r} model; only qwen2_5_vl and qwen2_vl are supported"
+        )
     return cls
 
 
@@ -336,7 +245,11 @@ def load_policy(cfg: ModelConfig, *, trainable: bool = True) -> "Policy":
     device = _resolve_device(cfg.device)
     dtype = _resolve_dtype(cfg.dtype, device)
     name = _local_path(cfg.name_or_path)
-    kwargs = dict(dtype=dtype, attn_implementation=_resolve_attn(cfg.attn_implementation, device, dtype), device_map={"": str(device)})
+    kwargs = dict(
+        dtype=dtype,
+        attn_implementation=_resolve_attn(cfg.attn_implementation, device, dtype),
+        device_map={"": str(device)},
+    )
     if cfg.quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -353,8 +266,15 @@ def load_policy(cfg: ModelConfig, *, trainable: bool = True) -> "Policy":
     return wrap_policy(model, processor, cfg, device=device, dtype=dtype, trainable=trainable)
 
 
-def wrap_policy(model: nn.Module, processor: VLProcessor, cfg: ModelConfig, *, device: torch.device,
-                dtype: torch.dtype, trainable: bool = True) -> "Policy":
+def wrap_policy(
+    model: nn.Module,
+    processor: VLProcessor,
+    cfg: ModelConfig,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    trainable: bool = True,
+) -> "Policy":
     """Freeze the base, turn on gradient checkpointing and attach (or load) the LoRA adapter, as
     `cfg` says. Split from load_policy so a model built in code (bench/memory.py builds a
     7B-shaped NF4 model directly on the GPU) goes through exactly the same steps."""
@@ -389,10 +309,17 @@ def wrap_policy(model: nn.Module, processor: VLProcessor, cfg: ModelConfig, *, d
     if lora is not None and lora.adapter_path:
         model = PeftModel.from_pretrained(model, lora.adapter_path, is_trainable=trainable)
     elif lora is not None and trainable:
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_regex(), bias="none", task_type="CAUSAL_LM",
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_regex(),
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
     if not trainable:
         model.eval()
         for p in model.parameters():
@@ -484,13 +411,18 @@ class Policy:
         enc = self.processor(images, [chat_text(prompt)] * len(images))
         enc = {k: v.to(self.device) for k, v in enc.items()}
         position_ids, rope_deltas = self.backbone.get_rope_index(
-            enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
-            image_grid_thw=enc["image_grid_thw"], attention_mask=enc["attention_mask"],
+            enc["input_ids"],
+            mm_token_type_ids=enc["mm_token_type_ids"],
+            image_grid_thw=enc["image_grid_thw"],
+            attention_mask=enc["attention_mask"],
         )
         return PromptBatch(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-            pixel_values=enc["pixel_values"].to(self.dtype), image_grid_thw=enc["image_grid_thw"],
-            position_ids=position_ids, rope_deltas=rope_deltas.reshape(-1, 1),
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            pixel_values=enc["pixel_values"].to(self.dtype),
+            image_grid_thw=enc["image_grid_thw"],
+            position_ids=position_ids,
+            rope_deltas=rope_deltas.reshape(-1, 1),
         )
 
     # --- forward pieces (shared by rollouts and the trainer)
@@ -518,8 +450,13 @@ class Policy:
         """Decoder stack only (no lm_head): final normed hidden states [N, L, H]."""
         lm = self.backbone.language_model
         kwargs = {_cache_kwarg(lm): cache} if cache is not None else {}
-        out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                 use_cache=cache is not None, **kwargs)
+        out = lm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=cache is not None,
+            **kwargs,
+        )
         return out.last_hidden_state
 
     def new_cache(self):
@@ -527,9 +464,15 @@ class Policy:
 
         return DynamicCache(config=self.hf_model.config.get_text_config())
 
-    def completion_hidden_states(self, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-                                 image_features: Optional[torch.Tensor] = None, *,
-                                 shared_prefix: Optional[bool] = None) -> torch.Tensor:
+    def completion_hidden_states(
+        self,
+        batch: PromptBatch,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        image_features: Optional[torch.Tensor] = None,
+        *,
+        shared_prefix: Optional[bool] = None,
+    ) -> torch.Tensor:
         """Hidden states that predict each completion token: [B*G, T, H], row b*G+g belongs to
         image b. hidden @ lm_head_weight.T gives the logits of completion_ids. The vision tower
         runs once per image; its features are shared by the image's G rows. `image_features`
@@ -556,22 +499,33 @@ class Policy:
             vision_grad = any(p.requires_grad for p in self.backbone.visual.parameters())
             with torch.set_grad_enabled(vision_grad and torch.is_grad_enabled()):
                 feats = self.image_features(batch)
-        checkpointed = torch.is_grad_enabled() and self.model.training and any(
-            getattr(layer, "gradient_checkpointing", False) for layer in self.backbone.language_model.layers)
+        checkpointed = (
+            torch.is_grad_enabled()
+            and self.model.training
+            and any(getattr(layer, "gradient_checkpointing", False) for layer in self.backbone.language_model.layers)
+        )
         if shared_prefix is None:
             shared_prefix = self.config.shared_prefix and g > 1 and not checkpointed
         elif shared_prefix and checkpointed:
-            raise ValueError("completion_hidden_states: shared_prefix needs the KV cache, which gradient "
-                             "checkpointing turns off while gradients are on")
+            raise ValueError(
+                "completion_hidden_states: shared_prefix needs the KV cache, which gradient "
+                "checkpointing turns off while gradients are on"
+            )
         # Completion positions continue the text positions after the prompt (same on all 3 axes).
         steps = batch.attention_mask.sum(1, keepdim=True) + batch.rope_deltas  # [B, 1]
-        comp_pos = (steps.repeat_interleave(g, 0) + torch.arange(t, device=completion_ids.device)).unsqueeze(0).expand(3, -1, -1)
-        full_mask = torch.cat([batch.attention_mask.repeat_interleave(g, 0),
-                               completion_mask.to(batch.attention_mask.dtype)], 1)
+        comp_pos = (
+            (steps.repeat_interleave(g, 0) + torch.arange(t, device=completion_ids.device))
+            .unsqueeze(0)
+            .expand(3, -1, -1)
+        )
+        full_mask = torch.cat(
+            [batch.attention_mask.repeat_interleave(g, 0), completion_mask.to(batch.attention_mask.dtype)], 1
+        )
         if shared_prefix:
             cache = self.new_cache()
-            prompt_hidden = self.language_forward(self.embed(batch.input_ids, feats), batch.attention_mask,
-                                                  batch.position_ids, cache)
+            prompt_hidden = self.language_forward(
+                self.embed(batch.input_ids, feats), batch.attention_mask, batch.position_ids, cache
+            )
             cache.batch_repeat_interleave(g)
             hidden = self.language_forward(self.embed(completion_ids), full_mask, comp_pos, cache)
             # The prompt's last position predicts completion token 0; completion token i predicts i+1.
@@ -587,8 +541,13 @@ class Policy:
 
     # --- saving
 
-    def save_pretrained(self, out_dir: Union[str, Path], *, prompt: Union[PromptTemplate, str] = THINK,
-                        max_new_tokens: Optional[int] = None) -> Path:
+    def save_pretrained(
+        self,
+        out_dir: Union[str, Path],
+        *,
+        prompt: Union[PromptTemplate, str] = THINK,
+        max_new_tokens: Optional[int] = None,
+    ) -> Path:
         """Adapter (PEFT format, safetensors) + processor + a small hawkeye.json naming the
         prompt, the completion length it was trained with and the model settings, which is what
         Scorer.from_pretrained reads back."""
@@ -618,4 +577,4 @@ def read_meta(path: Union[str, Path]) -> Optional[dict]:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
-__all__ = ["ModelLoadError", "build_tiny_model", "load_policy", "Policy", "PromptBatch", "VLProcessor", "read_meta"]
+__all__ = ["ModelLoadError", "load_policy", "Policy", "PromptBatch", "VLProcessor", "read_meta"]

@@ -46,18 +46,31 @@ def _f(v) -> str:
 def _eval_table(evals: List[dict]) -> str:
     if not evals:
         return "No held-out evaluation was run (eval.before / eval.after / eval.every are off)."
-    lines = ["| when | step | dataset | images | SRCC | PLCC | PLCC (logistic) | KRCC | RMSE | parse rate |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| when | step | dataset | images | SRCC | PLCC | PLCC (logistic) | KRCC | RMSE | parse rate |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for ev in evals:
         for name, d in ev["datasets"].items():
-            lines.append(f"| {ev.get('tag', '')} | {ev.get('step', '')} | {name} | {d.get('n', '')} | {_f(d.get('srcc'))} "
-                         f"| {_f(d.get('plcc'))} | {_f(d.get('plcc_fit'))} | {_f(d.get('krcc'))} | {_f(d.get('rmse'))} "
-                         f"| {_f(d.get('parse_rate'))} |")
+            lines.append(
+                f"| {ev.get('tag', '')} | {ev.get('step', '')} | {name} | {d.get('n', '')} | {_f(d.get('srcc'))} "
+                f"| {_f(d.get('plcc'))} | {_f(d.get('plcc_fit'))} | {_f(d.get('krcc'))} | {_f(d.get('rmse'))} "
+                f"| {_f(d.get('parse_rate'))} |"
+            )
     return "\n".join(lines)
 
 
-def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] = None, evals: List[dict] = (),
-                      kind: str = "final", repo_id: Optional[str] = None, location: Optional[str] = None) -> str:
+def render_model_card(
+    cfg,
+    *,
+    base: str,
+    step: int,
+    total_steps: Optional[int] = None,
+    evals: List[dict] = (),
+    kind: str = "final",
+    repo_id: Optional[str] = None,
+    location: Optional[str] = None,
+) -> str:
     """Markdown text of the card. `cfg`: the run's TrainConfig; `base`: the folder or hub id the
     adapter applies to (RUN/sft-base after a warm start); `kind`: "final" or "checkpoint";
     `repo_id` / `location`: what the load snippets name (the hub repo, else the folder)."""
@@ -79,8 +92,12 @@ def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] =
     name = repo_id or "hawkeye-lite adapter"
     warm = cfg.sft.steps > 0
     where = "this run's `final/`" if kind == "final" else f"checkpoint `step-{step:06d}`"
-    base_note = (f"`{base}`" + (f", which is `{original}` after {cfg.sft.steps} supervised warm-start steps, merged "
-                                "(the adapter applies to that merged model, not to the original one)" if warm else ""))
+    base_note = f"`{base}`" + (
+        f", which is `{original}` after {cfg.sft.steps} supervised warm-start steps, merged "
+        "(the adapter applies to that merged model, not to the original one)"
+        if warm
+        else ""
+    )
     load_base = base if base_is_hub else "PATH/TO/" + Path(base).name
     subject = repo_id or location or ("RUN/final" if kind == "final" else f"RUN/checkpoints/step-{step:06d}")
 
@@ -97,8 +114,8 @@ def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] =
         f"- **Base model:** {base_note}",
         f"- **Quantization during training:** {m.quantization} (dtype {m.dtype})",
         f"- **Adapter:** LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}; language-model modules "
-        f"{', '.join(lora.target_modules)}" + (f"; vision modules {', '.join(lora.vision_target_modules)}" if lora.vision
-                                                 else "; vision tower frozen"),
+        f"{', '.join(lora.target_modules)}"
+        + (f"; vision modules {', '.join(lora.vision_target_modules)}" if lora.vision else "; vision tower frozen"),
         f"- **Prompt:** `{r.prompt}` (hawkeye_lite.prompts); answers end in `<answer>score</answer>`",
         f"- **Completion cap:** {r.max_new_tokens} new tokens",
         "",
@@ -157,20 +174,39 @@ def render_model_card(cfg, *, base: str, step: int, total_steps: Optional[int] =
         "",
     ]
     if not base_is_hub:
-        lines += [f"The base `{load_base}` is a local folder (`{Path(base).name}/` of the training run): "
-                  "ship it with the adapter, or merge the adapter into it (`model.merge_and_unload()`).", ""]
+        lines += [
+            f"The base `{load_base}` is a local folder (`{Path(base).name}/` of the training run): "
+            "ship it with the adapter, or merge the adapter into it (`model.merge_and_unload()`).",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def write_model_card(out_dir: Path, cfg, *, base: str, step: int, total_steps: Optional[int] = None,
-                     run_dir: Optional[Path] = None, kind: str = "final", repo_id: Optional[str] = None) -> Path:
+def write_model_card(
+    out_dir: Path,
+    cfg,
+    *,
+    base: str,
+    step: int,
+    total_steps: Optional[int] = None,
+    run_dir: Optional[Path] = None,
+    kind: str = "final",
+    repo_id: Optional[str] = None,
+) -> Path:
     out_dir = Path(out_dir)
     location = None
     if run_dir is not None:  # out is written under a temporary name, then renamed to this
         location = str(Path(run_dir) / ("final" if kind == "final" else f"checkpoints/step-{step:06d}"))
-    text = render_model_card(cfg, base=base, step=step, total_steps=total_steps,
-                             evals=eval_records(run_dir) if run_dir is not None else [], kind=kind, repo_id=repo_id,
-                             location=location)
+    text = render_model_card(
+        cfg,
+        base=base,
+        step=step,
+        total_steps=total_steps,
+        evals=eval_records(run_dir) if run_dir is not None else [],
+        kind=kind,
+        repo_id=repo_id,
+        location=location,
+    )
     path = out_dir / CARD
     path.write_text(text, encoding="utf-8")
     return path

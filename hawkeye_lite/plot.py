@@ -74,9 +74,14 @@ def plot_run(run_dir, out=None) -> str:
     for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             x, y = zip(*series[key])
-            label = {"eval/srcc": "SRCC", "eval/plcc": "PLCC", "eval/parse_rate": "parse_rate (held-out)",
-                     "eval/pkl": "pkl (held-out, rating tokens)", "eval/pkl_all": "pkl_all (held-out)",
-                     "eval/sens": "sens"}.get(key, key)
+            label = {
+                "eval/srcc": "SRCC",
+                "eval/plcc": "PLCC",
+                "eval/parse_rate": "parse_rate (held-out)",
+                "eval/pkl": "pkl (held-out, rating tokens)",
+                "eval/pkl_all": "pkl_all (held-out)",
+                "eval/sens": "sens",
+            }.get(key, key)
             ax.plot(x, y, marker="o" if len(x) < 8 else None, markersize=3, linewidth=1.3, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("RL step", fontsize=8)
@@ -85,7 +90,7 @@ def plot_run(run_dir, out=None) -> str:
         if keys == ["lr"]:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"{run_dir.resolve().name}: training curves", fontsize=11)
     fig.tight_layout()
@@ -130,11 +135,12 @@ def plot_scatter(report, out_dir, *, title: Optional[str] = None) -> List[Path]:
         m = metrics.get(name)
         stats = ""
         if m is not None:
-            f = lambda v: f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"  # noqa: E731
+            f = lambda v: f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"
             stats = f"\nSRCC {f(m.srcc)}  PLCC (fit) {f(m.plcc_fit)}"
         dropped = int((~keep).sum())
-        ax.set_title(f"{name} (n={int(keep.sum())}" + (f", {dropped} unparsed" if dropped else "") + ")" + stats,
-                     fontsize=9)
+        ax.set_title(
+            f"{name} (n={int(keep.sum())}" + (f", {dropped} unparsed" if dropped else "") + ")" + stats, fontsize=9
+        )
         ax.set_xlabel("prediction", fontsize=8)
         ax.set_ylabel("MOS", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -158,7 +164,7 @@ def plot_scatter(report, out_dir, *, title: Optional[str] = None) -> List[Path]:
         fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.7 * rows), squeeze=False)
         for ax, name in zip(axes.flat, by_ds):
             draw(ax, name)
-        for ax in list(axes.flat)[len(by_ds):]:
+        for ax in list(axes.flat)[len(by_ds) :]:
             ax.set_visible(False)
         if title:
             fig.suptitle(title, fontsize=11)

@@ -174,7 +174,9 @@ Q_HAWKEYE = Preset(
 HAWKEYE_THINK = Preset(name="think", prompt=THINK, parse=parse_score, source="hawkeye_lite.prompts.THINK")
 HAWKEYE_NO_THINK = Preset(name="no_think", prompt=NO_THINK, parse=parse_score, source="hawkeye_lite.prompts.NO_THINK")
 
-PRESETS: Dict[str, Preset] = {p.name: p for p in (VISUALQUALITY_R1, Q_INSIGHT, Q_HAWKEYE, HAWKEYE_THINK, HAWKEYE_NO_THINK)}
+PRESETS: Dict[str, Preset] = {
+    p.name: p for p in (VISUALQUALITY_R1, Q_INSIGHT, Q_HAWKEYE, HAWKEYE_THINK, HAWKEYE_NO_THINK)
+}
 
 
 def get_preset(preset: Union[str, Preset]) -> Preset:

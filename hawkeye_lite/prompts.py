@@ -73,11 +73,7 @@ def chat_text(prompt: PromptTemplate = THINK) -> str:
     """ChatML text for one image + the question, ending where the assistant starts writing."""
     image = prompt.image_prefix + IMAGE_PLACEHOLDER
     user = image + prompt.question if prompt.image_first else prompt.question + image
-    return (
-        f"<|im_start|>system\n{prompt.system}<|im_end|>\n"
-        f"<|im_start|>user\n{user}<|im_end|>\n"
-        f"<|im_start|>assistant\n"
-    )
+    return f"<|im_start|>system\n{prompt.system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
 # A plain decimal number, optional sign and exponent. No "nan"/"inf": those are not ratings.

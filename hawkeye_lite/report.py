@@ -26,8 +26,15 @@ from typing import Dict, List, Optional, Tuple
 
 # Columns of the per-dataset table: (key, header). PLCC is the raw predictions' (what the
 # MLLM IQA papers report); PLCC (logistic) is after the 4-parameter logistic (VQEG).
-COLUMNS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("plcc_fit", "PLCC (logistic)"), ("krcc", "KRCC"),
-           ("rmse", "RMSE"), ("rmse_fit", "RMSE (logistic)"), ("parse_rate", "parse rate"))
+COLUMNS = (
+    ("srcc", "SRCC"),
+    ("plcc", "PLCC"),
+    ("plcc_fit", "PLCC (logistic)"),
+    ("krcc", "KRCC"),
+    ("rmse", "RMSE"),
+    ("rmse_fit", "RMSE (logistic)"),
+    ("parse_rate", "parse rate"),
+)
 NAN = float("nan")
 
 
@@ -77,9 +84,21 @@ def dataset_rows(report) -> List[Dict]:
     rows = []
     for d in report.datasets:
         m = d.metrics
-        rows.append({"dataset": d.dataset, "n": d.n_images, "srcc": m.srcc, "plcc": m.plcc, "plcc_fit": m.plcc_fit,
-                     "krcc": m.krcc, "rmse": m.rmse, "rmse_fit": m.rmse_fit, "parse_rate": m.parse_rate,
-                     "sample_parse_rate": d.sample_parse_rate, "n_unparsed": m.n_unparsed})
+        rows.append(
+            {
+                "dataset": d.dataset,
+                "n": d.n_images,
+                "srcc": m.srcc,
+                "plcc": m.plcc,
+                "plcc_fit": m.plcc_fit,
+                "krcc": m.krcc,
+                "rmse": m.rmse,
+                "rmse_fit": m.rmse_fit,
+                "parse_rate": m.parse_rate,
+                "sample_parse_rate": d.sample_parse_rate,
+                "n_unparsed": m.n_unparsed,
+            }
+        )
     return rows
 
 
@@ -93,7 +112,9 @@ def mean_row(rows: List[Dict]) -> Tuple[Dict, List[str]]:
         out[key] = sum(vals) / len(vals) if vals else NAN
         if vals and len(vals) < len(rows) and key in ("srcc", "plcc"):
             left = [r["dataset"] for r in rows if not (isinstance(r[key], float) and math.isfinite(r[key]))]
-            notes.append(f"mean {key.upper()} is over {len(vals)} of {len(rows)} datasets ({', '.join(left)}: undefined)")
+            notes.append(
+                f"mean {key.upper()} is over {len(vals)} of {len(rows)} datasets ({', '.join(left)}: undefined)"
+            )
     return out, notes
 
 
@@ -101,34 +122,58 @@ def _f(v, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
 
-def render_markdown(rows: List[Dict], mean: Dict, *, model: str, suite: Optional[str] = None,
-                    notes: List[str] = (), samples: Optional[int] = None) -> str:
+def render_markdown(
+    rows: List[Dict],
+    mean: Dict,
+    *,
+    model: str,
+    suite: Optional[str] = None,
+    notes: List[str] = (),
+    samples: Optional[int] = None,
+) -> str:
     names = [r["dataset"] for r in rows]
     lines = [f"# Evaluation of `{model}`", ""]
     if suite:
         lines += [f"Suite: **{suite}**.", ""]
-    lines += ["## Cross-dataset table (SRCC / PLCC)", "",
-              "| model | " + " | ".join(names) + " | mean |",
-              "|---|" + "---:|" * (len(names) + 1),
-              f"| {Path(model).name or model} | " + " | ".join(f"{_f(r['srcc'], 3)} / {_f(r['plcc'], 3)}" for r in rows)
-              + f" | {_f(mean['srcc'], 3)} / {_f(mean['plcc'], 3)} |", ""]
-    lines += ["## Per dataset", "",
-              "| dataset | images | " + " | ".join(h for _, h in COLUMNS) + " |",
-              "|---|---:|" + "---:|" * len(COLUMNS)]
+    lines += [
+        "## Cross-dataset table (SRCC / PLCC)",
+        "",
+        "| model | " + " | ".join(names) + " | mean |",
+        "|---|" + "---:|" * (len(names) + 1),
+        f"| {Path(model).name or model} | "
+        + " | ".join(f"{_f(r['srcc'], 3)} / {_f(r['plcc'], 3)}" for r in rows)
+        + f" | {_f(mean['srcc'], 3)} / {_f(mean['plcc'], 3)} |",
+        "",
+    ]
+    lines += [
+        "## Per dataset",
+        "",
+        "| dataset | images | " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(COLUMNS),
+    ]
     for r in rows + [mean]:
         label = "**mean**" if r is mean else r["dataset"]
         lines.append(f"| {label} | {r['n']} | " + " | ".join(_f(r[k]) for k, _ in COLUMNS) + " |")
     lines.append("")
-    lines.append("SRCC / KRCC: rank correlation; PLCC / RMSE on the raw predictions and after the 4-parameter "
-                 "logistic fit; parse rate: images with at least one readable answer"
-                 + (f" (prediction = mean of {samples} sampled ratings)." if samples else "."))
+    lines.append(
+        "SRCC / KRCC: rank correlation; PLCC / RMSE on the raw predictions and after the 4-parameter "
+        "logistic fit; parse rate: images with at least one readable answer"
+        + (f" (prediction = mean of {samples} sampled ratings)." if samples else ".")
+    )
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report, out_dir, *, model: str, suite: Optional[str] = None, samples: Optional[int] = None,
-                 extra: Optional[Dict] = None) -> List[Path]:
+def write_report(
+    report,
+    out_dir,
+    *,
+    model: str,
+    suite: Optional[str] = None,
+    samples: Optional[int] = None,
+    extra: Optional[Dict] = None,
+) -> List[Path]:
     """report.md, report.csv and report.json of an EvalReport in `out_dir`; returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,8 +189,14 @@ def write_report(report, out_dir, *, model: str, suite: Optional[str] = None, sa
         w = csv.writer(f)
         w.writerow(keys)
         for r in rows + [mean]:
-            w.writerow(["" if isinstance(r[k], float) and not math.isfinite(r[k]) else
-                        (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in keys])
+            w.writerow(
+                [
+                    ""
+                    if isinstance(r[k], float) and not math.isfinite(r[k])
+                    else (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k])
+                    for k in keys
+                ]
+            )
     js = out_dir / "report.json"
     payload = {"model": model, "suite": suite, "samples": samples, "datasets": rows, "mean": mean, "notes": notes}
     payload.update(extra or {})

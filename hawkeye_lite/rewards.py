@@ -18,7 +18,9 @@ from .config import RewardConfig
 from .prompts import format_ok, parse_score
 
 
-def accuracy_reward(text: str, target: float, *, tau: float = 0.30, score_min: float = 1.0, score_max: float = 5.0) -> float:
+def accuracy_reward(
+    text: str, target: float, *, tau: float = 0.30, score_min: float = 1.0, score_max: float = 5.0
+) -> float:
     """exp(-|clamp(y_hat) - y| / tau); 0 when no score parses."""
     score = parse_score(text)
     if score is None:

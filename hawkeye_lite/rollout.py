@@ -17,11 +17,18 @@ from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 
-from .decode import DecodeEngine, derive_seed, rollout_weights, row_keys, sample_keyed, strata_init, vocab_hash
-from .decode import sample_tokens  # noqa: F401 - re-exported: the old loop's sampler, tested from here
+from .decode import (
+    DecodeEngine,
+    derive_seed,
+    rollout_weights,
+    row_keys,
+    sample_keyed,
+    sample_tokens,  # noqa: F401 - re-exported: the old loop's sampler, tested from here
+    strata_init,
+    vocab_hash,
+)
 from .model import Policy, PromptBatch
 from .prompts import THINK, PromptTemplate, parse_score
-
 
 ENGINES = ("auto", "graph", "eager", "loop")
 
@@ -74,7 +81,9 @@ def _as_pil(images: Sequence) -> list:
     out = []
     for i, image in enumerate(images):
         if not isinstance(image, Image.Image):
-            raise TypeError(f"images[{i}]: expected a PIL image, got {type(image).__name__} (Scorer converts other inputs)")
+            raise TypeError(
+                f"images[{i}]: expected a PIL image, got {type(image).__name__} (Scorer converts other inputs)"
+            )
         out.append(image if image.mode == "RGB" else image.convert("RGB"))
     return out
 
@@ -86,15 +95,21 @@ def _stop_mask(completion_ids: torch.Tensor, stop_ids: torch.Tensor) -> torch.Te
     return (~after_stop).long()
 
 
-def _finish(policy: Policy, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor, g: int) -> Rollouts:
+def _finish(
+    policy: Policy, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor, g: int
+) -> Rollouts:
     texts = [
         policy.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
         for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu())
     ]
     scores = torch.tensor([math.nan if (s := parse_score(t)) is None else s for t in texts], dtype=torch.float32)
     return Rollouts(
-        prompt=batch, completion_ids=completion_ids, completion_mask=completion_mask,
-        texts=texts, scores=scores.view(batch.batch_size, g), num_generations=g,
+        prompt=batch,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        texts=texts,
+        scores=scores.view(batch.batch_size, g),
+        num_generations=g,
     )
 
 
@@ -170,9 +185,13 @@ def generate_rollouts(
         stop_ids = torch.tensor(policy.stop_token_ids(), device=policy.device)
         if not shared_prefix:
             if seeds is not None or stratified:
-                raise ValueError("generate_rollouts: seeds= and stratified= need shared_prefix=True "
-                                 "(transformers' generate has one global stream)")
-            completion_ids = _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids)
+                raise ValueError(
+                    "generate_rollouts: seeds= and stratified= need shared_prefix=True "
+                    "(transformers' generate has one global stream)"
+                )
+            completion_ids = _generate_naive(
+                policy, batch, g, max_new_tokens, temperature, top_p, top_k, seed, stop_ids
+            )
             return _finish(policy, batch, completion_ids, _stop_mask(completion_ids, stop_ids), g)
 
         resolved = _resolve_seeds(seed, seeds, len(images))
@@ -187,15 +206,35 @@ def generate_rollouts(
         if weights != "nf4":
             rows, cache_len = batch.batch_size * g, batch.input_ids.shape[1] + max_new_tokens
             with rollout_weights(policy, weights, rows=rows, cache_len=cache_len):
-                return generate_rollouts(policy, images, num_generations=g, max_new_tokens=max_new_tokens,
-                                         temperature=temperature, top_p=top_p, top_k=top_k, seeds=resolved,
-                                         batch=batch, image_features=feats, engine=engine, sync_every=sync_every,
-                                         stratified=stratified)
+                return generate_rollouts(
+                    policy,
+                    images,
+                    num_generations=g,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    top_k=top_k,
+                    seeds=resolved,
+                    batch=batch,
+                    image_features=feats,
+                    engine=engine,
+                    sync_every=sync_every,
+                    stratified=stratified,
+                )
         if engine != "loop":
             graph = engine == "graph" or (engine == "auto" and policy.device.type == "cuda")
-            eng = DecodeEngine(policy, temperature=temperature, top_p=top_p, top_k=top_k, stop_ids=stop_ids.tolist(),
-                               suppressed_ids=suppressed.tolist(), pad_id=pad_id, graph=graph, sync_every=sync_every,
-                               graph_fallback=engine == "auto")
+            eng = DecodeEngine(
+                policy,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                stop_ids=stop_ids.tolist(),
+                suppressed_ids=suppressed.tolist(),
+                pad_id=pad_id,
+                graph=graph,
+                sync_every=sync_every,
+                graph_fallback=engine == "auto",
+            )
             completion_ids = eng.generate(batch, feats, g, max_new_tokens, keys, strata)
             completion_mask = _stop_mask(completion_ids, stop_ids)
             # The old loop stopped at the step where the last row finished; the engine only looks
@@ -219,8 +258,16 @@ def generate_rollouts(
         tokens: List[torch.Tensor] = []
         for step in range(max_new_tokens):
             logits[:, suppressed] = float("-inf")
-            token = sample_keyed(logits, keys, torch.tensor(step, device=policy.device), vhash,
-                                 temperature=temperature, top_p=top_p, top_k=top_k, strata=strata)
+            token = sample_keyed(
+                logits,
+                keys,
+                torch.tensor(step, device=policy.device),
+                vhash,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                strata=strata,
+            )
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)
             finished |= torch.isin(token, stop_ids)
@@ -270,17 +317,25 @@ def _generate_naive(policy, batch, g, max_new_tokens, temperature, top_p, top_k,
     if temperature == 0:
         temperature, top_p, top_k = 1.0, 1.0, 1
     kwargs = dict(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-        pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        pixel_values=batch.pixel_values,
+        image_grid_thw=batch.image_grid_thw,
         mm_token_type_ids=(batch.input_ids == policy.processor.image_token_id).int(),
-        num_return_sequences=g, max_new_tokens=max_new_tokens, do_sample=True,
-        temperature=temperature, top_p=top_p, top_k=top_k,
-        eos_token_id=stop_ids.tolist(), pad_token_id=policy.tokenizer.pad_token_id,
-        suppress_tokens=policy.suppressed_token_ids(), use_cache=True,
+        num_return_sequences=g,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        eos_token_id=stop_ids.tolist(),
+        pad_token_id=policy.tokenizer.pad_token_id,
+        suppress_tokens=policy.suppressed_token_ids(),
+        use_cache=True,
     )
     devices = [policy.device] if policy.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
             torch.manual_seed(int(seed))
         out = policy.hf_model.generate(**kwargs)
-    return out[:, batch.input_ids.shape[1]:]
+    return out[:, batch.input_ids.shape[1] :]

@@ -30,8 +30,18 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 SETTINGS_FILE = "settings.json"  # inside a reusable artifact (sft-base, the tiny model)
 # What a run writes into its folder: --overwrite removes exactly these (never the user's files).
-RUN_ARTIFACTS = ("run.json", "config.yaml", "metrics.jsonl", "checkpoints", "final", "sft-base",
-                 "plot.png", "plot.svg", "tensorboard", "wandb")
+RUN_ARTIFACTS = (
+    "run.json",
+    "config.yaml",
+    "metrics.jsonl",
+    "checkpoints",
+    "final",
+    "sft-base",
+    "plot.png",
+    "plot.svg",
+    "tensorboard",
+    "wandb",
+)
 
 
 class RunFolderError(ValueError):
@@ -62,7 +72,7 @@ def settings_hash(settings: Dict[str, Any]) -> str:
 def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
     """(key, old, new) for every dotted key whose value differs (missing keys read as None)."""
     a, b = flatten(old), flatten(new)
-    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 - YAML reads tuples back as lists
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if norm(a.get(k)) != norm(b.get(k))]
 
 
@@ -72,8 +82,9 @@ def describe(diffs: Sequence[Tuple[str, Any, Any]], limit: int = 6) -> str:
 
 
 def write_settings(folder: Path, settings: Dict[str, Any]) -> None:
-    (Path(folder) / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True, default=str) + "\n",
-                                              encoding="utf-8")
+    (Path(folder) / SETTINGS_FILE).write_text(
+        json.dumps(settings, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8"
+    )
 
 
 def read_settings(folder: Path) -> Optional[Dict[str, Any]]:
@@ -127,16 +138,25 @@ class RunLock:
             return None
 
     def _me(self) -> dict:
-        return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "proc_start": _proc_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
 
     def _refuse(self, holder: Optional[dict]) -> RunFolderError:
         if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
             return RunFolderError(f"{self.path.parent}: this process already runs in this folder")
-        who = "another process" if holder is None else (
-            f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}")
-        return RunFolderError(f"{self.path.parent}: in use by another hawkeye-lite run ({who}); wait for it "
-                              f"to finish, or choose another output_dir (if that process is gone, delete {self.path})")
+        who = (
+            "another process"
+            if holder is None
+            else (f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}")
+        )
+        return RunFolderError(
+            f"{self.path.parent}: in use by another hawkeye-lite run ({who}); wait for it "
+            f"to finish, or choose another output_dir (if that process is gone, delete {self.path})"
+        )
 
     def acquire(self) -> "RunLock":
         try:
@@ -187,7 +207,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if self._stale(holder) and not (holder or {}).get("pid") == os.getpid():
+                if self._stale(holder) and (holder or {}).get("pid") != os.getpid():
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
                     continue
@@ -269,8 +289,9 @@ def remove_run(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def claim(folder: Path, *, resume: bool, overwrite: bool, log: Callable[[str], None],
-          key: str = "output_dir") -> Iterator[dict]:
+def claim(
+    folder: Path, *, resume: bool, overwrite: bool, log: Callable[[str], None], key: str = "output_dir"
+) -> Iterator[dict]:
     """Take `folder` for a run: create it, lock it, refuse a folder that holds another run (unless
     resume/overwrite), clean leftovers. Yields the run record (run.json's content); the lock is
     released on exit, whatever happens."""
@@ -285,7 +306,8 @@ def claim(folder: Path, *, resume: bool, overwrite: bool, log: Callable[[str], N
                 raise RunFolderError(
                     f"{key}: {folder} already holds a run ({what}); continue it with "
                     f"`hawkeye-lite train --resume {folder}`, replace it with --overwrite, or choose another "
-                    "folder (--set output_dir=...)")
+                    "folder (--set output_dir=...)"
+                )
             log(f"--overwrite: removing the previous run in {folder}")
             remove_run(folder)
         for p in clean_leftovers(folder):

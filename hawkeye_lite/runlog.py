@@ -46,8 +46,17 @@ class Progress:
 
     `enabled=False` shows nothing (the count is still kept)."""
 
-    def __init__(self, total: int, desc: str, *, stream=None, enabled: bool = True, lines: int = 10,
-                 unit: str = "it", initial: int = 0):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        stream=None,
+        enabled: bool = True,
+        lines: int = 10,
+        unit: str = "it",
+        initial: int = 0,
+    ):
         self.total, self.desc, self.n = int(total), desc, int(initial)
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
@@ -61,8 +70,17 @@ class Progress:
 
             # A terminal that reports no width (a bare pty, some CI runners) would get an empty bar.
             wide = _columns(self.stream) > 0
-            self.bar = tqdm(total=self.total, initial=self.n, desc=desc, unit=unit, file=self.stream,
-                            dynamic_ncols=wide, ncols=None if wide else 100, leave=True, smoothing=0.1)
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.n,
+                desc=desc,
+                unit=unit,
+                file=self.stream,
+                dynamic_ncols=wide,
+                ncols=None if wide else 100,
+                leave=True,
+                smoothing=0.1,
+            )
 
     @property
     def eta(self) -> float:
@@ -80,8 +98,11 @@ class Progress:
             eta = self.eta
             tail = f", ETA {_fmt_seconds(eta)}" if self.n < self.total and math.isfinite(eta) else ""
             extra = f" | {postfix}" if postfix else ""
-            print(f"{self.desc} {self.n}/{self.total}{extra} | {_fmt_seconds(time.time() - self.t0)}{tail}",
-                  file=self.stream, flush=True)
+            print(
+                f"{self.desc} {self.n}/{self.total}{extra} | {_fmt_seconds(time.time() - self.t0)}{tail}",
+                file=self.stream,
+                flush=True,
+            )
 
     def write(self, msg: str) -> None:
         """A line that does not break the bar (printed above it)."""
@@ -125,9 +146,18 @@ class Logger:
     warm start's bar reads its length from it). `silent`: write and show nothing (the ranks
     other than 0 of a torchrun job: one writer, one console)."""
 
-    def __init__(self, run_dir: Path, *, every: int = 1, progress: bool = True, stream=None,
-                 report_to: Sequence[str] = (), config: Optional[dict] = None, resume: bool = False,
-                 silent: bool = False):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        every: int = 1,
+        progress: bool = True,
+        stream=None,
+        report_to: Sequence[str] = (),
+        config: Optional[dict] = None,
+        resume: bool = False,
+        silent: bool = False,
+    ):
         self.silent = silent
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS
@@ -168,7 +198,9 @@ class Logger:
     def _sft_progress(self, step: int, loss) -> None:
         # lines=0: off a terminal the trainer's own "sft N/T" lines are the progress.
         if self.bar is None:
-            self.bar = Progress(self.sft_steps, "warm start", stream=self.stream, lines=0, unit="step", initial=step - 1)
+            self.bar = Progress(
+                self.sft_steps, "warm start", stream=self.stream, lines=0, unit="step", initial=step - 1
+            )
         self.bar.update(step - self.bar.n, postfix=f"loss {loss:.4f}" if isinstance(loss, float) else None)
         if step >= self.sft_steps:
             self.close_bar()
@@ -237,8 +269,9 @@ def peak_memory_mb(device) -> float:
         return float("nan")
 
 
-def step_record(step: int, *, epoch: float, lr: float, gamma: float, exps, upd, sample_time: float, device,
-                dist) -> dict:
+def step_record(
+    step: int, *, epoch: float, lr: float, gamma: float, exps, upd, sample_time: float, device, dist
+) -> dict:
     """The metrics.jsonl record of an RL step: the means of its micro-batches' experience stats
     (experience.py) and of the fused loss's metrics (update.py), throughput and memory. Under
     torchrun the numbers are means over ranks (peak memory: the largest)."""

@@ -39,8 +39,12 @@ def run(trainer, *, resume: bool = False, max_steps: Optional[int] = None, overw
 
     with contextlib.ExitStack() as stack:
         # Rank 0 takes the folder (lock, refusal); the others learn whether it could.
-        trainer.main_only(lambda: stack.enter_context(claim(trainer.run_dir, resume=resume, overwrite=overwrite,
-                                                             log=trainer.log.info)) and None)
+        trainer.main_only(
+            lambda: (
+                stack.enter_context(claim(trainer.run_dir, resume=resume, overwrite=overwrite, log=trainer.log.info))
+                and None
+            )
+        )
         return _run(trainer, resume, max_steps)
 
 
@@ -55,8 +59,10 @@ def _run(trainer, resume: bool, max_steps: Optional[int]) -> RunResult:
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
         if trainer.step >= trainer.total_steps and (trainer.run_dir / FINAL).is_dir():
-            log.info(f"{trainer.run_dir}: the run finished at step {trainer.step} of {trainer.total_steps}; "
-                     "nothing to do (raise optim.max_steps or optim.epochs with --set to train on)")
+            log.info(
+                f"{trainer.run_dir}: the run finished at step {trainer.step} of {trainer.total_steps}; "
+                "nothing to do (raise optim.max_steps or optim.epochs with --set to train on)"
+            )
             return RunResult(trainer.run_dir, trainer.step, seconds=time.time() - t_start, main=trainer.dist.main)
     else:
         trainer.start()  # warm start, the RL policy and its optimizer
@@ -94,8 +100,10 @@ def _check_resume(trainer) -> tuple:
         # The checkpoint's adapter sits on a base made by these settings: they cannot change.
         fixed = [c for c in changes if c[0].split(".")[0] in ("model", "tiny_model", "sft")]
         if fixed:
-            raise RunFolderError(f"--resume {trainer.run_dir}: {describe(fixed)} cannot change in a run that has "
-                                 "checkpoints (the adapter was trained on that base); start a new run instead")
+            raise RunFolderError(
+                f"--resume {trainer.run_dir}: {describe(fixed)} cannot change in a run that has "
+                "checkpoints (the adapter was trained on that base); start a new run instead"
+            )
         check_world_size(trainer.run_dir, ckpt, read_state(ckpt), trainer.dist.world)
     for key, old, new in changes:
         trainer.log.info(f"resume: {key} changed {old!r} -> {new!r}")
@@ -137,9 +145,11 @@ def _steps(trainer, stop_at: int) -> bool:
     cfg, log, total = trainer.cfg, trainer.log, trainer.total_steps
     started = trainer.step
     log.t0 = time.time()
-    log.info(f"RL: steps {trainer.step + 1}..{stop_at} of {total} "
-             f"(B={cfg.optim.batch_size} images x G={cfg.rollout.num_generations}, "
-             f"accum {cfg.optim.grad_accum}, mu {cfg.optim.mu})")
+    log.info(
+        f"RL: steps {trainer.step + 1}..{stop_at} of {total} "
+        f"(B={cfg.optim.batch_size} images x G={cfg.rollout.num_generations}, "
+        f"accum {cfg.optim.grad_accum}, mu {cfg.optim.mu})"
+    )
     warned = False  # collapse_warning is said once a run
     with StopOnSignal(log, torchrun=trainer.dist.enabled) as stop:
         while trainer.step < stop_at and not stop.requested:
@@ -220,10 +230,12 @@ def collapse_warning(history: Sequence[dict], window: int = 10, threshold: float
     if mean < threshold:
         return None
     step = history[-1].get("step", len(history))
-    return (f"step {step}: RL has collapsed: in {mean:.0%} of the groups of the last {window} steps all "
-            "G answers got the same reward, so those groups give no gradient. Lower optim.lr, raise "
-            "objective.beta or rollout.temperature, or keep LoRA dropout in the warm start "
-            "(sft.lora_dropout); see docs/experiments/rl-label-free.md")
+    return (
+        f"step {step}: RL has collapsed: in {mean:.0%} of the groups of the last {window} steps all "
+        "G answers got the same reward, so those groups give no gradient. Lower optim.lr, raise "
+        "objective.beta or rollout.temperature, or keep LoRA dropout in the warm start "
+        "(sft.lora_dropout); see docs/experiments/rl-label-free.md"
+    )
 
 
 def summary_table(result: RunResult) -> str:

@@ -41,8 +41,13 @@ class ScoreResult:
         return d
 
 
-def aggregate(texts: Sequence[str], *, score_min: float = SCORE_MIN, score_max: float = SCORE_MAX,
-              parse: Callable[[object], Optional[float]] = parse_score) -> Tuple[float, float, List[float]]:
+def aggregate(
+    texts: Sequence[str],
+    *,
+    score_min: float = SCORE_MIN,
+    score_max: float = SCORE_MAX,
+    parse: Callable[[object], Optional[float]] = parse_score,
+) -> Tuple[float, float, List[float]]:
     """(mean, population std, clamped parsed values) of the ratings `parse` reads in `texts`;
     an answer it cannot read (None) is left out, and none read gives NaN, never a guess."""
     values = [min(max(s, score_min), score_max) for s in map(parse, texts) if s is not None]
@@ -94,8 +99,14 @@ def _hub_subfolder(repo_id: str, subfolder: str) -> str:
 
 
 class Scorer:
-    def __init__(self, policy, *, prompt: Union[PromptTemplate, str] = THINK, max_new_tokens: int = 512,
-                 preset: Optional[Union[str, Preset]] = None):
+    def __init__(
+        self,
+        policy,
+        *,
+        prompt: Union[PromptTemplate, str] = THINK,
+        max_new_tokens: int = 512,
+        preset: Optional[Union[str, Preset]] = None,
+    ):
         """`preset` (hawkeye_lite.presets: visualquality_r1, q_insight, q_hawkeye, think,
         no_think) sets the prompt and the answer parser together and wins over `prompt`."""
         self.policy = policy
@@ -151,7 +162,9 @@ class Scorer:
             lora = LoRAConfig(adapter_path=str(adapter))
         else:
             if local.is_dir() and not (local / "config.json").is_file():
-                raise ModelLoadError(f"{path}: not a model, adapter or run folder (it has neither adapter_config.json nor config.json)")
+                raise ModelLoadError(
+                    f"{path}: not a model, adapter or run folder (it has neither adapter_config.json nor config.json)"
+                )
             base, lora = str(path), None
         cfg = ModelConfig(
             name_or_path=base,
@@ -167,10 +180,18 @@ class Scorer:
         policy = load_policy(cfg, trainable=False)
         # The completion cap the policy was trained with: a longer one lets a small model run on
         # past where training stopped it, and scores differ from the run's own evaluation.
-        max_new_tokens = (max_new_tokens or (meta or {}).get("max_new_tokens")
-                          or (chosen.max_new_tokens if chosen is not None else None) or 512)
-        return cls(policy, prompt=prompt or (meta or {}).get("prompt") or THINK.name, max_new_tokens=max_new_tokens,
-                   preset=chosen)
+        max_new_tokens = (
+            max_new_tokens
+            or (meta or {}).get("max_new_tokens")
+            or (chosen.max_new_tokens if chosen is not None else None)
+            or 512
+        )
+        return cls(
+            policy,
+            prompt=prompt or (meta or {}).get("prompt") or THINK.name,
+            max_new_tokens=max_new_tokens,
+            preset=chosen,
+        )
 
     def score(
         self,
@@ -238,13 +259,21 @@ class Scorer:
             keys = [content_key(im) if stream_keys is None else int(stream_keys[i]) for i, _, im in chunk]
             seeds = None if seed is None else [mix_seed(seed, k) for k in keys]
             rollouts = generate_rollouts(
-                self.policy, [im for _, _, im in chunk], num_generations=samples,
+                self.policy,
+                [im for _, _, im in chunk],
+                num_generations=samples,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
-                temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds, prompt=self.prompt,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                seeds=seeds,
+                prompt=self.prompt,
                 stratified=stratified,
             )
             for b, (i, name, _) in enumerate(chunk):
                 texts = rollouts.texts[b * samples : (b + 1) * samples]
                 mean, std, values = aggregate(texts, parse=self.parse)
-                results[i] = ScoreResult(source=name, score=mean, std=std, samples=values, texts=texts, n_parsed=len(values))
+                results[i] = ScoreResult(
+                    source=name, score=mean, std=std, samples=values, texts=texts, n_parsed=len(values)
+                )
         return results  # type: ignore[return-value]

@@ -37,8 +37,12 @@ def _luma_and_residual(image):
 
     a = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     y = a @ np.array([0.299, 0.587, 0.114], np.float32)
-    smooth = np.asarray(Image.fromarray(np.rint(y * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0)),
-                        dtype=np.float32) / 255.0
+    smooth = (
+        np.asarray(
+            Image.fromarray(np.rint(y * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32
+        )
+        / 255.0
+    )
     return a, y, np.abs(y - smooth)
 
 
@@ -48,8 +52,18 @@ def low_level_stats(image) -> np.ndarray:
     gx = np.abs(np.diff(y, axis=1))
     gy = np.abs(np.diff(y, axis=0))
     blocks = gx[:, 7::8].mean() if gx.shape[1] > 8 else gx.mean()  # jumps at 8-px block borders
-    return np.array([y.mean(), y.std(), gx.mean() + gy.mean(), hf.mean(), np.log(hf.var() + 1e-6),
-                     blocks / (gx.mean() + 1e-6), a.std(-1).mean()], dtype=np.float32)
+    return np.array(
+        [
+            y.mean(),
+            y.std(),
+            gx.mean() + gy.mean(),
+            hf.mean(),
+            np.log(hf.var() + 1e-6),
+            blocks / (gx.mean() + 1e-6),
+            a.std(-1).mean(),
+        ],
+        dtype=np.float32,
+    )
 
 
 def local_stats(image, cell: int = CELL) -> np.ndarray:
@@ -74,8 +88,18 @@ def local_stats(image, cell: int = CELL) -> np.ndarray:
     yb, hfb, gxb, gyb = blocks(y), blocks(hf), blocks(gx), blocks(gy)
     nb = blocks(np.broadcast_to(border, (h, w)).copy())
     edge = (gxb * nb).sum(-1) / np.maximum(nb.sum(-1), 1.0)
-    out = np.stack([yb.mean(-1), yb.std(-1), gxb.mean(-1) + gyb.mean(-1), hfb.mean(-1), np.log(hfb.var(-1) + 1e-6),
-                    edge / (gxb.mean(-1) + 1e-6), blocks(a.std(-1)).mean(-1)], -1)
+    out = np.stack(
+        [
+            yb.mean(-1),
+            yb.std(-1),
+            gxb.mean(-1) + gyb.mean(-1),
+            hfb.mean(-1),
+            np.log(hfb.var(-1) + 1e-6),
+            edge / (gxb.mean(-1) + 1e-6),
+            blocks(a.std(-1)).mean(-1),
+        ],
+        -1,
+    )
     return out.reshape(-1, 7).astype(np.float32)
 
 
@@ -107,8 +131,17 @@ def pretrain_tiny_vision(
 
     if steps < 1:
         raise ValueError(f"tiny_model.vision_pretrain_steps must be >= 1 here, got {steps}")
-    policy = load_policy(ModelConfig(name_or_path=str(model_dir), quantization="none", dtype="float32", lora=None,
-                                     device="cpu", gradient_checkpointing=False), trainable=False)
+    policy = load_policy(
+        ModelConfig(
+            name_or_path=str(model_dir),
+            quantization="none",
+            dtype="float32",
+            lora=None,
+            device="cpu",
+            gradient_checkpointing=False,
+        ),
+        trainable=False,
+    )
     model = policy.model
     visual = policy.backbone.visual
     # A short run (the tests) cannot draw more than steps * batch_size images: make only those
@@ -120,7 +153,7 @@ def pretrain_tiny_vision(
     pixels: List[torch.Tensor] = []
     grids: List[torch.Tensor] = []
     for i in range(0, len(images), 64):
-        batch = policy.encode(images[i: i + 64])
+        batch = policy.encode(images[i : i + 64])
         grids.extend(batch.image_grid_thw)
         pixels.extend(torch.split(batch.pixel_values, batch.image_grid_thw.prod(-1).tolist()))
     target = _standardise(np.stack([low_level_stats(im) for im in images]))

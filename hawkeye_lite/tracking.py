@@ -60,8 +60,9 @@ class TensorBoardTracker(Tracker):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("logging.report_to: tensorboard needs the tensorboard package "
-                              "(pip install 'hawkeye-lite[tensorboard]')") from None
+            raise ConfigError(
+                "logging.report_to: tensorboard needs the tensorboard package (pip install 'hawkeye-lite[tensorboard]')"
+            ) from None
         self.log_dir = Path(run_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         if config:
@@ -91,16 +92,24 @@ class WandbTracker(Tracker):
         try:
             import wandb
         except ImportError:
-            raise ConfigError("logging.report_to: wandb needs the wandb package (pip install 'hawkeye-lite[wandb]')") from None
+            raise ConfigError(
+                "logging.report_to: wandb needs the wandb package (pip install 'hawkeye-lite[wandb]')"
+            ) from None
         self.wandb = wandb
         root = Path(run_dir) / "wandb"
         root.mkdir(parents=True, exist_ok=True)
         id_file = root / "run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "hawkeye-lite"), name=Path(run_dir).name,
-                              dir=str(run_dir), config=config or {}, id=run_id, resume="allow",
-                              reinit="create_new")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "hawkeye-lite"),
+            name=Path(run_dir).name,
+            dir=str(run_dir),
+            config=config or {},
+            id=run_id,
+            resume="allow",
+            reinit="create_new",
+        )
         # SFT, RL and eval records each count their own steps: give every namespace its own x axis
         # (W&B's global step must only grow, and the warm start's steps restart at 1).
         for ns in NAMESPACES.values():
@@ -128,10 +137,14 @@ def check_trackers(names: Iterable[str]) -> None:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise ConfigError(f"logging.report_to: {name} needs the {module} package (pip install 'hawkeye-lite[{name}]')")
+            raise ConfigError(
+                f"logging.report_to: {name} needs the {module} package (pip install 'hawkeye-lite[{name}]')"
+            ) from None
 
 
-def make_trackers(names: Iterable[str], run_dir: Path, *, config: Optional[dict] = None, resume: bool = False) -> List[Tracker]:
+def make_trackers(
+    names: Iterable[str], run_dir: Path, *, config: Optional[dict] = None, resume: bool = False
+) -> List[Tracker]:
     """One tracker per name of `logging.report_to`; a missing package is a ConfigError naming it."""
     made: List[Tracker] = []
     for name in names:

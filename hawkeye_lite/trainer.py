@@ -28,8 +28,17 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from .checkpoint import CONFIG_FILE, FINAL, atomic_dir, check_world_size, load_adapter, read_state, \
-    restore_training_state, save_checkpoint, write_model
+from .checkpoint import (
+    CONFIG_FILE,
+    FINAL,
+    atomic_dir,
+    check_world_size,
+    load_adapter,
+    read_state,
+    restore_training_state,
+    save_checkpoint,
+    write_model,
+)
 from .config import ConfigError, TrainConfig
 from .config_loader import dump_train_config, load_train_config
 from .distributed import Dist, picklable
@@ -44,15 +53,22 @@ from .update import update
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None,
-                 dist: Optional[Dist] = None):
+    def __init__(
+        self, cfg: TrainConfig, *, run_dir: Optional[Path] = None, log_stream=None, dist: Optional[Dist] = None
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.output_dir)
         # Data parallel (torchrun): rank 0 alone writes files and talks to the user.
         self.dist = dist or Dist.single()
-        self.log = Logger(self.run_dir, every=cfg.logging.every, progress=cfg.logging.progress, stream=log_stream,
-                          report_to=cfg.logging.report_to if self.dist.main else (), config=cfg.to_dict(),
-                          silent=not self.dist.main)
+        self.log = Logger(
+            self.run_dir,
+            every=cfg.logging.every,
+            progress=cfg.logging.progress,
+            stream=log_stream,
+            report_to=cfg.logging.report_to if self.dist.main else (),
+            config=cfg.to_dict(),
+            silent=not self.dist.main,
+        )
         self.policy = None
         self.optimizer = None
         self.step = 0  # RL steps done
@@ -73,8 +89,17 @@ class Trainer:
         p = cfg.objective.perception
         epoch = self.step * o.batch_size * o.grad_accum * dist.world / len(self.data.train)
         gamma = gamma_at(epoch, p.gamma0, p.kl_zero_epoch)
-        lr = set_lr(self.optimizer, lr_at(self.step, self.total_steps, lr=o.lr, warmup=o.warmup_steps,
-                                          schedule=o.schedule, min_ratio=o.min_lr_ratio))
+        lr = set_lr(
+            self.optimizer,
+            lr_at(
+                self.step,
+                self.total_steps,
+                lr=o.lr,
+                warmup=o.warmup_steps,
+                schedule=o.schedule,
+                min_ratio=o.min_lr_ratio,
+            ),
+        )
         t0 = time.time()
         # 1. sample: the step's images in slot order, and one rollout seed each
         records, seeds = step_records(self.data.train, self.step, cfg, dist.rank, dist.world)
@@ -84,8 +109,17 @@ class Trainer:
         # 6-7. the fused loss and the optimizer update, μ times; non-finite updates are dropped
         upd = update(self.policy, self.optimizer, exps, cfg, dist, gamma)
         self.step += 1
-        rec = step_record(self.step, epoch=epoch, lr=lr, gamma=gamma, exps=exps, upd=upd, sample_time=t_sample,
-                          device=self.policy.device, dist=dist)
+        rec = step_record(
+            self.step,
+            epoch=epoch,
+            lr=lr,
+            gamma=gamma,
+            exps=exps,
+            upd=upd,
+            sample_time=t_sample,
+            device=self.policy.device,
+            dist=dist,
+        )
         self._count_bad_step(rec, all_skipped=upd.skipped == o.mu)
         return rec
 
@@ -110,12 +144,16 @@ class Trainer:
             self.bad_streak = 0
             return
         self.bad_streak += 1
-        self.log.info(f"step {self.step}: non-finite loss or gradient, update skipped "
-                      f"({self.bad_streak} in a row, stopping at {o.max_bad_steps})")
+        self.log.info(
+            f"step {self.step}: non-finite loss or gradient, update skipped "
+            f"({self.bad_streak} in a row, stopping at {o.max_bad_steps})"
+        )
         if self.bad_streak >= o.max_bad_steps:
             self.log.write(rec)
-            raise TrainingError(f"{self.bad_streak} consecutive steps with a non-finite loss or gradient "
-                                f"(optim.max_bad_steps={o.max_bad_steps}); stopping. Lower optim.lr or check the data.")
+            raise TrainingError(
+                f"{self.bad_streak} consecutive steps with a non-finite loss or gradient "
+                f"(optim.max_bad_steps={o.max_bad_steps}); stopping. Lower optim.lr or check the data."
+            )
 
     # ------------------------------------------------------------------ setup
 
@@ -143,7 +181,7 @@ class Trainer:
         if self.dist.main:
             try:
                 out = fn()
-            except BaseException as e:  # noqa: BLE001 - re-raised on every rank below
+            except BaseException as e:
                 err = picklable(e)
         out = out if isinstance(out, (str, int, float, type(None))) else None  # only small results cross ranks
         out, err = self.dist.broadcast((out, err))
@@ -160,7 +198,7 @@ class Trainer:
             self.data = Dataset.load(self.cfg, lambda msg: None)
 
     def _prepare(self) -> None:
-        from .demo_model import ensure_demo_model
+        from .tiny_model import ensure_demo_model
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ensure_demo_model(self.cfg, self.run_dir, self.log)
@@ -222,15 +260,34 @@ class Trainer:
     def evaluate(self, tag: str) -> dict:
         from .heldout import evaluate_heldout
 
-        return evaluate_heldout(self.policy, self.cfg, self.data.eval, self.partners, dist=self.dist, log=self.log,
-                                step=self.step, tag=tag, chunk_size=self.cfg.objective.chunk_size)
+        return evaluate_heldout(
+            self.policy,
+            self.cfg,
+            self.data.eval,
+            self.partners,
+            dist=self.dist,
+            log=self.log,
+            step=self.step,
+            tag=tag,
+            chunk_size=self.cfg.objective.chunk_size,
+        )
 
     def save_checkpoint(self, rng=None) -> Path:
         """RUN/checkpoints/step-NNNNNN of the current step; `rng`: the torch RNG state to record
         (the step's starting one when a step was interrupted)."""
         self.saved_step = self.step
-        return save_checkpoint(self.run_dir, self.cfg, self.policy, self.optimizer, step=self.step, base=self.base,
-                               bad_streak=self.bad_streak, total_steps=self.total_steps, dist=self.dist, rng=rng)
+        return save_checkpoint(
+            self.run_dir,
+            self.cfg,
+            self.policy,
+            self.optimizer,
+            step=self.step,
+            base=self.base,
+            bad_streak=self.bad_streak,
+            total_steps=self.total_steps,
+            dist=self.dist,
+            rng=rng,
+        )
 
     def load_checkpoint(self, ckpt: Path) -> None:
         state = read_state(ckpt)
@@ -247,9 +304,18 @@ class Trainer:
     def save_final(self) -> Path:
         if not self.dist.main:
             return self.run_dir / FINAL
-        return atomic_dir(self.run_dir / FINAL, lambda out: write_model(
-            out, self.policy, self.cfg, base=self.base, step=self.step, total_steps=self.total_steps,
-            run_dir=self.run_dir))
+        return atomic_dir(
+            self.run_dir / FINAL,
+            lambda out: write_model(
+                out,
+                self.policy,
+                self.cfg,
+                base=self.base,
+                step=self.step,
+                total_steps=self.total_steps,
+                run_dir=self.run_dir,
+            ),
+        )
 
     # ------------------------------------------------------------------ the run
 
@@ -260,8 +326,13 @@ class Trainer:
         return run(self, resume=resume, max_steps=max_steps, overwrite=overwrite)
 
 
-def train(config: Optional[Path] = None, overrides: Sequence[str] = (), resume: Optional[Path] = None,
-          log_stream=None, overwrite: bool = False) -> RunResult:
+def train(
+    config: Optional[Path] = None,
+    overrides: Sequence[str] = (),
+    resume: Optional[Path] = None,
+    log_stream=None,
+    overwrite: bool = False,
+) -> RunResult:
     """`hawkeye-lite train`: config file (default: the built-in demo) + overrides, or --resume RUN
     (the run's saved config.yaml, plus any overrides). `overwrite` replaces a run already in
     output_dir (otherwise such a folder is refused). Under torchrun (WORLD_SIZE > 1) every
@@ -270,10 +341,14 @@ def train(config: Optional[Path] = None, overrides: Sequence[str] = (), resume: 
         resume = Path(resume)
         saved = resume / CONFIG_FILE
         if not saved.is_file():
-            what = "no such folder" if not resume.exists() else f"no {CONFIG_FILE} there (not a hawkeye-lite run folder)"
+            what = (
+                "no such folder" if not resume.exists() else f"no {CONFIG_FILE} there (not a hawkeye-lite run folder)"
+            )
             raise RunFolderError(f"--resume {resume}: {what}")
         if overwrite:
-            raise RunFolderError("--resume continues the run in its folder; --overwrite would delete it: use one of them")
+            raise RunFolderError(
+                "--resume continues the run in its folder; --overwrite would delete it: use one of them"
+            )
         cfg = load_train_config(saved, overrides)
     else:
         cfg = load_train_config(config, overrides)

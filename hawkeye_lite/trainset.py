@@ -74,8 +74,9 @@ def step_records(train: list, step: int, cfg: TrainConfig, rank: int = 0, world:
     o = cfg.optim
     records = []
     for micro in range(rank * o.grad_accum, (rank + 1) * o.grad_accum):
-        idx = batch_indices(len(train), step, micro, batch_size=o.batch_size, grad_accum=o.grad_accum * world,
-                            seed=cfg.seed)
+        idx = batch_indices(
+            len(train), step, micro, batch_size=o.batch_size, grad_accum=o.grad_accum * world, seed=cfg.seed
+        )
         records += [train[i] for i in idx]
     seeds = step_seeds(cfg.seed, step, len(records) * world)[rank * len(records) : (rank + 1) * len(records)]
     return records, seeds
@@ -154,8 +155,9 @@ class ImageReader:
             self.bad_ids.add(record.id)
             self.faults += 1
             msg = f"data fault: {e}"
-            self.log.write({"event": "data_fault", "step": self.step(), "id": record.id, "source": record.source,
-                            "error": str(e)})
+            self.log.write(
+                {"event": "data_fault", "step": self.step(), "id": record.id, "source": record.source, "error": str(e)}
+            )
             if self.cfg.data.on_bad == "fail":
                 raise DataFault(f"{msg} (data.on_bad: fail)") from None
             self.log.info(f"{msg}; skipped for the rest of the run and replaced in this batch")

@@ -55,22 +55,40 @@ def loss(policy, cfg: TrainConfig, exp: Experience, gamma: float, perception_sca
     hidden = policy.completion_hidden_states(exp.batch, exp.completion_ids, exp.completion_mask, feats)
     hidden_deg = exp.hidden_deg
     if on and hidden_deg is None:  # degraded_grad: the pass is part of the graph
-        hidden_deg = policy.completion_hidden_states(exp.batch_deg, exp.completion_ids, exp.completion_mask,
-                                                     None if vision_trainable else exp.feats_deg)
+        hidden_deg = policy.completion_hidden_states(
+            exp.batch_deg, exp.completion_ids, exp.completion_mask, None if vision_trainable else exp.feats_deg
+        )
     value, metrics = policy_loss_from_hidden(
-        hidden, policy.lm_head_weight, exp.completion_ids, exp.advantages, exp.completion_mask,
-        exp.old_logp, exp.ref_logp, hidden_deg if on else None,
-        beta=o.beta, eps_low=o.eps_low, eps_high=o.eps_high, loss_type=o.loss_type,
-        max_len=cfg.rollout.max_new_tokens, gamma=gamma * perception_scale if on else 0.0,
-        eta1=p.eta1 * perception_scale if on else 0.0, eta2=p.eta2 * perception_scale if on else 0.0,
-        temperature=cfg.rollout.temperature, chunk_size=o.chunk_size,
+        hidden,
+        policy.lm_head_weight,
+        exp.completion_ids,
+        exp.advantages,
+        exp.completion_mask,
+        exp.old_logp,
+        exp.ref_logp,
+        hidden_deg if on else None,
+        beta=o.beta,
+        eps_low=o.eps_low,
+        eps_high=o.eps_high,
+        loss_type=o.loss_type,
+        max_len=cfg.rollout.max_new_tokens,
+        gamma=gamma * perception_scale if on else 0.0,
+        eta1=p.eta1 * perception_scale if on else 0.0,
+        eta2=p.eta2 * perception_scale if on else 0.0,
+        temperature=cfg.rollout.temperature,
+        chunk_size=o.chunk_size,
     )
     if cfg.optim.mu > 1 and exp.old_logp is None:
         # The sampling policy's log-probs, for the μ-1 later updates on this batch.
         sel = exp.completion_mask.bool()
         with torch.no_grad():
-            lp = token_stats(hidden.detach()[sel], policy.lm_head_weight, exp.completion_ids[sel],
-                             temperature=cfg.rollout.temperature, chunk_size=o.chunk_size).logp
+            lp = token_stats(
+                hidden.detach()[sel],
+                policy.lm_head_weight,
+                exp.completion_ids[sel],
+                temperature=cfg.rollout.temperature,
+                chunk_size=o.chunk_size,
+            ).logp
         exp.old_logp = scatter(sel, lp)
     tokens = exp.completion_ids.shape[0] * (exp.batch.input_ids.shape[1] + exp.completion_ids.shape[1])
     return value, metrics, tokens
@@ -109,4 +127,3 @@ def update(policy, optimizer, exps: Sequence[Experience], cfg: TrainConfig, dist
         out.grad_norms.append(float(grad_norm))
     out.seconds = time.time() - t0
     return out
-

@@ -47,14 +47,24 @@ def sft_settings(cfg: TrainConfig) -> dict:
     """What the warm start is a function of: RUN/sft-base is reused only when these match."""
     from dataclasses import asdict
 
-    from .demo_model import tiny_settings
+    from .tiny_model import tiny_settings
 
     m = cfg.model
     name = str(Path(m.name_or_path).resolve()) if Path(m.name_or_path).exists() else m.name_or_path
-    out = {"sft": asdict(cfg.sft), "seed": cfg.seed, "rollout": {"prompt": cfg.rollout.prompt},
-           "model": {"name_or_path": name, "lora": asdict(m.lora) if m.lora else None, "dtype": m.dtype,
-                     "quantization": m.quantization, "min_pixels": m.min_pixels, "max_pixels": m.max_pixels},
-           "data": {"train": list(cfg.data.train), "split_seed": cfg.data.split_seed}}
+    out = {
+        "sft": asdict(cfg.sft),
+        "seed": cfg.seed,
+        "rollout": {"prompt": cfg.rollout.prompt},
+        "model": {
+            "name_or_path": name,
+            "lora": asdict(m.lora) if m.lora else None,
+            "dtype": m.dtype,
+            "quantization": m.quantization,
+            "min_pixels": m.min_pixels,
+            "max_pixels": m.max_pixels,
+        },
+        "data": {"train": list(cfg.data.train), "split_seed": cfg.data.split_seed},
+    }
     if cfg.sft.target != "mos":  # the random ratings are drawn from the reward's score range
         out["reward"] = {"score_min": cfg.reward.score_min, "score_max": cfg.reward.score_max}
     if cfg.tiny_model.build:
@@ -105,8 +115,10 @@ def warm_start(cfg: TrainConfig, run_dir: Path, train: list, images, load_policy
         recs, batch_images = images.load([train[i] for i in idx])
         batch = policy.encode(batch_images, cfg.rollout.prompt)
         ratings = [r.mos for r in recs] if s.target == "mos" else sft_format_ratings(cfg, step, len(recs))
-        texts = [sft_target(y, think=think, description=describe(r, im) if describe else None)
-                 for y, r, im in zip(ratings, recs, batch_images)]
+        texts = [
+            sft_target(y, think=think, description=describe(r, im) if describe else None)
+            for y, r, im in zip(ratings, recs, batch_images)
+        ]
         ids, mask = _pad([tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts], tok.pad_token_id)
         ids, mask = ids.to(policy.device), mask.to(policy.device)
         hidden = policy.completion_hidden_states(batch, ids, mask)
@@ -129,7 +141,6 @@ def warm_start(cfg: TrainConfig, run_dir: Path, train: list, images, load_policy
         write_settings(tmp, sft_settings(cfg))
 
     atomic_dir(out, write)
-    del policy, merged, opt
     return str(out.resolve())
 
 

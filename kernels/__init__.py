@@ -97,8 +97,9 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, **kw):
     return fn(logp, old_logp, ref_logp, advantages, mask, **kw)
 
 
-def policy_loss_from_hidden(hidden, weight, token_ids, advantages, mask, old_logp=None, ref_logp=None,
-                            hidden_deg=None, **kw):
+def policy_loss_from_hidden(
+    hidden, weight, token_ids, advantages, mask, old_logp=None, ref_logp=None, hidden_deg=None, **kw
+):
     """The whole objective from completion hidden states [S, T, H] and the lm_head weight:
     token_stats + policy_loss, fused so that forward also produces the gradient (one matmul
     fewer than the two ops in sequence). Returns (loss, metrics)."""

@@ -85,9 +85,20 @@ def group_advantages(
     w, u, mean, std = (torch.empty(B, dtype=torch.float32, device=r.device) for _ in range(4))
     if B > 0 and G > 0:
         _group_advantages_kernel[(B,)](
-            r, s, out, w, u, mean, std, G,
-            float(alpha), float(score_min), float(score_max), float(eps),
-            SCALE=bool(scale_rewards), USE_UNC=bool(use_uncertainty),
+            r,
+            s,
+            out,
+            w,
+            u,
+            mean,
+            std,
+            G,
+            float(alpha),
+            float(score_min),
+            float(score_max),
+            float(eps),
+            SCALE=bool(scale_rewards),
+            USE_UNC=bool(use_uncertainty),
             BLOCK_G=triton.next_power_of_2(G),
         )
     return GroupAdvantages(out, w, u, mean, std)

@@ -33,7 +33,7 @@ class _FusedObjective(torch.autograd.Function):
         m_full = mask.to(torch.float32)
         idx = torch.nonzero(m_full.reshape(-1) != 0).squeeze(1)  # only completion tokens cost anything
         N = idx.numel()
-        pick = lambda t: None if t is None else t.reshape(S * T, *t.shape[2:]).index_select(0, idx)  # noqa: E731
+        pick = lambda t: None if t is None else t.reshape(S * T, *t.shape[2:]).index_select(0, idx)
         h, hd, tok, m = pick(hidden), pick(hidden_deg), pick(token_ids), pick(m_full)
         old = pick(old_logp.detach().float()) if old_logp is not None else None
         ref = pick(ref_logp.detach().float()) if ref_logp is not None else None
@@ -56,17 +56,41 @@ class _FusedObjective(torch.autograd.Function):
             lp, kl, ent, entd, saved = stats_forward(z, tok[sl], zd, inv_t)
             # Each token is its own one-token "sequence" for the policy kernel: its advantage
             # and its sequence's weight c[s] ride along per token.
-            col = lambda t: None if t is None else t[:, None]  # noqa: E731
+            col = lambda t: None if t is None else t[:, None]
             g_lp, part = launch_policy_terms(
-                lp[:, None], col(None if old is None else old[sl]), col(None if ref is None else ref[sl]),
-                adv[sl], m[sl][:, None].contiguous(), cw[sl].contiguous(), col(kl), col(ent), col(entd),
-                beta, eps_low, eps_high,
+                lp[:, None],
+                col(None if old is None else old[sl]),
+                col(None if ref is None else ref[sl]),
+                adv[sl],
+                m[sl][:, None].contiguous(),
+                cw[sl].contiguous(),
+                col(kl),
+                col(ent),
+                col(entd),
+                beta,
+                eps_low,
+                eps_high,
             )
             sums += part.sum(0)
-            coef = lambda c: None if (c == 0.0 or not has_deg) else (m[sl] * (c / n_tok)).contiguous()  # noqa: E731
+            coef = lambda c: None if (c == 0.0 or not has_deg) else (m[sl] * (c / n_tok)).contiguous()
             g_kl, g_h, g_hd = coef(-gamma), coef(eta1), coef(eta2) if grad_deg else None
-            dh_c, dhd_c = chunk_grads(z, zd, tok[sl], inv_t, saved, ent, entd, g_lp[:, 0].contiguous(), g_kl, g_h,
-                                      g_hd, weight, h[sl], hd[sl] if g_hd is not None else None, d_w)
+            dh_c, dhd_c = chunk_grads(
+                z,
+                zd,
+                tok[sl],
+                inv_t,
+                saved,
+                ent,
+                entd,
+                g_lp[:, 0].contiguous(),
+                g_kl,
+                g_h,
+                g_hd,
+                weight,
+                h[sl],
+                hd[sl] if g_hd is not None else None,
+                d_w,
+            )
             d_h[sl] = dh_c
             if dhd_c is not None:
                 d_hd[sl] = dhd_c
@@ -91,7 +115,12 @@ class _FusedObjective(torch.autograd.Function):
             scatter(d_h) if need_h else None,
             (d_w * g_loss).to(ctx.w_dtype) if (need_w and d_w is not None) else None,
             scatter(d_hd) if (need_hd and d_hd is not None) else None,
-            None, None, None, None, None, None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
         )
 
 
@@ -116,14 +145,39 @@ def policy_loss_from_hidden(
     temperature: float = 1.0,
     chunk_size: Optional[int] = None,
 ):
-    check_objective_inputs(hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg,
-                           loss_type, max_len, gamma, eta1, eta2)
+    check_objective_inputs(
+        hidden,
+        weight,
+        token_ids,
+        advantages,
+        mask,
+        old_logp,
+        ref_logp,
+        hidden_deg,
+        loss_type,
+        max_len,
+        gamma,
+        eta1,
+        eta2,
+    )
     if ref_logp is not None and beta == 0.0:
         ref_logp = None
     S, T, _ = hidden.shape
     chunk = chunk_size or default_chunk_size(S * T, weight.shape[0])
-    opts = (float(beta), float(eps_low), float(eps_high), loss_type, max_len, float(gamma), float(eta1),
-            float(eta2), float(temperature), int(chunk))
-    loss, sums = _FusedObjective.apply(hidden, weight, hidden_deg, token_ids, advantages, mask, old_logp, ref_logp, opts)
+    opts = (
+        float(beta),
+        float(eps_low),
+        float(eps_high),
+        loss_type,
+        max_len,
+        float(gamma),
+        float(eta1),
+        float(eta2),
+        float(temperature),
+        int(chunk),
+    )
+    loss, sums = _FusedObjective.apply(
+        hidden, weight, hidden_deg, token_ids, advantages, mask, old_logp, ref_logp, opts
+    )
     terms = (True,) * 3 if hidden_deg is not None else (None,) * 3  # which perception metrics exist
     return loss, metrics_from_sums(sums, mask, ref_logp is not None, terms)

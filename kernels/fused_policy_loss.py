@@ -27,10 +27,28 @@ LOSS, LOW, HIGH, REF_KL, P_KL, ENT, ENT_DEG, NCOLS = range(8)
 
 @triton.jit
 def _policy_loss_kernel(
-    logp_ptr, old_ptr, ref_ptr, adv_ptr, mask_ptr, cw_ptr, klp_ptr, ent_ptr, entd_ptr,
-    grad_ptr, part_ptr, T, beta, eps_low, eps_high,
-    HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr, HAS_KLP: tl.constexpr, HAS_ENT: tl.constexpr,
-    HAS_ENTD: tl.constexpr, BLOCK_T: tl.constexpr, NCOL: tl.constexpr,
+    logp_ptr,
+    old_ptr,
+    ref_ptr,
+    adv_ptr,
+    mask_ptr,
+    cw_ptr,
+    klp_ptr,
+    ent_ptr,
+    entd_ptr,
+    grad_ptr,
+    part_ptr,
+    T,
+    beta,
+    eps_low,
+    eps_high,
+    HAS_OLD: tl.constexpr,
+    HAS_REF: tl.constexpr,
+    HAS_KLP: tl.constexpr,
+    HAS_ENT: tl.constexpr,
+    HAS_ENTD: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    NCOL: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
     base = seq * T
@@ -93,24 +111,59 @@ def launch_policy_terms(logp, old_logp, ref_logp, advantages, mask, cw, klp, ent
     S, T = logp.shape
     grad = torch.empty((S, T), dtype=torch.float32, device=logp.device)
     part = torch.zeros((S, NCOLS), dtype=torch.float32, device=logp.device)
-    c = lambda t: t.contiguous() if t is not None else logp  # noqa: E731  (dummy pointer when absent)
+    c = lambda t: t.contiguous() if t is not None else logp
     if S > 0 and T > 0:
         block = min(max(16, triton.next_power_of_2(T)), 1024 if logp.is_cuda else 4096)
         _policy_loss_kernel[(S,)](
-            c(logp), c(old_logp), c(ref_logp), advantages.contiguous(), mask, cw, c(klp), c(ent), c(entd),
-            grad, part, T, float(beta), float(eps_low), float(eps_high),
-            HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, HAS_KLP=klp is not None,
-            HAS_ENT=ent is not None, HAS_ENTD=entd is not None, BLOCK_T=block, NCOL=NCOLS,
+            c(logp),
+            c(old_logp),
+            c(ref_logp),
+            advantages.contiguous(),
+            mask,
+            cw,
+            c(klp),
+            c(ent),
+            c(entd),
+            grad,
+            part,
+            T,
+            float(beta),
+            float(eps_low),
+            float(eps_high),
+            HAS_OLD=old_logp is not None,
+            HAS_REF=ref_logp is not None,
+            HAS_KLP=klp is not None,
+            HAS_ENT=ent is not None,
+            HAS_ENTD=entd is not None,
+            BLOCK_T=block,
+            NCOL=NCOLS,
         )
     return grad, part
 
 
 class _PolicyLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logp, kl_perception, entropy, entropy_deg, old_logp, ref_logp, advantages, mask, cw,
-                beta, eps_low, eps_high, gamma, eta1, eta2):
-        grad, part = launch_policy_terms(logp, old_logp, ref_logp, advantages, mask, cw,
-                             kl_perception, entropy, entropy_deg, beta, eps_low, eps_high)
+    def forward(
+        ctx,
+        logp,
+        kl_perception,
+        entropy,
+        entropy_deg,
+        old_logp,
+        ref_logp,
+        advantages,
+        mask,
+        cw,
+        beta,
+        eps_low,
+        eps_high,
+        gamma,
+        eta1,
+        eta2,
+    ):
+        grad, part = launch_policy_terms(
+            logp, old_logp, ref_logp, advantages, mask, cw, kl_perception, entropy, entropy_deg, beta, eps_low, eps_high
+        )
         sums = part.sum(0)
         n_tok = mask.sum().clamp(min=1.0)
         loss = sums[LOSS] + (-gamma * sums[P_KL] + eta1 * sums[ENT] + eta2 * sums[ENT_DEG]) / n_tok
@@ -161,10 +214,21 @@ def policy_loss(
         ref_logp = None  # beta = 0 means no reference term at all (and no ref_kl metric)
     # A term whose coefficient is 0 still feeds its metric, but gets no gradient.
     loss, sums = _PolicyLoss.apply(
-        logp, kl_perception, entropy, entropy_deg,
-        None if old_logp is None else old_logp.detach(), None if ref_logp is None else ref_logp.detach(),
-        advantages.detach(), m, cw, float(beta), float(eps_low), float(eps_high),
-        float(gamma), float(eta1), float(eta2),
+        logp,
+        kl_perception,
+        entropy,
+        entropy_deg,
+        None if old_logp is None else old_logp.detach(),
+        None if ref_logp is None else ref_logp.detach(),
+        advantages.detach(),
+        m,
+        cw,
+        float(beta),
+        float(eps_low),
+        float(eps_high),
+        float(gamma),
+        float(eta1),
+        float(eta2),
     )
     return loss, metrics_from_sums(sums, m, ref_logp is not None, (kl_perception, entropy, entropy_deg))
 

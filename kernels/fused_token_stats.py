@@ -44,8 +44,26 @@ def _merge(m, s, a, m2, s2, a2):
 
 
 @triton.jit
-def _finish(row, z_row, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
-            m, s, a, c, md, sd, ad, HAS_DEG: tl.constexpr):
+def _finish(
+    row,
+    z_row,
+    tok_ptr,
+    inv_t,
+    logp_ptr,
+    kl_ptr,
+    ent_ptr,
+    entd_ptr,
+    saved_ptr,
+    N,
+    m,
+    s,
+    a,
+    c,
+    md,
+    sd,
+    ad,
+    HAS_DEG: tl.constexpr,
+):
     log_s = tl.log(s)
     tok = tl.load(tok_ptr + row)
     z_tok = tl.load(z_row + tok).to(tl.float32) * inv_t
@@ -65,9 +83,24 @@ def _finish(row, z_row, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, sav
 
 @triton.jit
 def _stats_fwd_kernel(
-    z_ptr, zd_ptr, tok_ptr, stride_z, stride_zd, V, inv_t,
-    logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N, part_ptr, SPAN,
-    HAS_DEG: tl.constexpr, SPLIT: tl.constexpr, BLOCK_V: tl.constexpr,
+    z_ptr,
+    zd_ptr,
+    tok_ptr,
+    stride_z,
+    stride_zd,
+    V,
+    inv_t,
+    logp_ptr,
+    kl_ptr,
+    ent_ptr,
+    entd_ptr,
+    saved_ptr,
+    N,
+    part_ptr,
+    SPAN,
+    HAS_DEG: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):
     # Program (row, k) streams columns [k * SPAN, (k + 1) * SPAN) of its row. With SPLIT = 1 it
     # owns the whole row and writes the outputs; otherwise it writes its partial softmax state
@@ -104,12 +137,31 @@ def _stats_fwd_kernel(
             mdb = tl.max(zd, axis=0)
             mdb_safe = tl.where(mdb == NEG_INF, 0.0, mdb)
             ed = tl.exp(zd - mdb_safe)
-            md, sd, ad, _, _ = _merge(md, sd, ad, mdb, tl.sum(ed, axis=0),
-                                      tl.sum(tl.where(lived, ed * (zd - mdb_safe), 0.0), axis=0))
+            md, sd, ad, _, _ = _merge(
+                md, sd, ad, mdb, tl.sum(ed, axis=0), tl.sum(tl.where(lived, ed * (zd - mdb_safe), 0.0), axis=0)
+            )
 
     if SPLIT == 1:
-        _finish(row, z_row, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
-                m, s, a, c, md, sd, ad, HAS_DEG)
+        _finish(
+            row,
+            z_row,
+            tok_ptr,
+            inv_t,
+            logp_ptr,
+            kl_ptr,
+            ent_ptr,
+            entd_ptr,
+            saved_ptr,
+            N,
+            m,
+            s,
+            a,
+            c,
+            md,
+            sd,
+            ad,
+            HAS_DEG,
+        )
     else:
         part = part_ptr + k * N + row  # [7, SPLIT, N]
         stride = SPLIT * N
@@ -125,8 +177,19 @@ def _stats_fwd_kernel(
 
 @triton.jit
 def _stats_combine_kernel(
-    z_ptr, tok_ptr, stride_z, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N, part_ptr,
-    HAS_DEG: tl.constexpr, SPLIT: tl.constexpr,
+    z_ptr,
+    tok_ptr,
+    stride_z,
+    inv_t,
+    logp_ptr,
+    kl_ptr,
+    ent_ptr,
+    entd_ptr,
+    saved_ptr,
+    N,
+    part_ptr,
+    HAS_DEG: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     stride = SPLIT * N
@@ -142,20 +205,59 @@ def _stats_combine_kernel(
         m, s, a, f1, f2 = _merge(m, s, a, tl.load(part), tl.load(part + stride), tl.load(part + 2 * stride))
         if HAS_DEG:
             c = f1 * c + f2 * tl.load(part + 3 * stride)
-            md, sd, ad, _, _ = _merge(md, sd, ad, tl.load(part + 4 * stride), tl.load(part + 5 * stride),
-                                      tl.load(part + 6 * stride))
-    _finish(row, z_ptr + row * stride_z, tok_ptr, inv_t, logp_ptr, kl_ptr, ent_ptr, entd_ptr, saved_ptr, N,
-            m, s, a, c, md, sd, ad, HAS_DEG)
+            md, sd, ad, _, _ = _merge(
+                md, sd, ad, tl.load(part + 4 * stride), tl.load(part + 5 * stride), tl.load(part + 6 * stride)
+            )
+    _finish(
+        row,
+        z_ptr + row * stride_z,
+        tok_ptr,
+        inv_t,
+        logp_ptr,
+        kl_ptr,
+        ent_ptr,
+        entd_ptr,
+        saved_ptr,
+        N,
+        m,
+        s,
+        a,
+        c,
+        md,
+        sd,
+        ad,
+        HAS_DEG,
+    )
 
 
 @triton.jit
 def _stats_bwd_kernel(
-    z_ptr, zd_ptr, tok_ptr, stride_z, stride_zd, V, inv_t,
-    saved_ptr, ent_ptr, entd_ptr, N,
-    g_lp_ptr, g_kl_ptr, g_h_ptr, g_hd_ptr,
-    dz_ptr, dzd_ptr, stride_dz, stride_dzd,
-    HAS_GLP: tl.constexpr, HAS_GKL: tl.constexpr, HAS_GH: tl.constexpr, HAS_GHD: tl.constexpr,
-    SPAN, NEED_ZD: tl.constexpr, BLOCK_V: tl.constexpr,
+    z_ptr,
+    zd_ptr,
+    tok_ptr,
+    stride_z,
+    stride_zd,
+    V,
+    inv_t,
+    saved_ptr,
+    ent_ptr,
+    entd_ptr,
+    N,
+    g_lp_ptr,
+    g_kl_ptr,
+    g_h_ptr,
+    g_hd_ptr,
+    dz_ptr,
+    dzd_ptr,
+    stride_dz,
+    stride_dzd,
+    HAS_GLP: tl.constexpr,
+    HAS_GKL: tl.constexpr,
+    HAS_GH: tl.constexpr,
+    HAS_GHD: tl.constexpr,
+    SPAN,
+    NEED_ZD: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):
     # Each element's gradient needs only its row's saved statistics: program (row, k) handles
     # columns [k * SPAN, (k + 1) * SPAN), no combine step.
@@ -220,8 +322,16 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def launch_params(n: int, V: int, device: torch.device, *, backward: bool = False, block_v: Optional[int] = None,
-                  num_warps: Optional[int] = None, split: Optional[int] = None):
+def launch_params(
+    n: int,
+    V: int,
+    device: torch.device,
+    *,
+    backward: bool = False,
+    block_v: Optional[int] = None,
+    num_warps: Optional[int] = None,
+    split: Optional[int] = None,
+):
     """(BLOCK_V, num_warps, split, span) for n rows of V logits. split > 1 cuts each row into
     that many column ranges of `span` (a multiple of BLOCK_V) so that few rows still fill the
     GPU. By default only the backward splits: it needs no combine step, and on an H200
@@ -234,7 +344,7 @@ def launch_params(n: int, V: int, device: torch.device, *, backward: bool = Fals
         if backward and device.type == "cuda":
             # Aim for ~16 programs per SM; never a part shorter than 4 blocks.
             sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-            while split < 16 and n * split < 16 * sms and V >= 8 * split * block_v:
+            while split < 16 and n * split < 16 * sms and 8 * split * block_v <= V:
                 split *= 2
     blocks = triton.cdiv(V, block_v)
     span = triton.cdiv(blocks, split) * block_v
@@ -260,13 +370,43 @@ def stats_forward(z: torch.Tensor, tok: torch.Tensor, zd: Optional[torch.Tensor]
         part = torch.empty((7, split, n), dtype=torch.float32, device=dev) if split > 1 else saved
         zd_arg = zd if has_deg else z
         _stats_fwd_kernel[(n, split)](
-            z, zd_arg, tok, z.stride(0), zd_arg.stride(0), V, inv_t,
-            logp, kl, ent, entd, saved, n, part, span,
-            HAS_DEG=has_deg, SPLIT=split, BLOCK_V=block_v, num_warps=warps,
+            z,
+            zd_arg,
+            tok,
+            z.stride(0),
+            zd_arg.stride(0),
+            V,
+            inv_t,
+            logp,
+            kl,
+            ent,
+            entd,
+            saved,
+            n,
+            part,
+            span,
+            HAS_DEG=has_deg,
+            SPLIT=split,
+            BLOCK_V=block_v,
+            num_warps=warps,
         )
         if split > 1:
-            _stats_combine_kernel[(n,)](z, tok, z.stride(0), inv_t, logp, kl, ent, entd, saved, n, part,
-                                        HAS_DEG=has_deg, SPLIT=split, num_warps=1)
+            _stats_combine_kernel[(n,)](
+                z,
+                tok,
+                z.stride(0),
+                inv_t,
+                logp,
+                kl,
+                ent,
+                entd,
+                saved,
+                n,
+                part,
+                HAS_DEG=has_deg,
+                SPLIT=split,
+                num_warps=1,
+            )
     if not has_deg:
         return logp, None, None, None, saved
     return logp, kl, ent, entd, saved
@@ -282,13 +422,33 @@ def stats_backward(z, tok, zd, inv_t, saved, ent, entd, g_lp, g_kl, g_h, g_hd, d
     zd_arg = zd if zd is not None else z
     dzd_arg = dzd if dzd is not None else dz
     _stats_bwd_kernel[(n, split)](
-        z, zd_arg, tok, z.stride(0), zd_arg.stride(0), V, inv_t,
-        saved, ent if ent is not None else dummy, entd if entd is not None else dummy, n,
-        g_lp if g_lp is not None else dummy, g_kl if g_kl is not None else dummy,
-        g_h if g_h is not None else dummy, g_hd if g_hd is not None else dummy,
-        dz, dzd_arg, dz.stride(0), dzd_arg.stride(0),
-        HAS_GLP=g_lp is not None, HAS_GKL=g_kl is not None, HAS_GH=g_h is not None, HAS_GHD=g_hd is not None,
-        SPAN=span, NEED_ZD=g_kl is not None or g_hd is not None, BLOCK_V=block_v, num_warps=warps,
+        z,
+        zd_arg,
+        tok,
+        z.stride(0),
+        zd_arg.stride(0),
+        V,
+        inv_t,
+        saved,
+        ent if ent is not None else dummy,
+        entd if entd is not None else dummy,
+        n,
+        g_lp if g_lp is not None else dummy,
+        g_kl if g_kl is not None else dummy,
+        g_h if g_h is not None else dummy,
+        g_hd if g_hd is not None else dummy,
+        dz,
+        dzd_arg,
+        dz.stride(0),
+        dzd_arg.stride(0),
+        HAS_GLP=g_lp is not None,
+        HAS_GKL=g_kl is not None,
+        HAS_GH=g_h is not None,
+        HAS_GHD=g_hd is not None,
+        SPAN=span,
+        NEED_ZD=g_kl is not None or g_hd is not None,
+        BLOCK_V=block_v,
+        num_warps=warps,
     )
 
 
@@ -347,8 +507,9 @@ class _TokenStatsFromLogits(torch.autograd.Function):
         if dz is None:  # only the degraded side needs a gradient; compute dz into scratch
             dz = torch.empty_like(z)
             need_z = False
-        stats_backward(z, tok, zd, ctx.inv_t, saved, ent, entd,
-                       _contig(g_lp), _contig(g_kl), _contig(g_h), _contig(g_hd), dz, dzd)
+        stats_backward(
+            z, tok, zd, ctx.inv_t, saved, ent, entd, _contig(g_lp), _contig(g_kl), _contig(g_h), _contig(g_hd), dz, dzd
+        )
         return (dz if need_z else None), None, dzd, None
 
 
@@ -409,10 +570,25 @@ class _TokenStats(torch.autograd.Function):
             z = chunk_logits(h, weight)  # recompute: cheaper than keeping [N, V] alive
             want_zd = g_kl is not None or g_hd is not None
             zd = chunk_logits(hidden_deg[sl], weight) if want_zd else None
-            pick = lambda g: None if g is None else g[sl].contiguous()  # noqa: E731
-            d_h, d_hd = chunk_grads(z, zd, tok[sl], ctx.inv_t, saved[:, sl].contiguous(), pick(ent), pick(entd),
-                                    pick(g_lp), pick(g_kl), pick(g_h), pick(g_hd), weight, h,
-                                    hidden_deg[sl] if g_hd is not None else None, d_weight, need_h=need_h)
+            pick = lambda g: None if g is None else g[sl].contiguous()
+            d_h, d_hd = chunk_grads(
+                z,
+                zd,
+                tok[sl],
+                ctx.inv_t,
+                saved[:, sl].contiguous(),
+                pick(ent),
+                pick(entd),
+                pick(g_lp),
+                pick(g_kl),
+                pick(g_h),
+                pick(g_hd),
+                weight,
+                h,
+                hidden_deg[sl] if g_hd is not None else None,
+                d_weight,
+                need_h=need_h,
+            )
             if need_h:
                 d_hidden[sl] = d_h
             if d_hd is not None:

@@ -163,7 +163,11 @@ def chunk_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     elsewhere the matmul's own dtype is upcast)."""
     if hidden.dtype != weight.dtype:
         raise TypeError(f"token_stats: hidden dtype {hidden.dtype} != weight dtype {weight.dtype}")
-    if hidden.is_cuda and hidden.dtype in (torch.bfloat16, torch.float16) and _mm_out_dtype_works(str(hidden.device), hidden.dtype):
+    if (
+        hidden.is_cuda
+        and hidden.dtype in (torch.bfloat16, torch.float16)
+        and _mm_out_dtype_works(str(hidden.device), hidden.dtype)
+    ):
         return _MatmulFloatOut.apply(hidden, weight)
     out = torch.mm(hidden, weight.t())
     return out if out.dtype == torch.float64 else out.float()
@@ -231,7 +235,9 @@ def _check_hidden(hidden, weight, token_ids, hidden_deg) -> None:
     if token_ids.shape != hidden.shape[:1]:
         raise ValueError(f"token_stats: token_ids shape {tuple(token_ids.shape)} != [N={hidden.shape[0]}]")
     if hidden_deg is not None and hidden_deg.shape != hidden.shape:
-        raise ValueError(f"token_stats: hidden_deg shape {tuple(hidden_deg.shape)} != hidden shape {tuple(hidden.shape)}")
+        raise ValueError(
+            f"token_stats: hidden_deg shape {tuple(hidden_deg.shape)} != hidden shape {tuple(hidden.shape)}"
+        )
 
 
 # --------------------------------------------------------------------------- policy loss
@@ -346,8 +352,9 @@ def policy_loss(
 # --------------------------------------------------------------------------- the whole objective
 
 
-def check_objective_inputs(hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg,
-                           loss_type, max_len, gamma, eta1, eta2) -> None:
+def check_objective_inputs(
+    hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg, loss_type, max_len, gamma, eta1, eta2
+) -> None:
     if hidden.dim() != 3:
         raise ValueError(f"policy_loss_from_hidden: hidden must be [S, T, H], got {tuple(hidden.shape)}")
     S, T, H = hidden.shape
@@ -395,17 +402,49 @@ def policy_loss_from_hidden(
 ):
     """The whole objective from completion hidden states [S, T, H]: by definition token_stats on
     the masked positions followed by policy_loss. Returns (loss, metrics)."""
-    check_objective_inputs(hidden, weight, token_ids, advantages, mask, old_logp, ref_logp, hidden_deg,
-                           loss_type, max_len, gamma, eta1, eta2)
+    check_objective_inputs(
+        hidden,
+        weight,
+        token_ids,
+        advantages,
+        mask,
+        old_logp,
+        ref_logp,
+        hidden_deg,
+        loss_type,
+        max_len,
+        gamma,
+        eta1,
+        eta2,
+    )
     sel = mask != 0
-    st = token_stats(hidden[sel], weight, token_ids[sel], hidden_deg[sel] if hidden_deg is not None else None,
-                     temperature=temperature, chunk_size=chunk_size)
+    st = token_stats(
+        hidden[sel],
+        weight,
+        token_ids[sel],
+        hidden_deg[sel] if hidden_deg is not None else None,
+        temperature=temperature,
+        chunk_size=chunk_size,
+    )
 
     def full(v):
         return None if v is None else torch.zeros(sel.shape, dtype=v.dtype, device=v.device).masked_scatter(sel, v)
 
     return policy_loss(
-        full(st.logp), old_logp, ref_logp, advantages, mask, beta=beta, eps_low=eps_low, eps_high=eps_high,
-        loss_type=loss_type, max_len=max_len, kl_perception=full(st.kl), entropy=full(st.entropy),
-        entropy_deg=full(st.entropy_deg), gamma=gamma, eta1=eta1, eta2=eta2,
+        full(st.logp),
+        old_logp,
+        ref_logp,
+        advantages,
+        mask,
+        beta=beta,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        loss_type=loss_type,
+        max_len=max_len,
+        kl_perception=full(st.kl),
+        entropy=full(st.entropy),
+        entropy_deg=full(st.entropy_deg),
+        gamma=gamma,
+        eta1=eta1,
+        eta2=eta2,
     )

@@ -28,7 +28,7 @@ def model_config(path, **kwargs):
 def tiny_model_dir(tmp_path_factory):
     key = str(tmp_path_factory.getbasetemp())
     if key not in _BUILT:
-        from hawkeye_lite.model import build_tiny_model
+        from hawkeye_lite.tiny_model import build_tiny_model
 
         _BUILT[key] = build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl"), seed=0)
     return _BUILT[key]

@@ -69,8 +69,14 @@ def test_bootstrap_matches_scipy_percentile(ab):
     for n in (5, 8):
         d = rng.normal(0.01, 0.02, size=n)
         lo, hi = ab.bootstrap_ci(d, seed=0)
-        ref = bootstrap((d,), np.mean, n_resamples=10_000, confidence_level=0.95, method="percentile",
-                        rng=np.random.default_rng(12345)).confidence_interval
+        ref = bootstrap(
+            (d,),
+            np.mean,
+            n_resamples=10_000,
+            confidence_level=0.95,
+            method="percentile",
+            rng=np.random.default_rng(12345),
+        ).confidence_interval
         # Two independent Monte-Carlo estimates of the same quantiles: the standard error of a
         # 2.5% quantile of 10,000 draws is ~0.03 bootstrap-sd, so 0.15 sd is ~4 sigma.
         sd = d.std(ddof=0) / math.sqrt(n)
@@ -93,8 +99,11 @@ def test_parse_gammas(ab):
 def test_summarise_and_table_with_missing_metrics(ab):
     rows = {
         "grpo": {0: {"srcc": 0.70, "plcc": 0.77}, 1: {"srcc": 0.68, "plcc": 0.76}, 2: {"srcc": 0.69, "plcc": 0.78}},
-        "both": {0: {"srcc": 0.71, "plcc": 0.78, "pkl": 2e-5}, 1: {"srcc": 0.70, "plcc": None, "pkl": 4e-5},
-                 2: {"srcc": 0.69, "plcc": 0.79}},
+        "both": {
+            0: {"srcc": 0.71, "plcc": 0.78, "pkl": 2e-5},
+            1: {"srcc": 0.70, "plcc": None, "pkl": 4e-5},
+            2: {"srcc": 0.69, "plcc": 0.79},
+        },
         "+unc": {0: {"srcc": 0.72}},
     }
     s = ab.summarise(rows, rows["grpo"], seed=0)
@@ -107,7 +116,9 @@ def test_summarise_and_table_with_missing_metrics(ab):
     assert s["+unc"]["delta"]["srcc"]["n"] == 1 and math.isnan(s["+unc"]["delta"]["srcc"]["lo"])
     table = ab.markdown_table(s, "variant")
     lines = table.splitlines()
-    assert lines[0].startswith("| variant | seeds | SRCC | PLCC | ΔSRCC vs grpo [95% CI] | ΔPLCC vs grpo [95% CI] | sens |")
+    assert lines[0].startswith(
+        "| variant | seeds | SRCC | PLCC | ΔSRCC vs grpo [95% CI] | ΔPLCC vs grpo [95% CI] | sens |"
+    )
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     grpo, both_line, unc = lines[2:]
     assert "| baseline | baseline |" in grpo and grpo.endswith("| — | — | — | — | — |")  # no mechanism metrics
@@ -120,26 +131,46 @@ def test_summarise_and_table_with_missing_metrics(ab):
 
 
 def test_eval_metrics_read_what_is_there(ab, tmp_path):
-    (tmp_path / "metrics.jsonl").write_text("\n".join([
-        json.dumps({"event": "eval", "tag": "before RL", "srcc": 0.5, "plcc": 0.6, "datasets": {}}),
-        json.dumps({"event": "step", "step": 1}),
-        json.dumps({"event": "eval", "tag": "after RL", "srcc": float("nan"), "plcc": 0.7, "sens": 0.1,
-                    "datasets": {"a": {"pkl": 1.0}, "b": {"pkl": 3.0, "score_std": 0.2}}}),
-        '{"event": "eval", "tag": "after', ""]))  # a line cut short by a kill
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps({"event": "eval", "tag": "before RL", "srcc": 0.5, "plcc": 0.6, "datasets": {}}),
+                json.dumps({"event": "step", "step": 1}),
+                json.dumps(
+                    {
+                        "event": "eval",
+                        "tag": "after RL",
+                        "srcc": float("nan"),
+                        "plcc": 0.7,
+                        "sens": 0.1,
+                        "datasets": {"a": {"pkl": 1.0}, "b": {"pkl": 3.0, "score_std": 0.2}},
+                    }
+                ),
+                '{"event": "eval", "tag": "after',
+                "",
+            ]
+        )
+    )  # a line cut short by a kill
     before, after = ab.read_evals(tmp_path)
     assert before["srcc"] == 0.5 and after["plcc"] == 0.7
     m = ab.eval_metrics(after)
     assert m["srcc"] is None and m["plcc"] == 0.7 and m["sens"] == 0.1
     assert m["pkl"] == 2.0  # every dataset has it: their mean, as the trainer does for srcc
     assert m["score_std"] is None and m["pkl_all"] is None  # one dataset lacks it / nobody has it
-    assert ab.eval_metrics(None) == {k: None for k in ab.METRICS + ("parse_rate",)}
+    assert ab.eval_metrics(None) == dict.fromkeys(ab.METRICS + ("parse_rate",))
 
 
 def test_a_collapsed_run_counts_as_srcc_zero_not_as_missing(ab):
     """A constant answer parses (parse_rate > 0) but has undefined SRCC/PLCC: it must weigh in the
     variant's mean as 0 rather than drop out and leave only the runs that learned."""
-    collapsed = {"event": "eval", "tag": "after RL", "srcc": float("nan"), "plcc": float("nan"),
-                 "parse_rate": 1.0, "score_std": 0.0}
+    collapsed = {
+        "event": "eval",
+        "tag": "after RL",
+        "srcc": float("nan"),
+        "plcc": float("nan"),
+        "parse_rate": 1.0,
+        "score_std": 0.0,
+    }
     learned = {"event": "eval", "tag": "after RL", "srcc": 0.6, "plcc": 0.5, "parse_rate": 0.98}
     unparsed = {"event": "eval", "tag": "after RL", "srcc": float("nan"), "plcc": float("nan"), "parse_rate": 0.0}
     m = ab.eval_metrics(collapsed)
@@ -157,8 +188,14 @@ def test_a_collapsed_run_counts_as_srcc_zero_not_as_missing(ab):
 
 
 def plan(ab, out, **kw):
-    args = dict(base=str(out / "warm" / "sft-base"), seeds=[0, 1], variants=list(ab.VARIANTS),
-                gammas=[0.0, 1e-4, 1e-2, 1.0], steps=None, sets=[])
+    args = dict(
+        base=str(out / "warm" / "sft-base"),
+        seeds=[0, 1],
+        variants=list(ab.VARIANTS),
+        gammas=[0.0, 1e-4, 1e-2, 1.0],
+        steps=None,
+        sets=[],
+    )
     args.update(kw)
     return ab.plan_runs(str(DEMO), out, **args)
 
@@ -167,9 +204,22 @@ def test_plan_runs_overrides_and_shared_gamma_run(ab, tmp_path):
     runs = plan(ab, tmp_path, steps=7, sets=["optim.lr=3e-4", "seed=9"])
     names = [r.name for r in runs]
     # Seed-major; γ0 = 1e-4 is the config's gamma0, so it is `both`, not a fifth run per seed.
-    assert names == ["grpo-seed0", "unc-seed0", "perc-seed0", "both-seed0", "both-g0-seed0", "both-g0.01-seed0",
-                     "both-g1-seed0", "grpo-seed1", "unc-seed1", "perc-seed1", "both-seed1", "both-g0-seed1",
-                     "both-g0.01-seed1", "both-g1-seed1"]
+    assert names == [
+        "grpo-seed0",
+        "unc-seed0",
+        "perc-seed0",
+        "both-seed0",
+        "both-g0-seed0",
+        "both-g0.01-seed0",
+        "both-g1-seed0",
+        "grpo-seed1",
+        "unc-seed1",
+        "perc-seed1",
+        "both-seed1",
+        "both-g0-seed1",
+        "both-g0.01-seed1",
+        "both-g1-seed1",
+    ]
     by = {r.name: r for r in runs}
     assert by["both-seed0"].rows == [("variants", "both"), ("gamma", "0.0001")]
     assert by["both-g0-seed1"].rows == [("gamma", "0")]
@@ -180,11 +230,21 @@ def test_plan_runs_overrides_and_shared_gamma_run(ab, tmp_path):
         assert c["seed"] == r.seed  # the RL seed wins over the user's seed=9 (which seeds the base)
         assert c["optim"]["max_steps"] == 7 and c["optim"]["lr"] == 3e-4
         assert c["output_dir"] == str(tmp_path / "runs" / r.name) and r.dir == tmp_path / "runs" / r.name
-    flags = {n: (by[n].config["objective"]["use_uncertainty"], by[n].config["objective"]["perception"]["enabled"])
-             for n in ("grpo-seed0", "unc-seed0", "perc-seed0", "both-seed0")}
-    assert flags == {"grpo-seed0": (False, False), "unc-seed0": (True, False), "perc-seed0": (False, True),
-                     "both-seed0": (True, True)}
-    assert [by[f"both-g{g}-seed0"].config["objective"]["perception"]["gamma0"] for g in ("0", "0.01", "1")] == [0, 0.01, 1]
+    flags = {
+        n: (by[n].config["objective"]["use_uncertainty"], by[n].config["objective"]["perception"]["enabled"])
+        for n in ("grpo-seed0", "unc-seed0", "perc-seed0", "both-seed0")
+    }
+    assert flags == {
+        "grpo-seed0": (False, False),
+        "unc-seed0": (True, False),
+        "perc-seed0": (False, True),
+        "both-seed0": (True, True),
+    }
+    assert [by[f"both-g{g}-seed0"].config["objective"]["perception"]["gamma0"] for g in ("0", "0.01", "1")] == [
+        0,
+        0.01,
+        1,
+    ]
 
 
 def test_plan_shares_whichever_gamma_equals_the_configs(ab, tmp_path):
@@ -193,8 +253,10 @@ def test_plan_shares_whichever_gamma_equals_the_configs(ab, tmp_path):
     assert "both-g0.01-seed0" not in by and "both-g0.0001-seed0" in by
     assert by["both-seed0"].rows == [("variants", "both"), ("gamma", "0.01")]
     # Without a sweep, and with a subset of variants:
-    assert [r.name for r in plan(ab, tmp_path, variants=["grpo", "both"], gammas=[], seeds=[0])] == ["grpo-seed0",
-                                                                                                  "both-seed0"]
+    assert [r.name for r in plan(ab, tmp_path, variants=["grpo", "both"], gammas=[], seeds=[0])] == [
+        "grpo-seed0",
+        "both-seed0",
+    ]
 
 
 def test_plan_rejects_a_bad_override_before_any_work(ab, tmp_path):
@@ -248,9 +310,13 @@ def test_run_states(ab, tmp_path):
     # A final/ without the "after" eval in the log is not finished.
     runs["grpo-seed0"].dir.joinpath("metrics.jsonl").write_text("")
     assert ab.run_state(runs["grpo-seed0"])[0] == "restart"
-    assert ab.train_command(runs["unc-seed0"], "resume", str(DEMO))[-3:] == ["train", "--resume", str(runs["unc-seed0"].dir)]
+    assert ab.train_command(runs["unc-seed0"], "resume", str(DEMO))[-3:] == [
+        "train",
+        "--resume",
+        str(runs["unc-seed0"].dir),
+    ]
     cmd = ab.train_command(runs["perc-seed0"], "restart", str(DEMO))
-    assert cmd[-1] == "--overwrite" and "seed=0" in cmd and ["--config", str(DEMO)] == cmd[cmd.index("--config"):][:2]
+    assert cmd[-1] == "--overwrite" and "seed=0" in cmd and ["--config", str(DEMO)] == cmd[cmd.index("--config") :][:2]
     # main refuses the changed folder before any work, naming it.
     assert ab.main(["--config", str(DEMO), "--out", str(tmp_path), "--seeds", "1", "--gammas", "none"]) == 2
 
@@ -270,24 +336,57 @@ def test_finished_runs_are_not_rerun_and_make_the_tables(ab, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     sets = [f"model.name_or_path={tmp_path / 'no-model'}", "tiny_model.build=false"]
     fake_warm_start(ab, tmp_path / "out", sets)
-    runs = plan(ab, tmp_path / "out", base=str((tmp_path / "out" / "warm" / "sft-base").resolve()), seeds=[0, 1, 2],
-                variants=["grpo", "both"], gammas=[0.0, 1e-4], sets=sets)
-    after = {("grpo", 0): 0.70, ("grpo", 1): 0.68, ("grpo", 2): 0.69, ("both", 0): 0.72, ("both", 1): 0.69,
-             ("both", 2): 0.70, ("both-g0", 0): 0.71, ("both-g0", 1): 0.70, ("both-g0", 2): 0.69}
+    runs = plan(
+        ab,
+        tmp_path / "out",
+        base=str((tmp_path / "out" / "warm" / "sft-base").resolve()),
+        seeds=[0, 1, 2],
+        variants=["grpo", "both"],
+        gammas=[0.0, 1e-4],
+        sets=sets,
+    )
+    after = {
+        ("grpo", 0): 0.70,
+        ("grpo", 1): 0.68,
+        ("grpo", 2): 0.69,
+        ("both", 0): 0.72,
+        ("both", 1): 0.69,
+        ("both", 2): 0.70,
+        ("both-g0", 0): 0.71,
+        ("both-g0", 1): 0.70,
+        ("both-g0", 2): 0.69,
+    }
     for r in runs:
         slug = r.name.rsplit("-seed", 1)[0]
         extra = {"sens": 0.3, "pkl": 1e-4} if slug == "both" else {}
         fake_run(r, before={"srcc": 0.7, "plcc": 0.78}, after={"srcc": after[slug, r.seed], "plcc": 0.8, **extra})
     monkeypatch.setattr(ab.subprocess, "Popen", lambda *a, **k: pytest.fail("a finished run was started again"))
-    argv = ["--config", str(DEMO), "--out", str(tmp_path / "out"), "--seeds", "3", "--variants", "grpo", "both",
-            "--gammas", "0,1e-4", "--jobs", "2", "--bootstrap-seed", "5"] + sum((["--set", s] for s in sets), [])
+    argv = [
+        "--config",
+        str(DEMO),
+        "--out",
+        str(tmp_path / "out"),
+        "--seeds",
+        "3",
+        "--variants",
+        "grpo",
+        "both",
+        "--gammas",
+        "0,1e-4",
+        "--jobs",
+        "2",
+        "--bootstrap-seed",
+        "5",
+    ] + sum((["--set", s] for s in sets), [])
     assert ab.main(argv) == 0
     printed = capsys.readouterr().out
     assert "warm start: reusing" in printed and "9 done" in printed
     assert "numpy Generator seed 5" in printed and "machine: " in printed and "command: bench/ablation.py" in printed
     md = (tmp_path / "out" / "ablation.md").read_text()
     assert md in printed
-    assert "| warm start (before RL; all runs) | 6 | 0.7000 ± 0.0000 | 0.7800 ± 0.0000 | — |" in md  # the six runs' identical before-RL evals
+    assert (
+        "| warm start (before RL; all runs) | 6 | 0.7000 ± 0.0000 | 0.7800 ± 0.0000 | — |" in md
+    )  # the six runs' identical before-RL evals
     both = next(line for line in md.splitlines() if line.startswith("| both |"))
     assert "| both | 3 | 0.7033 ± 0.0153 |" in both and "+0.0133 [" in both and "| 0.3000 ± 0.0000 |" in both
     g0 = next(line for line in md.splitlines() if line.startswith("| 0 |"))
@@ -305,12 +404,35 @@ def test_finished_runs_are_not_rerun_and_make_the_tables(ab, tmp_path, monkeypat
 def test_a_new_warm_start_under_old_runs_is_refused(ab, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sets = [f"model.name_or_path={tmp_path / 'no-model'}", "tiny_model.build=false"]
-    runs = plan(ab, tmp_path / "out", base=str((tmp_path / "out" / "warm" / "sft-base").resolve()), seeds=[0],
-                variants=["grpo"], gammas=[], sets=sets)
+    runs = plan(
+        ab,
+        tmp_path / "out",
+        base=str((tmp_path / "out" / "warm" / "sft-base").resolve()),
+        seeds=[0],
+        variants=["grpo"],
+        gammas=[],
+        sets=sets,
+    )
     fake_run(runs[0], after={"srcc": 0.7})
     # No OUT/warm/sft-base (deleted, or another config's): a new one would not be these runs' base.
-    assert ab.main(["--config", str(DEMO), "--out", str(tmp_path / "out"), "--seeds", "1", "--variants", "grpo",
-                    "--gammas", "none"] + sum((["--set", s] for s in sets), [])) == 2
+    assert (
+        ab.main(
+            [
+                "--config",
+                str(DEMO),
+                "--out",
+                str(tmp_path / "out"),
+                "--seeds",
+                "1",
+                "--variants",
+                "grpo",
+                "--gammas",
+                "none",
+            ]
+            + sum((["--set", s] for s in sets), [])
+        )
+        == 2
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -318,12 +440,39 @@ def test_a_new_warm_start_under_old_runs_is_refused(ab, tmp_path, monkeypatch):
 
 def test_tiny_ablation_end_to_end(ab, tiny, demo_dir, tmp_path, capsys):
     out = tmp_path / "abl"
-    sets = [f"model.name_or_path={tiny}", "tiny_model.build=false", f"data.train=[demo:{demo_dir}]",
-            "sft.steps=2", "sft.batch_size=2", "optim.batch_size=2", "optim.warmup_steps=0",
-            "rollout.num_generations=2", "rollout.max_new_tokens=6", "eval.samples=2", "eval.max_images=4",
-            "logging.plot=false", "checkpoint.every=0", "data.check_images=none"]
-    argv = ["--config", str(DEMO), "--out", str(out), "--seeds", "1", "--variants", "grpo", "both",
-            "--gammas", "1e-4", "--steps", "1", "--jobs", "2"] + sum((["--set", s] for s in sets), [])
+    sets = [
+        f"model.name_or_path={tiny}",
+        "tiny_model.build=false",
+        f"data.train=[demo:{demo_dir}]",
+        "sft.steps=2",
+        "sft.batch_size=2",
+        "optim.batch_size=2",
+        "optim.warmup_steps=0",
+        "rollout.num_generations=2",
+        "rollout.max_new_tokens=6",
+        "eval.samples=2",
+        "eval.max_images=4",
+        "logging.plot=false",
+        "checkpoint.every=0",
+        "data.check_images=none",
+    ]
+    argv = [
+        "--config",
+        str(DEMO),
+        "--out",
+        str(out),
+        "--seeds",
+        "1",
+        "--variants",
+        "grpo",
+        "both",
+        "--gammas",
+        "1e-4",
+        "--steps",
+        "1",
+        "--jobs",
+        "2",
+    ] + sum((["--set", s] for s in sets), [])
     assert ab.main(argv) == 0, capsys.readouterr()
     printed = capsys.readouterr().out
     assert "warm start: built" in printed and "2 to start" in printed

@@ -12,8 +12,24 @@ def test_loss_passes_bench_runs_and_both_ways_agree(tmp_path):
     spec = importlib.util.spec_from_file_location("hawkeye_bench_loss_passes", ROOT / "bench" / "loss_passes.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = mod.main(["--preset", "tiny", "--images", "2", "--generations", "3", "--tokens", "5", "--repeats", "1",
-                    "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    out = mod.main(
+        [
+            "--preset",
+            "tiny",
+            "--images",
+            "2",
+            "--generations",
+            "3",
+            "--tokens",
+            "5",
+            "--repeats",
+            "1",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--markdown",
+            str(tmp_path / "r.md"),
+        ]
+    )
     assert out["hidden_max_abs_diff"] < 1e-4
     assert out["grad_rel_diff"] < 1e-4
     assert set(out["seconds"]) == {"no_grad_repeated", "no_grad_shared", "grad_repeated", "grad_shared"}

@@ -25,9 +25,9 @@ def test_build_model_quantises_the_language_model_only(memory):
     import bitsandbytes as bnb
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from hawkeye_lite.model import _build_tokenizer
+    from hawkeye_lite.tiny_model import build_tokenizer
 
-    tok = _build_tokenizer(400)
+    tok = build_tokenizer(400)
     preset = memory.PRESETS["tiny"]
     config = memory.qwen_config(preset, tok)
     twin = memory.qwen_config(memory.twin_preset(preset, 448), tok)
@@ -50,18 +50,47 @@ def test_build_model_quantises_the_language_model_only(memory):
 def test_one_full_step_in_phases(memory, tmp_path):
     r, tokens = 8, 4
     saved_clip = torch.nn.utils.clip_grad_norm_
-    result = memory.main(["--preset", "tiny", "--device", "cpu", "--max-new-tokens", str(tokens), "--image-size", "56",
-                          "--steps", "1", "--lora-r", str(r), "--json", str(tmp_path / "m.json"),
-                          "--markdown", str(tmp_path / "m.md")])
+    result = memory.main(
+        [
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            str(tokens),
+            "--image-size",
+            "56",
+            "--steps",
+            "1",
+            "--lora-r",
+            str(r),
+            "--json",
+            str(tmp_path / "m.json"),
+            "--markdown",
+            str(tmp_path / "m.md"),
+        ]
+    )
     assert torch.nn.utils.clip_grad_norm_ is saved_clip  # the instrumentation is undone
     (step,) = result["steps"]
     assert step["completion_len"] == tokens  # stop tokens suppressed: every completion runs to the end
     assert math.isfinite(step["loss"]) and math.isfinite(step["grad_norm"])
     phases = [row["phase"] for row in result["phases"]]
-    assert phases == ["load + encode images", "vision tower (original)", "rollouts", "rewards + advantages",
-                      "reference forward (adapter off)", "reference log-probs", "encode degraded",
-                      "vision tower (degraded)", "degraded forward (no grad)", "policy forward",
-                      "fused loss (fwd + grad)", "backward", "grad clip", "optimizer step"]
+    assert phases == [
+        "load + encode images",
+        "vision tower (original)",
+        "rollouts",
+        "rewards + advantages",
+        "reference forward (adapter off)",
+        "reference log-probs",
+        "encode degraded",
+        "vision tower (degraded)",
+        "degraded forward (no grad)",
+        "policy forward",
+        "fused loss (fwd + grad)",
+        "backward",
+        "grad clip",
+        "optimizer step",
+    ]
     # LoRA on q, k, v, o, gate, up, down of every layer: r * (in + out) each.
     t = memory.PRESETS["tiny"]["text"]
     h, kv = t["hidden_size"], t["num_key_value_heads"] * t["hidden_size"] // t["num_attention_heads"]
@@ -73,8 +102,26 @@ def test_one_full_step_in_phases(memory, tmp_path):
 def test_step_wide_rollouts_in_phases(memory, tmp_path):
     """--grad-accum 2: both micro-batches' images are rolled out in one decode (one rollouts
     phase), with the dense rollout copy made once, then learned on in two micro-batches."""
-    result = memory.main(["--preset", "tiny", "--device", "cpu", "--max-new-tokens", "3", "--image-size", "56",
-                          "--steps", "1", "--lora-r", "4", "--grad-accum", "2", "--rollout-weights", "bf16"])
+    result = memory.main(
+        [
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "3",
+            "--image-size",
+            "56",
+            "--steps",
+            "1",
+            "--lora-r",
+            "4",
+            "--grad-accum",
+            "2",
+            "--rollout-weights",
+            "bf16",
+        ]
+    )
     phases = [row["phase"] for row in result["phases"]]
     assert phases.count("rollouts") == 1 and phases.count("rollout weights (dequantise)") == 1
     assert phases.index("rollout weights (dequantise)") < phases.index("rollouts")
@@ -88,8 +135,24 @@ def test_rollout_bench_tiny_preset(tmp_path):
     spec = importlib.util.spec_from_file_location("hawkeye_bench_rollout", ROOT / "bench" / "rollout.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    result = mod.main(["--preset", "tiny", "--device", "cpu", "--rows", "8,16", "--max-new-tokens", "5",
-                       "--lora-r", "4", "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    result = mod.main(
+        [
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--rows",
+            "8,16",
+            "--max-new-tokens",
+            "5",
+            "--lora-r",
+            "4",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--markdown",
+            str(tmp_path / "r.md"),
+        ]
+    )
     cases = [(r["rows"], r["case"]) for r in result["results"]]
     assert cases == [(8, "loop"), (8, "engine"), (8, "engine_bf16"), (16, "loop"), (16, "engine"), (16, "engine_bf16")]
     assert all(r["tokens"] == r["rows"] * 5 and r["tokens_per_s"] > 0 for r in result["results"])

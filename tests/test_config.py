@@ -26,15 +26,19 @@ def test_paper_configs_load(name):
 
 
 def test_overrides_are_coerced_to_field_types():
-    cfg = load_train_config(None, [
-        "optim.lr=1e-4",  # PyYAML reads this as a string; the float field takes it
-        "rollout.num_generations=4",
-        "objective.perception.degradation.kinds=[noise, blur]",
-        "model.lora.r=8",
-        "optim.max_steps=null", "optim.epochs=2",
-        "objective.scale_rewards=false",
-        "eval.max_images=none",
-    ])
+    cfg = load_train_config(
+        None,
+        [
+            "optim.lr=1e-4",  # PyYAML reads this as a string; the float field takes it
+            "rollout.num_generations=4",
+            "objective.perception.degradation.kinds=[noise, blur]",
+            "model.lora.r=8",
+            "optim.max_steps=null",
+            "optim.epochs=2",
+            "objective.scale_rewards=false",
+            "eval.max_images=none",
+        ],
+    )
     assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.rollout.num_generations == 4
     assert cfg.objective.perception.degradation.kinds == ("noise", "blur")
@@ -50,21 +54,24 @@ def test_resolved_config_round_trips():
     assert train_config_from_dict(yaml.safe_load(dump_train_config(cfg))) == cfg
 
 
-@pytest.mark.parametrize("override, key", [
-    ("optim.lrr=1", "optim.lrr"),
-    ("nonsense=1", "nonsense"),
-    ("objective.perception.eta2=0.01", "objective.perception.eta2"),  # no gradient without degraded_grad
-    ("rollout.num_generations=1", "rollout.num_generations"),
-    ("optim.lr=fast", "optim.lr"),
-    ("model.lora.r=0", "model.lora.r"),
-    ("model.quantization=int8", "model.quantization"),
-    ("objective.loss_type=ppo", "objective.loss_type"),
-    ("optim.max_steps=null", "optim.max_steps"),  # neither steps nor epochs
-    ("optim.lr.x=1", "optim.lr.x"),
-    ("rollout.prompt=no_think", "reward.require_think"),  # would punish the answer the prompt asks for
-    ("objective.use_uncertainty=maybe", "objective.use_uncertainty"),
-    ("model.lora=null", "objective.beta"),  # no adapter -> no reference policy
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.lrr=1", "optim.lrr"),
+        ("nonsense=1", "nonsense"),
+        ("objective.perception.eta2=0.01", "objective.perception.eta2"),  # no gradient without degraded_grad
+        ("rollout.num_generations=1", "rollout.num_generations"),
+        ("optim.lr=fast", "optim.lr"),
+        ("model.lora.r=0", "model.lora.r"),
+        ("model.quantization=int8", "model.quantization"),
+        ("objective.loss_type=ppo", "objective.loss_type"),
+        ("optim.max_steps=null", "optim.max_steps"),  # neither steps nor epochs
+        ("optim.lr.x=1", "optim.lr.x"),
+        ("rollout.prompt=no_think", "reward.require_think"),  # would punish the answer the prompt asks for
+        ("objective.use_uncertainty=maybe", "objective.use_uncertainty"),
+        ("model.lora=null", "objective.beta"),  # no adapter -> no reference policy
+    ],
+)
 def test_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_train_config(None, [override])

@@ -13,7 +13,8 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
 def test_page_matches_the_code():
     assert PAGE.read_text(encoding="utf-8") == config_doc.render(), (
-        "docs/config.md is out of date: run `python -m hawkeye_lite.config_doc docs/config.md`")
+        "docs/config.md is out of date: run `python -m hawkeye_lite.config_doc docs/config.md`"
+    )
 
 
 def test_every_key_has_a_meaning_and_every_section_a_summary():

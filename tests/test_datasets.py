@@ -12,7 +12,15 @@ import pytest
 from PIL import Image
 
 from hawkeye_lite.data import (
-    DataError, IQARecord, assign_splits, check_image, load_records, map_mos, parse_spec, split_specs, write_json,
+    DataError,
+    IQARecord,
+    assign_splits,
+    check_image,
+    load_records,
+    map_mos,
+    parse_spec,
+    split_specs,
+    write_json,
 )
 
 
@@ -25,10 +33,16 @@ def img(path: Path, seed: int = 0, size=(24, 16), fmt=None) -> Path:
 
 def png_header(w: int, h: int) -> bytes:
     """A PNG that declares w x h pixels but holds almost no data (a bomb / a 0-pixel image)."""
+
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def by_id(res):
@@ -53,18 +67,22 @@ def test_json_paper_format_deqa_format_and_jsonl(tmp_path):
     assert r["a"].image == str((tmp_path / "imgs" / "a.png").resolve())
     assert r["a"].image_deg == str((tmp_path / "deg" / "a_deg.png").resolve())
     assert r["b"].std == pytest.approx(0.4) and r["b"].split == "train"
-    assert r["a"].source.endswith("paper.json:2")       # line of the entry's opening brace
+    assert r["a"].source.endswith("paper.json:2")  # line of the entry's opening brace
 
     # DeQA-Score meta: "image" (string) + gt_score + std, relative to root=
-    deqa = [{"image": "a.png", "gt_score": 2.25, "gt_score_norm": 0.3, "std": 0.5},
-            {"image": "b.png", "gt_score": 4.0, "gt_score_norm": 0.7, "std": 0.6}]
+    deqa = [
+        {"image": "a.png", "gt_score": 2.25, "gt_score_norm": 0.3, "std": 0.5},
+        {"image": "b.png", "gt_score": 4.0, "gt_score_norm": 0.7, "std": 0.6},
+    ]
     (tmp_path / "deqa.json").write_text(json.dumps(deqa))
     res = load_records(f"json:{tmp_path / 'deqa.json'}?root={tmp_path / 'imgs'}&test_frac=0.5")
-    r = by_id(res)   # no id field: the image path as written is the id
+    r = by_id(res)  # no id field: the image path as written is the id
     assert r["a.png"].mos == 2.25 and r["b.png"].std == pytest.approx(0.6)
-    assert sorted(x.split for x in res.records) == ["test", "train"]   # seeded split, no split field
+    assert sorted(x.split for x in res.records) == ["test", "train"]  # seeded split, no split field
 
-    (tmp_path / "x.jsonl").write_text('{"images": ["imgs/a.png"], "gt_score": 2}\n\n{"images": ["imgs/b.png"], "gt_score": 3}\n')
+    (tmp_path / "x.jsonl").write_text(
+        '{"images": ["imgs/a.png"], "gt_score": 2}\n\n{"images": ["imgs/b.png"], "gt_score": 3}\n'
+    )
     res = load_records(f"json:{tmp_path / 'x.jsonl'}")
     assert [x.mos for x in res.records] == [2.0, 3.0]
     assert res.records[1].source.endswith("x.jsonl:3")
@@ -72,8 +90,17 @@ def test_json_paper_format_deqa_format_and_jsonl(tmp_path):
 
 def test_json_roundtrip_through_write_json(tmp_path):
     p = img(tmp_path / "i" / "a.png")
-    rec = IQARecord(id="a", image=str(p.resolve()), mos=3.0, mos_raw=50.0, mos_range=(0.0, 100.0),
-                    dataset="spaq", split="test", std=0.2, ref="a")
+    rec = IQARecord(
+        id="a",
+        image=str(p.resolve()),
+        mos=3.0,
+        mos_raw=50.0,
+        mos_range=(0.0, 100.0),
+        dataset="spaq",
+        split="test",
+        std=0.2,
+        ref="a",
+    )
     write_json([rec], tmp_path / "out" / "d.json")
     data = json.loads((tmp_path / "out" / "d.json").read_text())
     assert data[0]["images"] == ["../i/a.png"] and data[0]["gt_score"] == 3.0
@@ -114,8 +141,12 @@ def test_koniq_sets_file_and_split_column(tmp_path):
     d = tmp_path / "koniq"
     # the sets file of the authors' metadata repo: c1..c5 are rating *fractions*, its MOS column is
     # the 0-100 z-score MOS (not used), SD is already on 1-5, a set column
-    rows = [("1.jpg", (1, 0, 0, 0, 0), 9.0, 0.4, "training"), ("2.jpg", (0, 0, 0, 0, 1), 95.0, 0.3, "validation"),
-            ("3.jpg", (0.1, 0.2, 0.4, 0.2, 0.1), 50.0, 1.1, "test"), ("4.jpg", (0, 0.5, 0.5, 0, 0), 30.0, 0.5, "training")]
+    rows = [
+        ("1.jpg", (1, 0, 0, 0, 0), 9.0, 0.4, "training"),
+        ("2.jpg", (0, 0, 0, 0, 1), 95.0, 0.3, "validation"),
+        ("3.jpg", (0.1, 0.2, 0.4, 0.2, 0.1), 50.0, 1.1, "test"),
+        ("4.jpg", (0, 0.5, 0.5, 0, 0), 30.0, 0.5, "training"),
+    ]
     for i, (n, *_rest) in enumerate(rows):
         img(d / "1024x768" / n, i)
     lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set"]
@@ -126,20 +157,22 @@ def test_koniq_sets_file_and_split_column(tmp_path):
     assert [r[n].split for n, *_ in rows] == ["train", "val", "test", "train"]
     assert r["1.jpg"].mos == 1.0 and r["2.jpg"].mos == 5.0 and r["3.jpg"].mos == pytest.approx(3.0)
     assert r["4.jpg"].mos == pytest.approx(2.5) and r["4.jpg"].mos_raw == pytest.approx(2.5)
-    assert r["3.jpg"].std == pytest.approx(1.1) and r["3.jpg"].mos_range == (1.0, 5.0)   # SD not rescaled
+    assert r["3.jpg"].std == pytest.approx(1.1) and r["3.jpg"].mos_range == (1.0, 5.0)  # SD not rescaled
     assert r["1.jpg"].image == str(d / "1024x768" / "1.jpg") and r["1.jpg"].dataset == "koniq"
     assert res.summaries[0].splits == {"train": 2, "val": 1, "test": 1}
     assert "sum k*c_k" in res.format() and "koniq10k_distributions_sets.csv" in res.format()
     # c1..c5 as counts (any scale of the distribution): divided by their sum
     (d / "koniq10k_distributions_sets.csv").write_text(
-        "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\n1.jpg,0,3,1,0,0,4,40,0.4,training\n")
+        "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\n1.jpg,0,3,1,0,0,4,40,0.4,training\n"
+    )
     assert load_records(f"koniq:{d}").records[0].mos == pytest.approx(2.25)
     # the scores file: MOS on 1-5 (MOS_zscore on 0-100), no set column -> seeded split
     (d / "koniq10k_distributions_sets.csv").unlink()
     (d / "koniq10k_scores_and_distributions.csv").write_text(
         "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"
         "1.jpg,1,2,3,4,5,15,1.0,0.5,1.0\n2.jpg,1,2,3,4,5,15,4.6,0.4,90.0\n"
-        "3.jpg,1,2,3,4,5,15,3.2,0.3,55.0\n4.jpg,1,2,3,4,5,15,2.0,0.6,25.0\n")
+        "3.jpg,1,2,3,4,5,15,3.2,0.3,55.0\n4.jpg,1,2,3,4,5,15,2.0,0.6,25.0\n"
+    )
     res = load_records(f"koniq:{d}?test_frac=0.5&seed=3")
     r = by_id(res)
     assert r["3.jpg"].mos == pytest.approx(3.2) and r["3.jpg"].std == pytest.approx(0.3)
@@ -182,11 +215,14 @@ def test_spaq_csv_export_and_xlsx_hint(tmp_path):
     (d / "Annotations").mkdir()
     (d / "Annotations" / "MOS and Image attribute scores.csv").write_text(
         "Image name,MOS,Brightness,Colorfulness,Contrast,Noisiness,Sharpness\n"
-        "00001.jpg,50,1,2,3,4,5\n00002.jpg,0,1,2,3,4,5\n00003.jpg,100,1,2,3,4,5\n")
+        "00001.jpg,50,1,2,3,4,5\n00002.jpg,0,1,2,3,4,5\n00003.jpg,100,1,2,3,4,5\n"
+    )
     r = by_id(load_records(f"spaq:{d}"))
     assert r["00001.jpg"].mos == 3.0 and r["00002.jpg"].mos == 1.0 and r["00003.jpg"].mos == 5.0
     assert r["00001.jpg"].mos_range == (0.0, 100.0)
-    (d / "Annotations" / "MOS and Image attribute scores.csv").rename(d / "Annotations" / "MOS and Image attribute scores.xlsx")
+    (d / "Annotations" / "MOS and Image attribute scores.csv").rename(
+        d / "Annotations" / "MOS and Image attribute scores.xlsx"
+    )
     with pytest.raises(DataError, match="export its first sheet to CSV"):
         load_records(f"spaq:{d}")
 
@@ -299,9 +335,21 @@ def messy(tmp_path):
     (d / "zero.png").write_bytes(png_header(0, 12))
     (d / "bomb.png").write_bytes(png_header(40000, 40000))
     img(d / "big.png", 3, size=(80, 80))
-    rows = [("ok1.png", "3"), ("ok2.jpg", "4"), ("missing.png", "3"), ("trunc.jpg", "3"), ("garbage.png", "3"),
-            ("empty.png", "3"), ("zero.png", "3"), ("bomb.png", "3"), ("ok1.png", "abc"), ("ok2.jpg", "7.5"),
-            ("ok1.png", ""), ("ok1.png", "nan"), ("ok1.png", "2")]
+    rows = [
+        ("ok1.png", "3"),
+        ("ok2.jpg", "4"),
+        ("missing.png", "3"),
+        ("trunc.jpg", "3"),
+        ("garbage.png", "3"),
+        ("empty.png", "3"),
+        ("zero.png", "3"),
+        ("bomb.png", "3"),
+        ("ok1.png", "abc"),
+        ("ok2.jpg", "7.5"),
+        ("ok1.png", ""),
+        ("ok1.png", "nan"),
+        ("ok1.png", "2"),
+    ]
     (d / "m.csv").write_text("image,mos\n" + "".join(f"{a},{b}\n" for a, b in rows))
     return d
 
@@ -311,9 +359,19 @@ def test_bad_records_skipped_reported_and_counted(messy):
     assert sorted(r.id for r in res.records) == ["ok1.png", "ok2.jpg"]
     bad = {b.line: b for b in res.bad}
     f = str(messy / "m.csv")
-    expected = {4: "missing image", 5: "truncated image", 6: "unreadable image", 7: "empty image",
-                8: "zero-sized image", 9: "oversized image", 10: "non-numeric MOS", 11: "out-of-range MOS",
-                12: "non-numeric MOS", 13: "non-numeric MOS", 14: "duplicate"}
+    expected = {
+        4: "missing image",
+        5: "truncated image",
+        6: "unreadable image",
+        7: "empty image",
+        8: "zero-sized image",
+        9: "oversized image",
+        10: "non-numeric MOS",
+        11: "out-of-range MOS",
+        12: "non-numeric MOS",
+        13: "non-numeric MOS",
+        14: "duplicate",
+    }
     assert {ln: b.kind for ln, b in bad.items()} == expected
     assert all(b.file == f for b in bad.values())
     assert str(bad[11]) == f"{f}:11: MOS 7.5 outside the dataset range [1, 5]"
@@ -332,7 +390,7 @@ def test_bad_record_fatal_with_on_bad_fail(messy):
 def test_max_pixels_and_check_modes(messy):
     assert check_image(str(messy / "big.png"), max_pixels=1000)[0] == "oversized image"
     assert check_image(str(messy / "big.png")) is None
-    assert check_image(str(messy / "trunc.jpg"), mode="header") is None      # header-only does not decode
+    assert check_image(str(messy / "trunc.jpg"), mode="header") is None  # header-only does not decode
     assert check_image(str(messy / "trunc.jpg"), mode="full")[0] == "truncated image"
     res = load_records(f"csv:{messy / 'm.csv'}?range=1,5", check_images="none")
     assert "trunc.jpg" in {r.id for r in res.records}
@@ -388,9 +446,17 @@ def test_folder_or_url_is_not_reported_as_missing(tmp_path):
     for kind in ("koniq", "kadid", "spaq", "livec", "pipal", "csiq", "agiqa"):
         with pytest.raises(DataError, match=rf"is a file, but {kind}: expects the .* folder"):
             load_records(f"{kind}:{f}")
-    for spec in ("https://example.org/koniq/test.json", "json:https://example.org/a.json", "hf://datasets/x/y/meta.json",
-                 "csv:s3://bucket/scores.csv", "koniq:http://host/koniq", "txt:hf://datasets/a/b.txt"):
-        with pytest.raises(DataError, match=r"is a [a-z0-9]+:// URL; data specs read local files only\. Download it first") as e:
+    for spec in (
+        "https://example.org/koniq/test.json",
+        "json:https://example.org/a.json",
+        "hf://datasets/x/y/meta.json",
+        "csv:s3://bucket/scores.csv",
+        "koniq:http://host/koniq",
+        "txt:hf://datasets/a/b.txt",
+    ):
+        with pytest.raises(
+            DataError, match=r"is a [a-z0-9]+:// URL; data specs read local files only\. Download it first"
+        ) as e:
             load_records(spec)
         assert "not found" not in str(e.value)
     (tmp_path / "k").mkdir()
@@ -399,8 +465,15 @@ def test_folder_or_url_is_not_reported_as_missing(tmp_path):
     # inside a file: an image entry that is a folder or a URL is a bad record saying so
     (tmp_path / "img_dir.png").mkdir()
     img(tmp_path / "ok.png")
-    (tmp_path / "e.json").write_text(json.dumps([{"image": "img_dir.png", "gt_score": 3}, {"image": "https://x/a.png", "gt_score": 3},
-                                                 {"image": "ok.png", "gt_score": 3}]))
+    (tmp_path / "e.json").write_text(
+        json.dumps(
+            [
+                {"image": "img_dir.png", "gt_score": 3},
+                {"image": "https://x/a.png", "gt_score": 3},
+                {"image": "ok.png", "gt_score": 3},
+            ]
+        )
+    )
     res = load_records(f"json:{tmp_path / 'e.json'}")
     assert [b.kind for b in res.bad] == ["image is a folder", "image is a URL"] and len(res.records) == 1
     # a missing file in a missing folder says so
@@ -409,8 +482,13 @@ def test_folder_or_url_is_not_reported_as_missing(tmp_path):
 
 
 def test_unknown_kind_is_named_never_file_not_found(tmp_path):
-    for spec, kind, hint in (("cvs:foo.csv", "cvs", "csv"), ("xyz:dir", "xyz", None), ("koniq10k:/d/koniq", "koniq10k", "koniq"),
-                             ("jsn:/a/b.json?root=/x", "jsn", "json"), ("tid2013:/d/tid", "tid2013", None)):
+    for spec, kind, hint in (
+        ("cvs:foo.csv", "cvs", "csv"),
+        ("xyz:dir", "xyz", None),
+        ("koniq10k:/d/koniq", "koniq10k", "koniq"),
+        ("jsn:/a/b.json?root=/x", "jsn", "json"),
+        ("tid2013:/d/tid", "tid2013", None),
+    ):
         with pytest.raises(DataError) as e:
             load_records(spec)
         msg = str(e.value)
@@ -441,7 +519,9 @@ def test_non_utf8_label_files_name_the_line_and_the_option(tmp_path):
     with pytest.raises(DataError, match=r"l2\.txt:2: not valid utf-8"):
         load_records(f"txt:{tmp_path / 'l2.txt'}")
     assert len(load_records(f"txt:{tmp_path / 'l2.txt'}?encoding=latin-1").records) == 2
-    (tmp_path / "l3.json").write_bytes(json.dumps([{"image": "café.png", "gt_score": 3}], ensure_ascii=False).encode("latin-1"))
+    (tmp_path / "l3.json").write_bytes(
+        json.dumps([{"image": "café.png", "gt_score": 3}], ensure_ascii=False).encode("latin-1")
+    )
     with pytest.raises(DataError, match=r"l3\.json:1: not valid utf-8 .*encoding=latin-1"):
         load_records(f"json:{tmp_path / 'l3.json'}")
     d = tmp_path / "PIPAL"
@@ -459,6 +539,7 @@ def test_non_utf8_label_files_name_the_line_and_the_option(tmp_path):
     # binary files are named for what they are, not as an encoding problem
     import gzip
     import zipfile
+
     (tmp_path / "g.json").write_bytes(gzip.compress(b"[]"))
     with pytest.raises(DataError, match=r"g\.json: is gzip-compressed"):
         load_records(f"json:{tmp_path / 'g.json'}")
@@ -479,8 +560,12 @@ def test_txt_reader_columns_separators_and_errors(tmp_path):
     assert "columns name score std split (tab-separated); line 1 read as a header" in res.format()
     # cols= with a skipped column and a full-reference list
     (tmp_path / "fr.txt").write_text("ref.png c.png x 0.25\nref.png a.png x 0.75\n")
-    r = by_id(load_records(f"txt:{tmp_path / 'fr.txt'}?cols=ref,name,_,score&root={tmp_path / 'imgs'}&range=0,1&lower_better=1",
-                           check_images="none"))
+    r = by_id(
+        load_records(
+            f"txt:{tmp_path / 'fr.txt'}?cols=ref,name,_,score&root={tmp_path / 'imgs'}&range=0,1&lower_better=1",
+            check_images="none",
+        )
+    )
     assert r["c.png"].mos == 4.0 and r["c.png"].ref == "ref.png"
     with pytest.raises(DataError, match="unknown column 'quality'"):
         load_records(f"txt:{tmp_path / 'fr.txt'}?cols=name,quality")
@@ -497,12 +582,12 @@ def test_label_names_found_in_subfolders_but_never_guessed(tmp_path):
     (tmp_path / "db" / "l.txt").write_text("img7.bmp 3\nimg1.bmp 2\njpeg/img1 4\n1024x768/k.jpg 3\nnested/k.jpg 2\n")
     res = load_records(f"txt:{tmp_path / 'db' / 'l.txt'}")
     r = by_id(res)
-    assert r["img7.bmp"].image == str(tmp_path / "db" / "jpeg" / "img7.bmp")        # the only img7.bmp
-    assert r["jpeg/img1"].image == str(tmp_path / "db" / "jpeg" / "img1.bmp")       # extension added
-    assert r["1024x768/k.jpg"].image == str(tmp_path / "db" / "x" / "1024x768" / "k.jpg")   # path suffix
+    assert r["img7.bmp"].image == str(tmp_path / "db" / "jpeg" / "img7.bmp")  # the only img7.bmp
+    assert r["jpeg/img1"].image == str(tmp_path / "db" / "jpeg" / "img1.bmp")  # extension added
+    assert r["1024x768/k.jpg"].image == str(tmp_path / "db" / "x" / "1024x768" / "k.jpg")  # path suffix
     bad = {b.line: b for b in res.bad}
     assert bad[2].kind == "missing image" and bad[2].reason.endswith(str(tmp_path / "db" / "img1.bmp"))  # 2 candidates
-    assert bad[5].kind == "missing image"                                           # k.jpg is not under nested/
+    assert bad[5].kind == "missing image"  # k.jpg is not under nested/
 
 
 def test_suite_spec_errors_and_file(tmp_path):
@@ -522,9 +607,13 @@ def test_suite_spec_errors_and_file(tmp_path):
     img(tmp_path / "a.png")
     (tmp_path / "a.json").write_text(json.dumps([{"image": "a.png", "gt_score": 3}]))
     (tmp_path / "b.csv").write_text("image,mos\na.png,60\n")
-    (tmp_path / "mine.txt").write_text("# my protocol\njson:{root}/a.json?split=test\n\ncsv:{root}/b.csv?split=test&range=0,100  # 0-100\n")
+    (tmp_path / "mine.txt").write_text(
+        "# my protocol\njson:{root}/a.json?split=test\n\ncsv:{root}/b.csv?split=test&range=0,100  # 0-100\n"
+    )
     res = load_records(f"suite:{tmp_path / 'mine.txt'}?root={tmp_path}")
-    assert [(s.dataset, s.n_kept) for s in res.summaries] == [("a", 1), ("b", 1)] and res.records[1].mos == pytest.approx(3.4)
+    assert [(s.dataset, s.n_kept) for s in res.summaries] == [("a", 1), ("b", 1)] and res.records[
+        1
+    ].mos == pytest.approx(3.4)
     (tmp_path / "loop.txt").write_text(f"suite:{tmp_path / 'mine.txt'}\n")
     with pytest.raises(DataError, match="cannot include another suite"):
         load_records(f"suite:{tmp_path / 'loop.txt'}")
@@ -532,11 +621,24 @@ def test_suite_spec_errors_and_file(tmp_path):
 
 def test_json_one_line_list_reports_entries_and_key_variants(tmp_path):
     img(tmp_path / "a.png")
-    data = [{"img_path": "a.png", "gt_score": "3.5"}, {"path": "a.png", "mos": 2, "id": "dup"}, {"image": ["a.png", "b.png"], "score": "x"},
-            {"images": [], "gt_score": 3}, {"id": "a.png->4.25", "image": "a.png"}, 7]
-    (tmp_path / "q.json").write_text(json.dumps(data))       # one line, as Q-Align ships them
+    data = [
+        {"img_path": "a.png", "gt_score": "3.5"},
+        {"path": "a.png", "mos": 2, "id": "dup"},
+        {"image": ["a.png", "b.png"], "score": "x"},
+        {"images": [], "gt_score": 3},
+        {"id": "a.png->4.25", "image": "a.png"},
+        7,
+    ]
+    (tmp_path / "q.json").write_text(json.dumps(data))  # one line, as Q-Align ships them
     res = load_records(f"json:{tmp_path / 'q.json'}")
-    assert [(r.id, r.mos, r.source.rsplit(":", 1)[1]) for r in res.records] == [("a.png", 3.5, "entry 1"), ("dup", 2.0, "entry 2")]
-    assert [(b.line, b.kind) for b in res.bad] == [("entry 3", "non-numeric MOS"), ("entry 4", "no image"),
-                                                   ("entry 5", "duplicate"), ("entry 6", "no image")]
+    assert [(r.id, r.mos, r.source.rsplit(":", 1)[1]) for r in res.records] == [
+        ("a.png", 3.5, "entry 1"),
+        ("dup", 2.0, "entry 2"),
+    ]
+    assert [(b.line, b.kind) for b in res.bad] == [
+        ("entry 3", "non-numeric MOS"),
+        ("entry 4", "no image"),
+        ("entry 5", "duplicate"),
+        ("entry 6", "no image"),
+    ]
     assert "score from gt_score (2), mos (1), score (1), id (name->score) (1)" in res.format()

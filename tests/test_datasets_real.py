@@ -65,7 +65,12 @@ def koniq_expected():
     out = {}
     for r in rows_of(META / "koniq10k" / "koniq10k_distributions_sets.csv"):
         c = [float(r[f"c{k}"]) for k in range(1, 6)]
-        out[r["image_name"]] = (sum(k * ck for k, ck in zip(range(1, 6), c)) / sum(c), float(r["SD"]), r["set"], float(r["MOS"]))
+        out[r["image_name"]] = (
+            sum(k * ck for k, ck in zip(range(1, 6), c)) / sum(c),
+            float(r["SD"]),
+            r["set"],
+            float(r["MOS"]),
+        )
     return out
 
 
@@ -91,13 +96,13 @@ def test_koniq_official_sets_file_gives_the_papers_1_to_5_mos_and_sd(tmp_path):
     d = tmp_path / "koniq10k"
     shutil.copy(META / "koniq10k" / "koniq10k_distributions_sets.csv", d.mkdir() or d)
     place(d / "1024x768" / n for n in exp)
-    (d / "1024x768" / "10004473376.jpg").unlink()           # one image missing: one bad record
-    res = load_records(f"koniq:{d}")                        # full image check
+    (d / "1024x768" / "10004473376.jpg").unlink()  # one image missing: one bad record
+    res = load_records(f"koniq:{d}")  # full image check
     r = by_id(res)
     assert len(r) == 10072 and [b.kind for b in res.bad] == ["missing image"]
     assert max(abs(r[n].mos - exp[n][0]) for n in r) < 1e-9
     assert max(abs(r[n].mos - m5[n]) for n in r) < 1e-6
-    assert max(abs(r[n].std - exp[n][1]) for n in r) == 0.0   # SD is 1-5 already: as given
+    assert max(abs(r[n].std - exp[n][1]) for n in r) == 0.0  # SD is 1-5 already: as given
     assert r["10007357496.jpg"].std == pytest.approx(0.580003024795)
     want = Counter({"training": "train", "validation": "val", "test": "test"}[v[2]] for n, v in exp.items() if n in r)
     assert res.summaries[0].splits == want and want == {"train": 7057, "val": 1000, "test": 2015}
@@ -116,7 +121,9 @@ def test_koniq_scores_file_layout_gives_the_same_numbers(tmp_path):
     lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore"]
     for r in src:
         counts = [round(float(r[f"c{k}"]) * int(r["c_total"])) for k in range(1, 6)]
-        lines.append(f"{r['image_name']},{','.join(map(str, counts))},{r['c_total']},{exp[r['image_name']][0]!r},{r['SD']},{r['MOS']}")
+        lines.append(
+            f"{r['image_name']},{','.join(map(str, counts))},{r['c_total']},{exp[r['image_name']][0]!r},{r['SD']},{r['MOS']}"
+        )
     d.mkdir()
     (d / "koniq10k_scores_and_distributions.csv").write_text("\n".join(lines) + "\n")
     place(d / "512x384" / n for n in exp)
@@ -132,11 +139,11 @@ def test_koniq_pyiqa_csv_and_txt_agree_with_the_official_file(tmp_path):
     exp = koniq_expected()
     place(tmp_path / "1024x768" / n for n in exp)
     res = load_records(f"pyiqa:{META / 'pyiqa_meta_info' / 'meta_info_KonIQ10kDataset.csv'}?root={tmp_path}")
-    r = by_id(res)                       # bare names found under root/1024x768
+    r = by_id(res)  # bare names found under root/1024x768
     assert len(r) == 10073 and not res.bad
     assert max(abs(r[n].mos - exp[n][0]) for n in r) < 1e-9 and max(abs(r[n].std - exp[n][1]) for n in r) == 0.0
     sets = {"training": "train", "validation": "val", "test": "test"}
-    assert all(r[n].split == sets[exp[n][2]] for n in r)     # pyiqa's 0/1/2 is the official split
+    assert all(r[n].split == sets[exp[n][2]] for n in r)  # pyiqa's 0/1/2 is the official split
     # the older header-less .txt has no c1..c5: the 0-100 MOS column, mapped from 0-100; std 1-5 as given
     t = by_id(load_records(f"pyiqa:{META / 'pyiqa_meta_info' / 'meta_info_KonIQ10kDataset.txt'}", check_images="none"))
     assert len(t) == 10073 and all(t[n].split == sets[exp[n][2]] for n in t)
@@ -150,7 +157,10 @@ def test_koniq_pyiqa_csv_and_txt_agree_with_the_official_file(tmp_path):
 def test_livec_official_mat_files(tmp_path):
     import scipy.io
 
-    names = [str(np.asarray(x).reshape(-1)[0]) for x in scipy.io.loadmat(META / "livec" / "AllImages_release.mat")["AllImages_release"].reshape(-1)]
+    names = [
+        str(np.asarray(x).reshape(-1)[0])
+        for x in scipy.io.loadmat(META / "livec" / "AllImages_release.mat")["AllImages_release"].reshape(-1)
+    ]
     mos = scipy.io.loadmat(META / "livec" / "AllMOS_release.mat")["AllMOS_release"].reshape(-1)
     sd = scipy.io.loadmat(META / "livec" / "AllStdDev_release.mat")["AllStdDev_release"].reshape(-1)
     assert len(names) == 1169 and names[:7] == [f"t{i}.bmp" for i in range(1, 8)]
@@ -167,14 +177,18 @@ def test_livec_official_mat_files(tmp_path):
         assert rec.mos_raw == mos[i] and rec.mos == pytest.approx(1 + 4 * mos[i] / 100)
         assert rec.std == pytest.approx(sd[i] * 4 / 100)
     # pyiqa's CSV holds the same entries: read through livec: when it is what the folder has
-    py = {x["img_name"]: float(x["mos"]) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_LIVEChallengeDataset.csv")}
+    py = {
+        x["img_name"]: float(x["mos"]) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_LIVEChallengeDataset.csv")
+    }
     assert all(py[n] == pytest.approx(r[n].mos_raw, abs=1e-9) for n in r)
     d2 = tmp_path / "livec_pyiqa"
     d2.mkdir()
     shutil.copy(META / "pyiqa_meta_info" / "meta_info_LIVEChallengeDataset.csv", d2)
     place(d2 / "Images" / n for n in names[7:])
     r2 = by_id(load_records(f"livec:{d2}"))
-    assert set(r2) == set(r) and all(r2[n].mos == pytest.approx(r[n].mos) and r2[n].std == pytest.approx(r[n].std) for n in r)
+    assert set(r2) == set(r) and all(
+        r2[n].mos == pytest.approx(r[n].mos) and r2[n].std == pytest.approx(r[n].std) for n in r
+    )
 
 
 # ----------------------------------------------------------------------------- AGIQA-3K
@@ -196,7 +210,7 @@ def test_agiqa_official_data_csv_crlf(tmp_path):
     splits_of_prompt = {}
     for x in rows:
         splits_of_prompt.setdefault(x["prompt"], set()).add(r[x["name"]].split)
-    assert all(len(s) == 1 for s in splits_of_prompt.values())   # a prompt never in two splits
+    assert all(len(s) == 1 for s in splits_of_prompt.values())  # a prompt never in two splits
     # Q-Align's agi.json: img_path + gt_score as a numeric *string*, 0-5: inferred, same numbers
     q = load_records(f"json:{META / 'q_align_test_jsons' / 'agi.json'}", check_images="none")
     assert len(q.records) == 2982 and q.summaries[0].mos_range == (0.0, 5.0)
@@ -215,7 +229,7 @@ def test_qalign_koniq_and_spaq_json_0_100_inferred(tmp_path):
     r = by_id(res)
     assert len(r) == 2010 and not res.bad and res.summaries[0].mos_range == (0.0, 100.0)
     assert "MOS range 0-100 inferred" in res.format()
-    for n, rec in r.items():      # id "name->score": the name is the id; gt_score is the 0-100 MOS column
+    for n, rec in r.items():  # id "name->score": the name is the id; gt_score is the 0-100 MOS column
         assert exp[n][2] == "test" and rec.mos_raw == pytest.approx(exp[n][3], abs=1e-9)
         assert rec.mos == pytest.approx(1 + 4 * exp[n][3] / 100)
     spaq = {x["Image name"]: float(x["MOS"]) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_SPAQDataset.csv")}
@@ -225,17 +239,19 @@ def test_qalign_koniq_and_spaq_json_0_100_inferred(tmp_path):
 
 
 def test_qalign_kadid_score_from_id_and_other_jsons():
-    kadid = {x["dist_name"]: float(x["dmos"]) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv")}
+    kadid = {
+        x["dist_name"]: float(x["dmos"]) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv")
+    }
     res = load_records(f"json:{META / 'q_align_test_jsons' / 'test_kadid.json'}", check_images="none")
     assert len(res.records) == 2000 and res.summaries[0].mos_range == (1.0, 5.0)
     assert "score from id (name->score) (2000)" in res.format()
     assert all(rec.mos_raw == kadid[rec.id] for rec in res.records)
     livec = load_records(f"json:{META / 'q_align_test_jsons' / 'livec.json'}", check_images="none")
-    assert len(livec.records) == 1169 and livec.summaries[0].mos_range == (0.0, 100.0)   # t1-t7 included as listed
+    assert len(livec.records) == 1169 and livec.summaries[0].mos_range == (0.0, 100.0)  # t1-t7 included as listed
     live = load_records(f"json:{META / 'q_align_test_jsons' / 'live.json'}?lower_better=1", check_images="none")
-    assert len(live.records) == 982 and not live.bad      # same file names in 5 folders: ids are the paths
+    assert len(live.records) == 982 and not live.bad  # same file names in 5 folders: ids are the paths
     ref = next(x for x in live.records if x.mos_raw == 0.0)
-    assert ref.mos == 5.0                                  # DMOS 0 (a reference) is the best
+    assert ref.mos == 5.0  # DMOS 0 (a reference) is the best
     csiq = {x["dist_name"]: float(x["dmos"]) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_CSIQDataset.csv")}
     c = load_records(f"json:{META / 'q_align_test_jsons' / 'csiq.json'}?lower_better=1", check_images="none")
     assert len(c.records) == 750 and c.summaries[0].mos_range == (0.0, 1.0)
@@ -245,18 +261,23 @@ def test_qalign_kadid_score_from_id_and_other_jsons():
     assert len(other) == 600 and all(abs(x.mos_raw - csiq[Path(x.image).name]) < 6e-4 for x in other)
     awgn = {Path(x.image).name: x.mos_raw for x in c.records if ".AWGN." in x.image}
     contrast = [x for x in c.records if ".contrast." in x.image]
-    assert len(contrast) == 150 and all(x.mos_raw == awgn[Path(x.image).name.replace(".contrast.", ".AWGN.")] for x in contrast)
+    assert len(contrast) == 150 and all(
+        x.mos_raw == awgn[Path(x.image).name.replace(".contrast.", ".AWGN.")] for x in contrast
+    )
     assert all(x.mos == pytest.approx(5 - 4 * x.mos_raw) for x in c.records)
 
 
 def test_json_score_scale_stops_with_the_observed_range(tmp_path):
     entries = json.loads((META / "q_align_test_jsons" / "test_koniq.json").read_text())
     for e in entries[:50]:
-        e["gt_score"] = e["gt_score"] * 10          # 70-835: no standard range holds it
+        e["gt_score"] = e["gt_score"] * 10  # 70-835: no standard range holds it
     (tmp_path / "x.json").write_text(json.dumps(entries))
     vals = [e["gt_score"] for e in entries]
-    with pytest.raises(DataError, match=r"x\.json: MOS values span %s-%s .*\?range=LO,HI" % (
-            re.escape(f"{min(vals):g}"), re.escape(f"{max(vals):g}"))):
+    with pytest.raises(
+        DataError,
+        match=r"x\.json: MOS values span %s-%s .*\?range=LO,HI"
+        % (re.escape(f"{min(vals):g}"), re.escape(f"{max(vals):g}")),
+    ):
         load_records(f"json:{tmp_path / 'x.json'}", check_images="none")
     res = load_records(f"json:{tmp_path / 'x.json'}?range=0,1000", check_images="none")
     assert len(res.records) == 2010 and res.summaries[0].mos_range == (0.0, 1000.0)
@@ -266,9 +287,19 @@ def test_deqa_score_and_r1_layouts(tmp_path):
     """The DeQA-Score record SOURCES.md quotes (its metas are not in ../shared), and VisualQuality-R1's
     real RL jsonl (`image` list, the score as the gpt answer)."""
     place([tmp_path / "KONIQ" / "images" / "10009096245.jpg"])
-    rec = {"id": "10009096245.jpg->3.92660550458716", "image": "KONIQ/images/10009096245.jpg", "gt_score": 3.9266,
-           "gt_score_norm": 4.5228, "level_probs_org": [0.0, 0.1, 0.2, 0.3, 0.4], "std": 0.5562, "std_norm": 0.6923,
-           "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "The quality of the image is excellent."}]}
+    rec = {
+        "id": "10009096245.jpg->3.92660550458716",
+        "image": "KONIQ/images/10009096245.jpg",
+        "gt_score": 3.9266,
+        "gt_score_norm": 4.5228,
+        "level_probs_org": [0.0, 0.1, 0.2, 0.3, 0.4],
+        "std": 0.5562,
+        "std_norm": 0.6923,
+        "conversations": [
+            {"from": "human", "value": "<image>"},
+            {"from": "gpt", "value": "The quality of the image is excellent."},
+        ],
+    }
     (tmp_path / "test_koniq_2k.json").write_text(json.dumps([rec]))
     r = load_records(f"json:{tmp_path / 'test_koniq_2k.json'}").records[0]
     assert (r.id, r.mos, r.std) == ("10009096245.jpg", 3.9266, 0.5562)
@@ -293,18 +324,26 @@ def test_txt_label_lists_every_separator(tmp_path):
     assert len(r) == 10073 and not res.bad and all(r[n].mos == m5[n] for n in r)
     assert "columns name score (tab-separated)" in res.format()
     # MANIQA KADID: "name, score" (comma + space); LIQE: "images/<name>\tdmos\tsqrt(var)"
-    kadid = {x["dist_name"]: (float(x["dmos"]), float(x["std"])) for x in rows_of(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv")}
+    kadid = {
+        x["dist_name"]: (float(x["dmos"]), float(x["std"]))
+        for x in rows_of(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv")
+    }
     mk = by_id(load_records(f"txt:{META / 'maniqa' / 'kadid10k_label.txt'}", check_images="none"))
     assert len(mk) == 10125 and all(mk[n].mos == kadid[n][0] for n in mk)
     place(tmp_path / "kadid10k" / "images" / n for n in kadid)
-    lq = load_records(f"txt:{META / 'liqe_splits' / 'kadid10k_kadid10k_all.txt'}?root={tmp_path / 'kadid10k'}",
-                      check_images="header")
+    lq = load_records(
+        f"txt:{META / 'liqe_splits' / 'kadid10k_kadid10k_all.txt'}?root={tmp_path / 'kadid10k'}", check_images="header"
+    )
     assert len(lq.records) == 10125 and not lq.bad
-    assert all(x.mos == kadid[Path(x.id).name][0] and x.std == pytest.approx(math.sqrt(kadid[Path(x.id).name][1]), abs=2e-6)
-               for x in lq.records)
+    assert all(
+        x.mos == kadid[Path(x.id).name][0] and x.std == pytest.approx(math.sqrt(kadid[Path(x.id).name][1]), abs=2e-6)
+        for x in lq.records
+    )
     # VisualQuality-R1: space-separated full-reference "ref dist score std" (std = sqrt(var))
-    vq = load_records(f"txt:{META / 'visualquality_r1' / 'KADID-10K' / 'KADID-10K_mos.txt'}?root={tmp_path / 'kadid10k' / 'images'}",
-                      check_images="header")
+    vq = load_records(
+        f"txt:{META / 'visualquality_r1' / 'KADID-10K' / 'KADID-10K_mos.txt'}?root={tmp_path / 'kadid10k' / 'images'}",
+        check_images="header",
+    )
     v = by_id(vq)
     assert len(v) == 10125 and not vq.bad and "columns ref name score std (space-separated)" in vq.format()
     assert all(v[n].mos == kadid[n][0] and v[n].std == pytest.approx(math.sqrt(kadid[n][1]), abs=1e-12) for n in v)
@@ -337,7 +376,10 @@ def test_txt_open_scales_and_std_on_another_scale(tmp_path):
     assert len(nostd.records) == 11125 and all(x.std is None for x in nostd.records)
     # the other way round (0-100 scores, 0-5 stds: VisualQuality-R1's AGIQA list) is only a warning
     ag = META / "visualquality_r1" / "test_data_label" / "AGIQA-3K_test_all.txt"
-    assert "warning: every std is below 2% of the MOS scale 0-100" in load_records(f"txt:{ag}", check_images="none").format()
+    assert (
+        "warning: every std is below 2% of the MOS scale 0-100"
+        in load_records(f"txt:{ag}", check_images="none").format()
+    )
     official = {x["name"]: float(x["std_quality"]) for x in rows_of(META / "agiqa3k" / "data.csv")}
     a = load_records(f"txt:{ag}?std_range=0,5", check_images="none")
     assert "warning" not in a.format() and all(x.std == pytest.approx(official[x.id] * 4 / 5) for x in a.records)
@@ -346,19 +388,26 @@ def test_txt_open_scales_and_std_on_another_scale(tmp_path):
 # ----------------------------------------------------------------------------- pyiqa meta_info
 
 
-@pytest.mark.parametrize("name,count,rng,lower,col", [
-    ("CSIQ", 866, (0.0, 1.0), True, "dmos"), ("KADID10k", 10125, (1.0, 5.0), False, "dmos"),
-    ("SPAQ", 11125, (0.0, 100.0), False, "MOS"), ("TID2008", 1700, (0.0, 9.0), False, "mos"),
-    ("TID2013", 3000, (0.0, 9.0), False, "mos"), ("LIVEIQA", 779, (0.0, 100.0), True, "mos"),
-    ("LIVEMD", 450, (0.0, 100.0), True, "dmos"), ("PIPAL", 23200, None, False, "elo_score"),
-    ("KonIQ10k++", 10073, (1.0, 5.0), False, "qmos"),
-])
+@pytest.mark.parametrize(
+    "name,count,rng,lower,col",
+    [
+        ("CSIQ", 866, (0.0, 1.0), True, "dmos"),
+        ("KADID10k", 10125, (1.0, 5.0), False, "dmos"),
+        ("SPAQ", 11125, (0.0, 100.0), False, "MOS"),
+        ("TID2008", 1700, (0.0, 9.0), False, "mos"),
+        ("TID2013", 3000, (0.0, 9.0), False, "mos"),
+        ("LIVEIQA", 779, (0.0, 100.0), True, "mos"),
+        ("LIVEMD", 450, (0.0, 100.0), True, "dmos"),
+        ("PIPAL", 23200, None, False, "elo_score"),
+        ("KonIQ10k++", 10073, (1.0, 5.0), False, "qmos"),
+    ],
+)
 def test_pyiqa_csv_scales(name, count, rng, lower, col):
     f = META / "pyiqa_meta_info" / f"meta_info_{name}Dataset.csv"
     rows = rows_of(f)
     vals = [float(x[col]) for x in rows]
     lo, hi = rng or (min(vals), max(vals))
-    for kind in ("pyiqa", "csv"):        # csv: recognises the layout by its name/header
+    for kind in ("pyiqa", "csv"):  # csv: recognises the layout by its name/header
         res = load_records(f"{kind}:{f}", check_images="none")
         assert len(res.records) == count == len(rows) and res.summaries[0].mos_range == (lo, hi)
         want = [(5 - 4 * (v - lo) / (hi - lo)) if lower else (1 + 4 * (v - lo) / (hi - lo)) for v in vals]
@@ -366,13 +415,15 @@ def test_pyiqa_csv_scales(name, count, rng, lower, col):
         stdcol = next((c for c in ("std", "sd") if c in rows[0]), None)
         if stdcol:
             sd = [float(x[stdcol]) for x in rows]
-            sd = [math.sqrt(v) for v in sd] if name == "KADID10k" else sd   # KADID's "std" is the variance
+            sd = [math.sqrt(v) for v in sd] if name == "KADID10k" else sd  # KADID's "std" is the variance
             assert [x.std for x in res.records] == pytest.approx([v * 4 / (hi - lo) for v in sd])
 
 
 def test_pyiqa_txt_variants_and_hf_split_columns(tmp_path):
     # LIVE's .txt lists distorted names without extension (jp2k/img2): found with it
-    live = [ln.split("\t") for ln in (META / "pyiqa_meta_info" / "meta_info_LIVEIQADataset.txt").read_text().splitlines()]
+    live = [
+        ln.split("\t") for ln in (META / "pyiqa_meta_info" / "meta_info_LIVEIQADataset.txt").read_text().splitlines()
+    ]
     place(tmp_path / "live" / (d.strip() + ".bmp") for _, d, _ in live)
     res = load_records(f"pyiqa:{META / 'pyiqa_meta_info' / 'meta_info_LIVEIQADataset.txt'}?root={tmp_path / 'live'}")
     assert len(res.records) == 779 and not res.bad and res.records[0].image.endswith("jp2k/img2.bmp")
@@ -384,10 +435,37 @@ def test_pyiqa_txt_variants_and_hf_split_columns(tmp_path):
     out = tmp_path / "meta_info_KonIQ10kDataset.csv"
     with open(out, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["img_name", "mos", "std", "c1", "c2", "c3", "c4", "c5", "c_total", "ratio802_seed123_split_00", "official_split"])
+        w.writerow(
+            [
+                "img_name",
+                "mos",
+                "std",
+                "c1",
+                "c2",
+                "c3",
+                "c4",
+                "c5",
+                "c_total",
+                "ratio802_seed123_split_00",
+                "official_split",
+            ]
+        )
         for i, x in enumerate(src):
-            w.writerow([x["img_name"], x["mos"], x["std"], x["c1"], x["c2"], x["c3"], x["c4"], x["c5"], x["c_total"],
-                        "test" if i % 5 == 0 else "train", names[x["split"]]])
+            w.writerow(
+                [
+                    x["img_name"],
+                    x["mos"],
+                    x["std"],
+                    x["c1"],
+                    x["c2"],
+                    x["c3"],
+                    x["c4"],
+                    x["c5"],
+                    x["c_total"],
+                    "test" if i % 5 == 0 else "train",
+                    names[x["split"]],
+                ]
+            )
     res = load_records(f"pyiqa:{out}", check_images="none")
     assert Counter(x.split for x in res.records) == {"train": 7058, "val": 1000, "test": 2015}
     assert "split from column 'official_split'" in res.format()
@@ -413,22 +491,40 @@ def test_cross_dataset_suite_on_the_real_files(tmp_path):
     (root / "ChallengeDB_release" / "Data").mkdir(parents=True)
     for f in ("AllImages_release.mat", "AllMOS_release.mat", "AllStdDev_release.mat"):
         shutil.copy(META / "livec" / f, root / "ChallengeDB_release" / "Data" / f)
-    lc = [str(np.asarray(x).reshape(-1)[0]) for x in scipy.io.loadmat(META / "livec" / "AllImages_release.mat")["AllImages_release"].reshape(-1)]
+    lc = [
+        str(np.asarray(x).reshape(-1)[0])
+        for x in scipy.io.loadmat(META / "livec" / "AllImages_release.mat")["AllImages_release"].reshape(-1)
+    ]
     place(root / "ChallengeDB_release" / "Images" / n for n in lc[7:])
     (root / "AGIQA-3K").mkdir()
     shutil.copy(META / "agiqa3k" / "data.csv", root / "AGIQA-3K")
     place(root / "AGIQA-3K" / "AGIQA-3K" / x["name"] for x in rows_of(META / "agiqa3k" / "data.csv"))
     (root / "kadid10k").mkdir()
     shutil.copy(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv", root / "kadid10k")
-    place(root / "kadid10k" / "images" / x["dist_name"] for x in rows_of(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv"))
+    place(
+        root / "kadid10k" / "images" / x["dist_name"]
+        for x in rows_of(META / "pyiqa_meta_info" / "meta_info_KADID10kDataset.csv")
+    )
     (root / "SPAQ").mkdir()
     shutil.copy(META / "pyiqa_meta_info" / "meta_info_SPAQDataset.csv", root / "SPAQ")
-    place(root / "SPAQ" / "TestImage" / x["Image name"] for x in rows_of(META / "pyiqa_meta_info" / "meta_info_SPAQDataset.csv"))
+    place(
+        root / "SPAQ" / "TestImage" / x["Image name"]
+        for x in rows_of(META / "pyiqa_meta_info" / "meta_info_SPAQDataset.csv")
+    )
     (root / "CSIQ").mkdir()
     shutil.copy(META / "pyiqa_meta_info" / "meta_info_CSIQDataset.csv", root / "CSIQ")
-    folder = {"AWGN": "awgn", "JPEG": "jpeg", "jpeg2000": "jpeg2000", "fnoise": "fnoise", "BLUR": "blur", "contrast": "contrast"}
-    place(root / "CSIQ" / "dst_imgs" / folder[x["dist_name"].split(".")[1]] / x["dist_name"]
-          for x in rows_of(META / "pyiqa_meta_info" / "meta_info_CSIQDataset.csv"))
+    folder = {
+        "AWGN": "awgn",
+        "JPEG": "jpeg",
+        "jpeg2000": "jpeg2000",
+        "fnoise": "fnoise",
+        "BLUR": "blur",
+        "contrast": "contrast",
+    }
+    place(
+        root / "CSIQ" / "dst_imgs" / folder[x["dist_name"].split(".")[1]] / x["dist_name"]
+        for x in rows_of(META / "pyiqa_meta_info" / "meta_info_CSIQDataset.csv")
+    )
     by_ref = {}
     for ln in (META / "maniqa" / "pipal22_train.txt").read_text().splitlines():
         n, v = ln.split(", ")
@@ -436,7 +532,11 @@ def test_cross_dataset_suite_on_the_real_files(tmp_path):
     (root / "PIPAL" / "Train_Label").mkdir(parents=True)
     for ref, lines in by_ref.items():
         (root / "PIPAL" / "Train_Label" / f"{ref}.txt").write_text("\n".join(lines) + "\n")
-    place(root / "PIPAL" / f"Distortion_{1 + int(ref[1:]) % 4}" / ln.split(",")[0] for ref, lines in by_ref.items() for ln in lines)
+    place(
+        root / "PIPAL" / f"Distortion_{1 + int(ref[1:]) % 4}" / ln.split(",")[0]
+        for ref, lines in by_ref.items()
+        for ln in lines
+    )
 
     specs = split_specs(f"suite:cross?root={root}")
     assert [s.split(":")[0] for s in specs] == ["koniq", "spaq", "kadid", "pipal", "livec", "agiqa", "csiq"]
@@ -447,8 +547,12 @@ def test_cross_dataset_suite_on_the_real_files(tmp_path):
     got = {s.dataset: (s.n_kept, dict(s.splits)) for s in res.summaries}
     assert got == {
         "koniq": (10073, {"train": 7058, "val": 1000, "test": 2015}),
-        "spaq": (11125, {"test": 11125}), "kadid": (10125, {"test": 10125}), "pipal": (23200, {"test": 23200}),
-        "livec": (1162, {"test": 1162}), "agiqa": (2982, {"test": 2982}), "csiq": (866, {"test": 866}),
+        "spaq": (11125, {"test": 11125}),
+        "kadid": (10125, {"test": 10125}),
+        "pipal": (23200, {"test": 23200}),
+        "livec": (1162, {"test": 1162}),
+        "agiqa": (2982, {"test": 2982}),
+        "csiq": (866, {"test": 866}),
     }
     assert len(res.split("test")) == 2015 + 11125 + 10125 + 23200 + 1162 + 2982 + 866
     # a dataset the user does not have: an error naming it, or a note with skip_missing=1

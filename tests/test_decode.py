@@ -5,15 +5,22 @@ import os
 import numpy as np
 import pytest
 import torch
+from _tiny import images, model_config, perturb_lora
 from scipy import stats
 
 from hawkeye_lite.config import LoRAConfig
-from hawkeye_lite.decode import (derive_seed, filter_logits, mix32, row_keys, sample_keyed, strata_init, uniform_noise,
-                                 vocab_hash)
+from hawkeye_lite.decode import (
+    derive_seed,
+    filter_logits,
+    mix32,
+    row_keys,
+    sample_keyed,
+    strata_init,
+    uniform_noise,
+    vocab_hash,
+)
 from hawkeye_lite.model import load_policy
 from hawkeye_lite.rollout import generate_rollouts
-
-from _tiny import images, model_config, perturb_lora
 
 
 def fresh_seed(label: str) -> int:
@@ -71,8 +78,10 @@ def expected_probs(logits, temperature, top_p, top_k):
     return filter_logits(logits[None], temperature=temperature, top_p=top_p, top_k=top_k).softmax(-1)[0].double()
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.5, 1.0, 0), (2.0, 1.0, 0), (1.0, 1.0, 4),
-                                                      (1.0, 0.8, 0), (0.7, 0.9, 6)])
+@pytest.mark.parametrize(
+    "temperature,top_p,top_k",
+    [(1.0, 1.0, 0), (0.5, 1.0, 0), (2.0, 1.0, 0), (1.0, 1.0, 4), (1.0, 0.8, 0), (0.7, 0.9, 6)],
+)
 def test_keyed_sampler_draws_from_the_filtered_softmax(gen, temperature, top_p, top_k):
     """Chi-square of token counts against softmax(filter(logits / T)): over many rows (one draw
     each) and over many steps of one row (the stream along t)."""
@@ -82,7 +91,9 @@ def test_keyed_sampler_draws_from_the_filtered_softmax(gen, temperature, top_p, 
     vh = vocab_hash(v)
     kw = dict(temperature=temperature, top_p=top_p, top_k=top_k)
     n = 20000
-    across_rows = sample_keyed(logits.expand(n, v), torch.randint(0, 2**32, (n, 2), generator=gen), torch.tensor(0), vh, **kw)
+    across_rows = sample_keyed(
+        logits.expand(n, v), torch.randint(0, 2**32, (n, 2), generator=gen), torch.tensor(0), vh, **kw
+    )
     key = torch.randint(0, 2**32, (1, 2), generator=gen)
     along_steps = torch.cat([sample_keyed(logits[None], key, torch.tensor(t), vh, **kw) for t in range(4000)])
     for draws in (across_rows, along_steps):
@@ -188,7 +199,10 @@ def test_stratified_answers_are_exact_per_row_and_even_per_image(gen, temperatur
     assert worst(ia, joint.sum(1)) > 2.0 and worst(ipair, p) > 2.0
     # What an evaluation averages: a rating per answer, led by its first token as "3.42" is by
     # its 3. The per-image mean of G ratings moves far less between seeds.
-    first, second = torch.rand(v1, generator=gen, dtype=torch.float64) * 4 + 1, torch.rand(v2, generator=gen, dtype=torch.float64)
+    first, second = (
+        torch.rand(v1, generator=gen, dtype=torch.float64) * 4 + 1,
+        torch.rand(v2, generator=gen, dtype=torch.float64),
+    )
     rating = (first[:, None] + 0.1 * second[None, :]).flatten()
     assert rating[pair].mean(1).std() < 0.5 * rating[ipair].mean(1).std()
 
@@ -203,8 +217,16 @@ def test_stratified_answers_stay_exact_past_the_strata(gen):
     seeds = _image_seeds(gen, n)
     keys, st = row_keys(seeds, g), strata_init(seeds, g)
     for t in range(steps):
-        tok = sample_keyed(logits.expand(n * g, v), keys, torch.tensor(t), vocab_hash(v), temperature=1.0, top_p=1.0,
-                           top_k=0, strata=st)
+        tok = sample_keyed(
+            logits.expand(n * g, v),
+            keys,
+            torch.tensor(t),
+            vocab_hash(v),
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            strata=st,
+        )
     assert float((st[:, 1] - st[:, 0]).mean()) > 2.0 / g  # the strata widened
     counts = torch.bincount(tok, minlength=v).double()
     assert stats.chisquare(counts.numpy(), (p / p.sum() * n * g).numpy()).pvalue > 1e-4
@@ -238,7 +260,9 @@ def test_stratified_rollouts_engine_matches_loop_and_are_batch_invariant(policy,
         alone = generate_rollouts(policy, [ims[b]], engine="eager", **{**kw, "seeds": [kw["seeds"][b]]})
         assert alone.texts == eng.texts[b * g : (b + 1) * g]
     with pytest.raises(ValueError, match="stratified"):
-        generate_rollouts(policy, ims, num_generations=2, max_new_tokens=4, seed=1, shared_prefix=False, stratified=True)
+        generate_rollouts(
+            policy, ims, num_generations=2, max_new_tokens=4, seed=1, shared_prefix=False, stratified=True
+        )
 
 
 # ----------------------------------------------------------------------------- batch invariance on the model
@@ -300,7 +324,7 @@ def test_bad_seeds_are_named(policy):
 
 @pytest.fixture(scope="module")
 def qwen2_policy(tmp_path_factory):
-    from hawkeye_lite.model import build_tiny_model
+    from hawkeye_lite.tiny_model import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2-vl"), seed=1, arch="qwen2_vl")
     p = load_policy(model_config(path, quantization="none", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
@@ -329,8 +353,9 @@ def test_engine_greedy_matches_loop(policy, qwen2_policy, arch, stops, monkeypat
     loop = generate_rollouts(p, ims, num_generations=g, max_new_tokens=20, temperature=0, engine="loop")
     assert len({tuple(r) for r in loop.completion_ids[::g].tolist()}) > 1  # the image matters
     for sync_every in (1, 3, 8):
-        eng = generate_rollouts(p, ims, num_generations=g, max_new_tokens=20, temperature=0, engine="eager",
-                                sync_every=sync_every)
+        eng = generate_rollouts(
+            p, ims, num_generations=g, max_new_tokens=20, temperature=0, engine="eager", sync_every=sync_every
+        )
         assert torch.equal(eng.completion_ids, loop.completion_ids), sync_every
         assert torch.equal(eng.completion_mask, loop.completion_mask) and eng.texts == loop.texts
     if stops:  # rows did finish early, at different steps
@@ -359,7 +384,11 @@ def test_engine_sampling_matches_loop_and_compacts(policy, monkeypatch):
     assert torch.equal(eng.completion_ids, loop.completion_ids) and eng.texts == loop.texts
     assert len(sizes[-1]) > 1 and sizes[-1][-1] < 16, sizes  # finished rows left the batch
     nocompact = []
-    monkeypatch.setattr(decode.DecodeEngine, "generate", lambda self, *a, **k: (setattr(self, "compact", False), nocompact.append(1), real(self, *a, **k))[2])
+    monkeypatch.setattr(
+        decode.DecodeEngine,
+        "generate",
+        lambda self, *a, **k: (setattr(self, "compact", False), nocompact.append(1), real(self, *a, **k))[2],
+    )
     same = generate_rollouts(policy, ims, engine="eager", sync_every=2, **kw)
     assert nocompact and torch.equal(same.completion_ids, loop.completion_ids)
 
@@ -382,11 +411,24 @@ def test_engine_step_is_static(policy, monkeypatch, stratified):
 
     ims = images(2)
     batch = policy.encode(ims)
-    eng = DecodeEngine(policy, temperature=1.0, top_p=0.9, top_k=20, stop_ids=policy.stop_token_ids(),
-                       suppressed_ids=policy.suppressed_token_ids(), pad_id=policy.tokenizer.pad_token_id)
+    eng = DecodeEngine(
+        policy,
+        temperature=1.0,
+        top_p=0.9,
+        top_k=20,
+        stop_ids=policy.stop_token_ids(),
+        suppressed_ids=policy.suppressed_token_ids(),
+        pad_id=policy.tokenizer.pad_token_id,
+    )
     with torch.no_grad():
-        rows = eng.prefill(batch, policy.image_features(batch), 3, 6, row_keys([1, 2], 3),
-                           strata_init([1, 2], 3) if stratified else None)
+        rows = eng.prefill(
+            batch,
+            policy.image_features(batch),
+            3,
+            6,
+            row_keys([1, 2], 3),
+            strata_init([1, 2], 3) if stratified else None,
+        )
         ptrs = [x.data_ptr() for x in rows.k + rows.v + [rows.mask, rows.out, rows.logits, rows.t]]
         shapes = [tuple(x.shape) for x in rows.k + [rows.mask]]
 
@@ -410,8 +452,11 @@ def test_engine_step_is_static(policy, monkeypatch, stratified):
 def test_cuda_graph_matches_eager(tiny, quantization):
     """On a GPU: the captured step replays to the same tokens as the eager engine, in fp32 (and
     with the NF4 base + LoRA: does the capture take bitsandbytes' 4-bit calls?)."""
-    p = load_policy(model_config(tiny, device="cuda", dtype="float32", quantization=quantization,
-                                 lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
+    p = load_policy(
+        model_config(
+            tiny, device="cuda", dtype="float32", quantization=quantization, lora=LoRAConfig(r=4, alpha=8, dropout=0.0)
+        )
+    )
     perturb_lora(p, std=0.2)
     ims = images(4)
     for kw in (dict(temperature=0.0), dict(temperature=1.0, top_p=0.9, seeds=[1, 2, 3, 4])):
@@ -478,8 +523,14 @@ def test_failed_capture_falls_back_to_eager_under_auto(policy, monkeypatch):
 
     monkeypatch.setattr(DecodeEngine, "_capture", fake_capture)
     ims = images(2)
-    kw = dict(temperature=1.0, top_p=1.0, top_k=0, stop_ids=policy.stop_token_ids(),
-              suppressed_ids=policy.suppressed_token_ids(), pad_id=policy.tokenizer.pad_token_id)
+    kw = dict(
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        stop_ids=policy.stop_token_ids(),
+        suppressed_ids=policy.suppressed_token_ids(),
+        pad_id=policy.tokenizer.pad_token_id,
+    )
     batch = policy.encode(ims)
     with torch.no_grad():
         feats = policy.image_features(batch)

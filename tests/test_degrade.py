@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 from hawkeye_lite.cli import app
 from hawkeye_lite.data import load_records
 from hawkeye_lite.data.degrade import (
-    KINDS, DegradeRecipe, Degrader, StageParams, apply_one, degrade, degrade_records, record_rng,
+    KINDS,
+    Degrader,
+    DegradeRecipe,
+    StageParams,
+    apply_one,
+    degrade,
+    degrade_records,
+    record_rng,
 )
 
 
@@ -39,7 +46,7 @@ def test_each_degradation_does_what_it_says():
     p = StageParams()
     noisy = apply_one(img, "noise", p, rng)
     resid = arr(noisy) - arr(img)
-    assert 35 < resid.std() < 45            # sigma 45, a little less after clipping to 0-255
+    assert 35 < resid.std() < 45  # sigma 45, a little less after clipping to 0-255
     assert edge_strength(apply_one(img, "blur", p, rng)) < 0.5 * edge_strength(img)
     jp = apply_one(img, "jpeg", p, rng)
     assert jp.size == img.size and np.abs(arr(jp) - arr(img)).mean() > 3
@@ -57,11 +64,11 @@ def test_deterministic_per_seed_and_record():
     # the generator depends only on (seed, key)
     assert record_rng(3, "rec-1").integers(1 << 30) == record_rng(3, "rec-1").integers(1 << 30)
     outs = {degrade(img, f"rec-{i}", seed=3)[1][0] for i in range(40)}
-    assert outs == set(KINDS)                                    # every kind gets picked
+    assert outs == set(KINDS)  # every kind gets picked
     noise_only = DegradeRecipe(kinds=("noise",))
     x1, _ = degrade(img, "r", seed=1, recipe=noise_only)
     x2, _ = degrade(img, "r", seed=2, recipe=noise_only)
-    assert not np.array_equal(arr(x1), arr(x2))                  # another seed, another noise field
+    assert not np.array_equal(arr(x1), arr(x2))  # another seed, another noise field
     assert np.array_equal(arr(Degrader(seed=1, recipe=noise_only)(img, "r")), arr(x1))
 
 
@@ -86,8 +93,11 @@ def test_second_stage_applies_a_different_kind_with_stronger_params():
 
 
 def _digest(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _dataset(tmp_path, n=6):
@@ -95,8 +105,9 @@ def _dataset(tmp_path, n=6):
     src.mkdir()
     for i in range(n):
         scene(i).save(src / f"im{i}.png")
-    (src / "data.json").write_text(json.dumps(
-        [{"id": f"im{i}", "images": [f"im{i}.png"], "gt_score": 1 + i * 0.5} for i in range(n)]))
+    (src / "data.json").write_text(
+        json.dumps([{"id": f"im{i}", "images": [f"im{i}.png"], "gt_score": 1 + i * 0.5} for i in range(n)])
+    )
     return load_records(f"json:{src / 'data.json'}").records
 
 

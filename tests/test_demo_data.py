@@ -28,14 +28,18 @@ def test_default_demo_shape_splits_and_mos_formula():
     train = {s.scene for s in samples if s.split == "train"}
     test = {s.scene for s in samples if s.split == "test"}
     assert train and test and not (train & test), "a scene is in both splits"
-    assert len(test) == 16                                    # 25% of 64 scenes
+    assert len(test) == 16  # 25% of 64 scenes
     # MOS of the test split spans the scale (SRCC needs spread), types balanced over severities
     mos_test = [s.mos for s in samples if s.split == "test"]
     assert min(mos_test) < 1.6 and max(mos_test) == pytest.approx(4.8)
     for kind in ("noise", "blur", "jpeg", "darken"):
         sev = [s.severity for s in samples if s.kind == kind]
         assert len(sev) > 60 and min(sev) < 0.2 and max(sev) > 0.8
-    assert demo_mos(0) == (4.8, 0.3) and demo_mos(1) == pytest.approx((1.2, 0.3)) and demo_mos(0.5)[1] == pytest.approx(0.5)
+    assert (
+        demo_mos(0) == (4.8, 0.3)
+        and demo_mos(1) == pytest.approx((1.2, 0.3))
+        and demo_mos(0.5)[1] == pytest.approx(0.5)
+    )
 
 
 def test_deterministic_for_a_seed():
@@ -68,8 +72,11 @@ def test_quality_signal_is_visible_in_pixels():
 
 
 def _digest(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_demo_data_command_writes_readable_identical_files(tmp_path):
@@ -95,7 +102,7 @@ def test_demo_records_generates_once_and_regenerates_on_config_change(tmp_path):
     assert len(recs) == 12 * 6
     stamp = (tmp_path / "demo" / "demo.json").stat().st_mtime_ns
     again = demo_records(tmp_path / "demo", SMALL)
-    assert (tmp_path / "demo" / "demo.json").stat().st_mtime_ns == stamp      # reused, not rewritten
+    assert (tmp_path / "demo" / "demo.json").stat().st_mtime_ns == stamp  # reused, not rewritten
     assert [(r.id, r.split, r.mos, r.ref) for r in again] == [(r.id, r.split, r.mos, r.ref) for r in recs]
     test = demo_records(tmp_path / "demo", SMALL, split="test")
     assert test and all(r.split == "test" for r in test)

@@ -21,17 +21,36 @@ import torch
 from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.trainer import Trainer
 
-
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
 
 
 def settings(tiny, demo_dir, run, *extra):
-    return [f"output_dir={run}", f"model.name_or_path={tiny}", "tiny_model.build=false", f"data.train=[demo:{demo_dir}]",
-            "eval.before=false", "eval.after=true", "eval.max_images=7", "eval.samples=2", "eval.batch_size=3",
-            "rollout.num_generations=2", "rollout.max_new_tokens=5", "optim.max_steps=3", "optim.warmup_steps=1",
-            "optim.lr=5e-3", "checkpoint.every=0", "logging.progress=false", "logging.plot=false", "sft.steps=0",
-            "model.lora.dropout=0.0", "distributed.timeout_s=120", *extra]
+    return [
+        f"output_dir={run}",
+        f"model.name_or_path={tiny}",
+        "tiny_model.build=false",
+        f"data.train=[demo:{demo_dir}]",
+        "eval.before=false",
+        "eval.after=true",
+        "eval.max_images=7",
+        "eval.samples=2",
+        "eval.batch_size=3",
+        "rollout.num_generations=2",
+        "rollout.max_new_tokens=5",
+        "optim.max_steps=3",
+        "optim.warmup_steps=1",
+        "optim.lr=5e-3",
+        "checkpoint.every=0",
+        "logging.progress=false",
+        "logging.plot=false",
+        "sft.steps=0",
+        "model.lora.dropout=0.0",
+        "distributed.timeout_s=120",
+        *extra,
+    ]
 
 
 def free_port() -> int:
@@ -41,8 +60,17 @@ def free_port() -> int:
 
 
 def torchrun(args, nproc=2, timeout=150):
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "hawkeye_lite", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        "-m",
+        "hawkeye_lite",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HAWKEYE_KERNELS": "torch"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -86,8 +114,10 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_pa
     flat_a = torch.cat([a[k].flatten() for k in sorted(a)])
     flat_b = torch.cat([b[k].flatten() for k in sorted(a)])
     close = (flat_a - flat_b).abs() <= 1e-6 + 1e-4 * flat_a.abs()
-    print(f"{int((~close).sum())} of {close.numel()} LoRA elements outside rtol 1e-4 / atol 1e-6, "
-          f"max diff {float((flat_a - flat_b).abs().max()):.3g}")
+    print(
+        f"{int((~close).sum())} of {close.numel()} LoRA elements outside rtol 1e-4 / atol 1e-6, "
+        f"max diff {float((flat_a - flat_b).abs().max()):.3g}"
+    )
     assert float(close.float().mean()) >= 0.95
     assert float((flat_a - flat_b).abs().max()) <= 2 * 5e-3 * 3
     # one writer: each step once, one eval record, the same gathered evaluation
@@ -107,8 +137,13 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_pa
 
 
 def test_two_rank_resume_is_exact_and_other_world_sizes_are_refused(tiny, demo_dir, tmp_path):
-    extra = ("optim.batch_size=2", "model.lora.dropout=0.2", "optim.schedule=constant", "eval.after=false",
-             "checkpoint.keep_last=1")
+    extra = (
+        "optim.batch_size=2",
+        "model.lora.dropout=0.2",
+        "optim.schedule=constant",
+        "eval.after=false",
+        "checkpoint.keep_last=1",
+    )
     straight, split = tmp_path / "straight", tmp_path / "split"
     res = torchrun(train_args(settings(tiny, demo_dir, straight, *extra, "optim.max_steps=4")))
     assert res.returncode == 0, res.stderr[-3000:]

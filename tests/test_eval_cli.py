@@ -22,6 +22,7 @@ from hawkeye_lite.evaluate import Prediction, as_prediction, evaluate, scorer_fn
 @dataclass
 class FakeResult:
     """Shaped like hawkeye_lite.scorer.ScoreResult."""
+
     score: float
     std: float
     samples: List[float] = field(default_factory=list)
@@ -41,11 +42,13 @@ def oracle(records, noise=0.3, seed=0, unparsed=()):
 
     def fn(paths):
         return [float("nan") if p in unparsed else truth[p] for p in paths]
+
     return fn, truth
 
 
 def test_evaluate_core_metrics_per_dataset(demo, tmp_path):
     from dataclasses import replace
+
     recs = [replace(r, dataset="A") if i % 2 else r for i, r in enumerate(demo)]
     bad = {recs[0].image, recs[2].image}
     fn, truth = oracle(recs, unparsed=bad)
@@ -83,7 +86,7 @@ def test_evaluate_rejects_wrong_result_count_and_accepts_scorer_results(demo):
     assert isinstance(two, Prediction) and (two.score, two.n_parsed, two.n_samples) == (2.5, 1, 1)
     report = evaluate(demo[:6], lambda paths: [res] * len(paths), batch_size=4)
     assert report.datasets[0].sample_parse_rate == pytest.approx(0.5)
-    assert math.isnan(report.datasets[0].metrics.srcc)          # constant predictions: undefined, no crash
+    assert math.isnan(report.datasets[0].metrics.srcc)  # constant predictions: undefined, no crash
 
 
 def test_scorer_fn_passes_options_and_one_seed():
@@ -99,8 +102,14 @@ def test_scorer_fn_passes_options_and_one_seed():
     fn = scorer_fn(S(), samples=3, temperature=0.7, max_new_tokens=64, seed=10)
     fn(["a", "b"])
     fn(["c"])
-    assert calls[0] == {"seed": 10, "batch_size": 2, "on_error": "skip", "samples": 3, "temperature": 0.7,
-                        "max_new_tokens": 64}
+    assert calls[0] == {
+        "seed": 10,
+        "batch_size": 2,
+        "on_error": "skip",
+        "samples": 3,
+        "temperature": 0.7,
+        "max_new_tokens": 64,
+    }
     assert calls[1]["seed"] == 10 and calls[1]["batch_size"] == 1
 
 
@@ -116,15 +125,31 @@ def test_eval_command_with_stand_in_scorer(demo, tmp_path, monkeypatch):
             cls.loaded.append((path, device))
             return cls()
 
-        def score(self, images, *, samples=8, temperature=1.0, seed=0, batch_size=8, max_new_tokens=None,
-                  on_error="raise"):
+        def score(
+            self, images, *, samples=8, temperature=1.0, seed=0, batch_size=8, max_new_tokens=None, on_error="raise"
+        ):
             return [FakeResult(truth[p], 0.0, [truth[p]] * samples, ["t"] * samples, samples) for p in images]
 
     monkeypatch.setitem(sys.modules, "hawkeye_lite.scorer", types.SimpleNamespace(Scorer=StandIn))
     spec = f"json:{demo[0].image.rsplit('/images/', 1)[0]}/demo.json"
     runner = CliRunner()
-    res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--data", spec, "--samples", "2", "--json",
-                              "--csv", str(tmp_path / "preds.csv"), "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tmp_path),
+            "--data",
+            spec,
+            "--samples",
+            "2",
+            "--json",
+            "--csv",
+            str(tmp_path / "preds.csv"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     js = json.loads(res.stdout)
     d = js["datasets"][0]
@@ -141,15 +166,31 @@ def test_eval_command_with_stand_in_scorer(demo, tmp_path, monkeypatch):
 
 def test_demo_data_then_eval_end_to_end_with_tiny_model(tmp_path):
     """`hawkeye-lite demo-data` then `hawkeye-lite eval` with a real (random, tiny) model."""
-    from hawkeye_lite.model import build_tiny_model
+    from hawkeye_lite.tiny_model import build_tiny_model
 
     runner = CliRunner()
     res = runner.invoke(app, ["demo-data", "--out", str(tmp_path / "demo"), "--scenes", "3", "--per-scene", "1"])
     assert res.exit_code == 0, res.output
     model_dir = build_tiny_model(tmp_path / "tiny", seed=0)
-    res = runner.invoke(app, ["eval", "--model", str(model_dir), "--data", f"json:{tmp_path / 'demo' / 'demo.json'}",
-                              "--split", "all", "--samples", "2", "--max-new-tokens", "24", "--json",
-                              "--csv", str(tmp_path / "preds.csv")])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(model_dir),
+            "--data",
+            f"json:{tmp_path / 'demo' / 'demo.json'}",
+            "--split",
+            "all",
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--json",
+            "--csv",
+            str(tmp_path / "preds.csv"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)["datasets"][0]
     assert d["dataset"] == "demo" and d["n_images"] == 6 and d["n_total"] == 6

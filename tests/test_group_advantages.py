@@ -69,9 +69,11 @@ def test_triton_matches_reference(B, G, dtype, scale, use_unc, gen, triton_devic
             # below is that conditioning (8 ulps of headroom), not a tolerance fitted to results;
             # the plain 1e-5 stays for every well-conditioned group.
             cond = r.double().abs().amax(1, keepdim=True) / (want.reward_std[:, None] + kw["eps"])
-            bound = 1e-5 + 1e-5 * y.abs() + 8 * 2.0 ** -23 * cond * want.weight[:, None]
+            bound = 1e-5 + 1e-5 * y.abs() + 8 * 2.0**-23 * cond * want.weight[:, None]
             err = (x.cpu().double() - y).abs()
-            assert bool((err <= bound).all()), f"{name}: max err {float(err.max()):.3g}, bound {bound.flatten().tolist()}"
+            assert bool((err <= bound).all()), (
+                f"{name}: max err {float(err.max()):.3g}, bound {bound.flatten().tolist()}"
+            )
             continue
         torch.testing.assert_close(x.cpu().double(), y, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
 

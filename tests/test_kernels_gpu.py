@@ -4,8 +4,8 @@ Qwen2.5 vocabulary 152,064, hidden 3,584, up to 8,192 tokens. Skipped without CU
 import pytest
 import torch
 
-from hawkeye_lite.kernels import reference as R
 from hawkeye_lite.kernels import fused_token_stats as F
+from hawkeye_lite.kernels import reference as R
 from hawkeye_lite.kernels.fused_advantages import group_advantages as triton_group_advantages
 from hawkeye_lite.kernels.fused_policy_loss import policy_loss as triton_policy_loss
 
@@ -71,8 +71,9 @@ def test_token_stats_realistic(N, dtype):
     rows = torch.arange(0, N, N // 16, device="cuda")
     exact = R.token_stats(h[rows].double(), w.double(), tok[rows], hd[rows].double())
     for name, x, y in zip(("logp", "kl", "entropy", "entropy_deg"), a, exact):
-        torch.testing.assert_close(x[rows].double(), y, rtol=1e-3, atol=5e-3 if dtype == torch.bfloat16 else 1e-4,
-                                   msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            x[rows].double(), y, rtol=1e-3, atol=5e-3 if dtype == torch.bfloat16 else 1e-4, msg=lambda m: f"{name}: {m}"
+        )
 
 
 def test_token_stats_memory_is_bounded():

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from _tiny import DEVICE, images
 from scipy.special import log_softmax
 from scipy.stats import spearmanr
 
@@ -21,12 +22,20 @@ from hawkeye_lite.data import demo_records
 from hawkeye_lite.data.records import IQARecord
 from hawkeye_lite.evaluate import Prediction, evaluate
 from hawkeye_lite.images import content_key, mix_seed
-from hawkeye_lite.mechanism import (ImageMechanism, answer_token_mask, eval_fields, load_pairs, partner_sensitivity,
-                                    rating_kl, score_spread, seed_spread, summarize, token_kl)
+from hawkeye_lite.mechanism import (
+    ImageMechanism,
+    answer_token_mask,
+    eval_fields,
+    load_pairs,
+    partner_sensitivity,
+    rating_kl,
+    score_spread,
+    seed_spread,
+    summarize,
+    token_kl,
+)
 from hawkeye_lite.trainer import Trainer
 from hawkeye_lite.trainset import Partners
-
-from _tiny import DEVICE, images
 
 
 def seeded():
@@ -50,8 +59,19 @@ def test_token_kl_is_the_float64_kl_at_masked_positions(temperature):
     mask = (rng.random((S, T)) < 0.7).astype(np.int64)
     mask[:, 0] = 1
     f = lambda a: torch.tensor(a, dtype=torch.float32)
-    got = token_kl(f(hidden), f(hidden_deg), f(weight), torch.tensor(ids), torch.tensor(mask),
-                   temperature=temperature, chunk_size=4).double().numpy()  # several chunks
+    got = (
+        token_kl(
+            f(hidden),
+            f(hidden_deg),
+            f(weight),
+            torch.tensor(ids),
+            torch.tensor(mask),
+            temperature=temperature,
+            chunk_size=4,
+        )
+        .double()
+        .numpy()
+    )  # several chunks
     # independent: float64 log-softmax of the logits the fp32 inputs stand for
     h, hd, w = (np.asarray(f(a), dtype=np.float64) for a in (hidden, hidden_deg, weight))
     lp = log_softmax(h @ w.T / temperature, axis=-1)
@@ -73,7 +93,7 @@ def test_rating_kl_means_over_rating_tokens_else_all_tokens():
         mask[i, :n] = True
         if i % 2 == 0 and n >= 3:
             a = rng.integers(0, n - 1)
-            answer[i, a:a + 2] = True
+            answer[i, a : a + 2] = True
     got = rating_kl(torch.tensor(kl), torch.tensor(answer), torch.tensor(mask.astype(np.int64))).numpy()
     for i in range(S):
         pick = answer[i] if answer[i].any() else mask[i]
@@ -94,8 +114,15 @@ class CharTokenizer:
 
 
 def test_answer_mask_char_tokenizer_is_the_regex_span():
-    texts = ["<think>a</think><answer>3.42</answer>", "<answer>1</answer> then <answer>4.5</answer> tail",
-             "<answer>2.0", "<answer></answer>", "<ANSWER> 5 </ANSWER>", "no answer at all", "<answer>\n2\n</answer>x"]
+    texts = [
+        "<think>a</think><answer>3.42</answer>",
+        "<answer>1</answer> then <answer>4.5</answer> tail",
+        "<answer>2.0",
+        "<answer></answer>",
+        "<ANSWER> 5 </ANSWER>",
+        "no answer at all",
+        "<answer>\n2\n</answer>x",
+    ]
     width = max(map(len, texts)) + 3
     ids = torch.zeros(len(texts), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -117,11 +144,28 @@ def test_answer_mask_bpe_tokenizer_matches_brute_force_offsets(tiny):
 
     tok = AutoTokenizer.from_pretrained(str(tiny))
     rng = random.Random(seeded())
-    pieces = ["<think> The image is sharp. </think>", " blurry ", "quality", "<answer>", "</answer>", "3.42",
-              "4.00", " 2.5 ", "noisy", "<answer>1.25</answer>", ">", "<", "é"]
+    pieces = [
+        "<think> The image is sharp. </think>",
+        " blurry ",
+        "quality",
+        "<answer>",
+        "</answer>",
+        "3.42",
+        "4.00",
+        " 2.5 ",
+        "noisy",
+        "<answer>1.25</answer>",
+        ">",
+        "<",
+        "é",
+    ]
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) for _ in range(40)]
-    texts += ["<think> ok </think><answer>3.42</answer>", "<answer>4.87</answer>",
-              "<answer>é</answer>", "<answer>2é</answer>"]  # a 2-byte character inside the answer
+    texts += [
+        "<think> ok </think><answer>3.42</answer>",
+        "<answer>4.87</answer>",
+        "<answer>é</answer>",
+        "<answer>2é</answer>",
+    ]  # a 2-byte character inside the answer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     seqs = [tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
     width = max(map(len, seqs)) + 2
@@ -146,7 +190,11 @@ def test_answer_mask_bpe_tokenizer_matches_brute_force_offsets(tiny):
             inner = text[a:b]
             assert inner in tok.decode(ids[i][got[i]].tolist(), clean_up_tokenization_spaces=False)
             found += 1
-        assert torch.equal(got[i], want), (texts[i], got[i].nonzero().flatten().tolist(), want.nonzero().flatten().tolist())
+        assert torch.equal(got[i], want), (
+            texts[i],
+            got[i].nonzero().flatten().tolist(),
+            want.nonzero().flatten().tolist(),
+        )
     assert found >= 5  # enough completions with a rating for the comparison to mean something
 
 
@@ -204,8 +252,11 @@ def test_seed_spread_and_score_spread_against_numpy():
 
 
 def _records(n_per, datasets=("a", "b")):
-    return [IQARecord(f"{d}{i}", f"/img/{d}{i}.png", 1 + 4 * i / n_per, 0.0, (0, 1), d, "test")
-            for d in datasets for i in range(n_per)]
+    return [
+        IQARecord(f"{d}{i}", f"/img/{d}{i}.png", 1 + 4 * i / n_per, 0.0, (0, 1), d, "test")
+        for d in datasets
+        for i in range(n_per)
+    ]
 
 
 def test_eval_fields_per_dataset_and_top_level():
@@ -219,8 +270,12 @@ def test_eval_fields_per_dataset_and_top_level():
         return lambda paths: [Prediction(score=by_image[p].mos + noise[seed][p], std=spreads[p]) for p in paths]
 
     reports = [evaluate(recs, fn(s), batch_size=3) for s in range(3)]
-    ims = [ImageMechanism(r.dataset, float(rng.normal()), float(rng.random()), float(rng.random() * 5),
-                          int(rng.integers(1, 9))) for r in recs]
+    ims = [
+        ImageMechanism(
+            r.dataset, float(rng.normal()), float(rng.random()), float(rng.random() * 5), int(rng.integers(1, 9))
+        )
+        for r in recs
+    ]
     per_ds, top = eval_fields(reports, ims)
     for d in ("a", "b"):
         sub = [r for r in recs if r.dataset == d]
@@ -263,12 +318,14 @@ def test_stream_keys_and_the_eval_first_samples(policy):
     plain = scorer.score([a], **kw)[0]
     assert scorer.score([a], stream_keys=[content_key(a)], **kw)[0].texts == plain.texts
     keyed = scorer.score([b], stream_keys=[content_key(a)], **kw)[0]
-    ro = generate_rollouts(policy, [b], num_generations=3, max_new_tokens=6, seeds=[mix_seed(5, content_key(a))],
-                           prompt="no_think")
+    ro = generate_rollouts(
+        policy, [b], num_generations=3, max_new_tokens=6, seeds=[mix_seed(5, content_key(a))], prompt="no_think"
+    )
     assert keyed.texts == ro.texts
     assert keyed.texts != scorer.score([b], **kw)[0].texts  # the key does change the streams
-    first = generate_rollouts(policy, [a], num_generations=2, max_new_tokens=6, seeds=[mix_seed(5, content_key(a))],
-                              prompt="no_think")
+    first = generate_rollouts(
+        policy, [a], num_generations=2, max_new_tokens=6, seeds=[mix_seed(5, content_key(a))], prompt="no_think"
+    )
     assert first.texts == plain.texts[:2]
     with pytest.raises(ValueError, match="stream_keys"):
         scorer.score([a, b], stream_keys=[1], **kw)
@@ -282,13 +339,33 @@ def warm(tiny, demo_dir, tmp_path_factory):
     """A Trainer whose policy answers in the format: a label-free warm start (150 steps, ~20 s on
     one core) — the random tiny model parses nothing, so sens and SRCC would be NaN without it."""
     run = tmp_path_factory.mktemp("mech-run")
-    cfg = load_train_config(None, [
-        f"output_dir={run}", f"model.name_or_path={tiny}", "tiny_model.build=false", f"data.train=[demo:{demo_dir}]",
-        f"model.device={DEVICE}", "rollout.prompt=no_think", "reward.require_think=false", "rollout.max_new_tokens=10",
-        "sft.steps=150", "sft.lr=1e-2", "sft.batch_size=4", "sft.warmup_steps=2", "sft.target=format",
-        "eval.max_images=5", "eval.samples=4", "eval.mechanism_samples=2", "eval.batch_size=3",
-        "optim.batch_size=2", "rollout.num_generations=2", "logging.progress=false", "logging.plot=false",
-        "checkpoint.every=0"])
+    cfg = load_train_config(
+        None,
+        [
+            f"output_dir={run}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}]",
+            f"model.device={DEVICE}",
+            "rollout.prompt=no_think",
+            "reward.require_think=false",
+            "rollout.max_new_tokens=10",
+            "sft.steps=150",
+            "sft.lr=1e-2",
+            "sft.batch_size=4",
+            "sft.warmup_steps=2",
+            "sft.target=format",
+            "eval.max_images=5",
+            "eval.samples=4",
+            "eval.mechanism_samples=2",
+            "eval.batch_size=3",
+            "optim.batch_size=2",
+            "rollout.num_generations=2",
+            "logging.progress=false",
+            "logging.plot=false",
+            "checkpoint.every=0",
+        ],
+    )
     stream = io.StringIO()
     t = Trainer(cfg, run_dir=run, log_stream=stream)
     t.prepare()
@@ -339,8 +416,10 @@ def test_plot_draws_the_mechanism_series(tmp_path, monkeypatch):
     import hawkeye_lite.plot as plot_module
 
     recs = [{"event": "step", "step": s, "perception_kl": 0.1 * s} for s in (1, 2, 3)]
-    recs += [{"event": "eval", "step": s, "srcc": 0.5, "sens": 0.2 + s, "pkl": 0.01 * s, "pkl_all": float("nan")}
-             for s in (0, 3)]
+    recs += [
+        {"event": "eval", "step": s, "srcc": 0.5, "sens": 0.2 + s, "pkl": 0.01 * s, "pkl_all": float("nan")}
+        for s in (0, 3)
+    ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     series = plot_module.read_series(tmp_path)
     assert series["eval/sens"] == [(0.0, 0.2), (3.0, 3.2)] and "eval/pkl_all" not in series  # NaN left out
@@ -374,5 +453,8 @@ def test_measure_is_a_function_of_each_image_alone(warm):
     whole = measure(scorer, rows, t.partners, batch_size=5, **kw)
     assert len(whole) == 5 and any(math.isfinite(m.sens) for m in whole)
     assert measure(scorer, rows, t.partners, batch_size=2, **kw) == whole
-    assert measure(scorer, rows[:2], t.partners, batch_size=3, **kw) + \
-        measure(scorer, rows[2:], t.partners, batch_size=3, **kw) == whole
+    assert (
+        measure(scorer, rows[:2], t.partners, batch_size=3, **kw)
+        + measure(scorer, rows[2:], t.partners, batch_size=3, **kw)
+        == whole
+    )

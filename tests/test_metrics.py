@@ -26,7 +26,7 @@ def test_correlations_match_scipy(seed):
     assert m.plcc == pytest.approx(stats.pearsonr(pred, mos)[0], abs=1e-12)
     assert m.rmse == pytest.approx(float(np.sqrt(np.mean((pred - mos) ** 2))), rel=1e-12)
     assert m.n == m.n_total == len(mos) and m.n_unparsed == 0 and m.parse_rate == 1.0
-    assert m.fit_ok and m.plcc_fit >= m.plcc - 1e-9      # a monotone fit can only help linearity
+    assert m.fit_ok and m.plcc_fit >= m.plcc - 1e-9  # a monotone fit can only help linearity
 
 
 def test_logistic_fit_recovers_known_parameters():
@@ -50,7 +50,7 @@ def test_logistic_fit_recovers_known_parameters():
 def test_logistic_fit_anticorrelated_and_degenerate():
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, 100)
-    y = logistic4(x, 1.0, 5.0, 0.5, 0.1) + rng.normal(0, 0.05, 100)   # decreasing
+    y = logistic4(x, 1.0, 5.0, 0.5, 0.1) + rng.normal(0, 0.05, 100)  # decreasing
     m = compute_metrics(x, y)
     # the fitted PLCC keeps the direction: a reversed ranking is not reported as a good model
     assert m.fit_ok and m.plcc_fit < -0.95

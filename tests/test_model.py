@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 import torch
+from _tiny import DEVICE, DTYPE, images, model_config, perturb_lora, tiny_model_dir
 
 from hawkeye_lite.config import LoRAConfig, ModelConfig
-from hawkeye_lite.model import VLProcessor, build_tiny_model, load_policy
+from hawkeye_lite.model import VLProcessor, load_policy
 from hawkeye_lite.prompts import THINK, chat_text
 from hawkeye_lite.rollout import generate_rollouts
-
-from _tiny import DEVICE, DTYPE, images, model_config, perturb_lora, tiny_model_dir
+from hawkeye_lite.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,13 @@ def lora(**kw):
 
 
 def test_build_writes_a_standard_checkpoint_folder(tiny_dir):
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    ):
         assert (tiny_dir / name).is_file(), name
     config = json.loads((tiny_dir / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_vl"
@@ -169,7 +175,9 @@ def test_shared_prefix_forward_matches_the_repeated_prompts(tiny_dir, vision):
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     print("seed", seed)
     gen = torch.Generator().manual_seed(seed)
-    policy = load_policy(model_config(tiny_dir, quantization="none", lora=lora(vision=vision), gradient_checkpointing=False))
+    policy = load_policy(
+        model_config(tiny_dir, quantization="none", lora=lora(vision=vision), gradient_checkpointing=False)
+    )
     perturb_lora(policy, std=0.3, seed=seed % 1000)
     policy.model.train()
     b, g, t = 3, 4, 7
@@ -190,8 +198,9 @@ def test_shared_prefix_forward_matches_the_repeated_prompts(tiny_dir, vision):
         out[shared] = h.detach()
         grads[shared] = torch.cat([p.grad.flatten() for p in policy.trainable_parameters()])
     sel = mask.bool()
-    assert torch.allclose(out[True][sel], out[False][sel], rtol=1e-4, atol=1e-5), \
+    assert torch.allclose(out[True][sel], out[False][sel], rtol=1e-4, atol=1e-5), (
         (out[True][sel] - out[False][sel]).abs().max()
+    )
     assert grads[False].abs().sum() > 0
     # float32 sums in a different order: compare the gradient as a vector (relative error).
     err = float((grads[True] - grads[False]).norm() / grads[False].norm())
@@ -243,7 +252,9 @@ def test_saved_adapter_loads_in_plain_peft(tiny_dir, tmp_path):
         """
     )
     env = {**os.environ, "PYTHONPATH": ""}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got, base = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
@@ -254,7 +265,9 @@ def test_saved_adapter_loads_in_plain_peft(tiny_dir, tmp_path):
     saved = {n: p for n, p in policy.model.named_parameters() if "lora_" in n}
     loaded = {n: p for n, p in resumed.model.named_parameters() if "lora_" in n}
     assert saved.keys() == loaded.keys()
-    assert all(torch.equal(saved[n].detach().cpu(), loaded[n].detach().cpu()) and loaded[n].requires_grad for n in saved)
+    assert all(
+        torch.equal(saved[n].detach().cpu(), loaded[n].detach().cpu()) and loaded[n].requires_grad for n in saved
+    )
 
 
 def test_load_errors_name_the_problem(tmp_path):

@@ -6,14 +6,13 @@ import json
 
 import pytest
 import yaml
+from _tiny import tiny_model_dir
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
 from hawkeye_lite.config import TrainConfig
 from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.modelcard import render_model_card
-
-from _tiny import tiny_model_dir
 
 
 def front_matter(text):
@@ -23,13 +22,23 @@ def front_matter(text):
 
 def test_card_metadata_and_sections():
     cfg = load_train_config(None, ["model.name_or_path=Qwen/Qwen2.5-VL-7B-Instruct", "sft.steps=0", "model.lora.r=64"])
-    evals = [{"event": "eval", "tag": "after RL", "step": 120,
-              "datasets": {"koniq": {"n": 2010, "srcc": 0.9123, "plcc": 0.9211, "plcc_fit": 0.93, "parse_rate": 1.0}}}]
-    text = render_model_card(cfg, base="Qwen/Qwen2.5-VL-7B-Instruct", step=120, total_steps=120, evals=evals,
-                             repo_id="me/hawkeye-koniq")
+    evals = [
+        {
+            "event": "eval",
+            "tag": "after RL",
+            "step": 120,
+            "datasets": {"koniq": {"n": 2010, "srcc": 0.9123, "plcc": 0.9211, "plcc_fit": 0.93, "parse_rate": 1.0}},
+        }
+    ]
+    text = render_model_card(
+        cfg, base="Qwen/Qwen2.5-VL-7B-Instruct", step=120, total_steps=120, evals=evals, repo_id="me/hawkeye-koniq"
+    )
     meta = front_matter(text)
     assert meta["base_model"] == "Qwen/Qwen2.5-VL-7B-Instruct" and meta["library_name"] == "peft"
-    assert "base_model:adapter:Qwen/Qwen2.5-VL-7B-Instruct" in meta["tags"] and meta["pipeline_tag"] == "image-text-to-text"
+    assert (
+        "base_model:adapter:Qwen/Qwen2.5-VL-7B-Instruct" in meta["tags"]
+        and meta["pipeline_tag"] == "image-text-to-text"
+    )
     assert "# me/hawkeye-koniq" in text and "LoRA r=64" in text
     assert "| after RL | 120 | koniq | 2010 | 0.9123 | 0.9211 | 0.9300 | n/a | n/a | 1.0000 |" in text
     assert 'Scorer.from_pretrained("me/hawkeye-koniq")' in text
@@ -51,13 +60,29 @@ def trained(tmp_path_factory):
     demo = tmp_path_factory.mktemp("demo")
     demo_records(demo)
     run = tmp_path_factory.mktemp("run")
-    cfg = load_train_config(None, [
-        f"output_dir={run}", f"model.name_or_path={tiny}", "tiny_model.build=false", f"data.train=[demo:{demo}]",
-        "eval.before=false", "eval.after=true", "eval.max_images=6", "eval.samples=1", "optim.batch_size=2",
-        "rollout.num_generations=2", "rollout.max_new_tokens=6", "optim.max_steps=2", "optim.warmup_steps=1",
-        "checkpoint.every=1", "checkpoint.keep_last=5", "logging.progress=false", "sft.steps=0",
-        "logging.report_to=[tensorboard]",
-    ])
+    cfg = load_train_config(
+        None,
+        [
+            f"output_dir={run}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[demo:{demo}]",
+            "eval.before=false",
+            "eval.after=true",
+            "eval.max_images=6",
+            "eval.samples=1",
+            "optim.batch_size=2",
+            "rollout.num_generations=2",
+            "rollout.max_new_tokens=6",
+            "optim.max_steps=2",
+            "optim.warmup_steps=1",
+            "checkpoint.every=1",
+            "checkpoint.keep_last=5",
+            "logging.progress=false",
+            "sft.steps=0",
+            "logging.report_to=[tensorboard]",
+        ],
+    )
     import io
 
     Trainer(cfg, log_stream=io.StringIO()).run()
@@ -71,7 +96,9 @@ def test_final_and_checkpoints_have_model_cards(trained):
     assert front_matter(final)["library_name"] == "peft"
     ev = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l][-1]
     srcc = ev["datasets"]["demo"]["srcc"]
-    assert f"| after RL | 2 | demo | 6 | {srcc:.4f} |" in final or (srcc != srcc and "| after RL | 2 | demo | 6 | n/a |" in final)
+    assert f"| after RL | 2 | demo | 6 | {srcc:.4f} |" in final or (
+        srcc != srcc and "| after RL | 2 | demo | 6 | n/a |" in final
+    )
     assert "RL step 2 of 2" in final and "this run's `final/`" in final
     ckpt = (run / "checkpoints" / "step-000001" / "README.md").read_text()
     assert "checkpoint `step-000001`" in ckpt and "RL step 1 of 2" in ckpt and "No held-out evaluation" in ckpt

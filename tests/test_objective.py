@@ -22,7 +22,7 @@ def _inputs(S, T, H, V, gen, dtype):
     cur = R.token_stats(hidden.reshape(S * T, H).double(), weight.double(), tok.reshape(-1)).logp.view(S, T).float()
     old = cur + 0.4 * torch.randn(S, T, generator=gen)
     ref = cur + 0.2 * torch.randn(S, T, generator=gen)
-    cast = lambda t: t.to(dtype)  # noqa: E731
+    cast = lambda t: t.to(dtype)
     return cast(hidden), cast(weight), cast(hidden_deg), tok, adv, mask, old, ref
 
 
@@ -32,10 +32,19 @@ def _run(fn, x, device, kw, grad_w=False, grad_deg=True, f64=False):
     h = conv(hidden).to(device).requires_grad_()
     w = conv(weight).to(device).requires_grad_(grad_w)
     hd = conv(hidden_deg).to(device).requires_grad_(grad_deg) if kw.pop("deg", True) else None
-    loss, metrics = fn(h, w, tok.to(device), adv.to(device), mask.to(device),
-                       old.to(device) if kw.pop("old", True) else None, ref.to(device), hd, **kw)
+    loss, metrics = fn(
+        h,
+        w,
+        tok.to(device),
+        adv.to(device),
+        mask.to(device),
+        old.to(device) if kw.pop("old", True) else None,
+        ref.to(device),
+        hd,
+        **kw,
+    )
     loss.backward()
-    cpu = lambda t: None if t is None else t.detach().cpu().double()  # noqa: E731
+    cpu = lambda t: None if t is None else t.detach().cpu().double()
     return cpu(loss), cpu(h.grad), cpu(w.grad), cpu(hd.grad) if hd is not None else None, metrics
 
 

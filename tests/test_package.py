@@ -17,8 +17,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_maps_kernels_into_the_package(tmp_path):
     # A regular (non-editable) install is a wheel: check that kernels/ lands in hawkeye_lite/kernels.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     (whl,) = tmp_path.glob("hawkeye_lite-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
@@ -31,7 +44,10 @@ def test_wheel_maps_kernels_into_the_package(tmp_path):
 def test_kernels_import_outside_the_repo(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", "import hawkeye_lite.kernels as k; print(k.policy_loss.__module__)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.stdout.strip() == "hawkeye_lite.kernels"
 

@@ -21,14 +21,26 @@ def write_log(run, seed, steps=12):
     rng = random.Random(seed)
     lines = []
     for s in range(1, steps + 1):
-        lines.append({"event": "step", "step": s, "reward": rng.random(), "reward_accuracy": rng.random(),
-                      "ref_kl": rng.random() * 1e-3, "perception_kl": rng.random(), "entropy": rng.random(),
-                      "uncertainty": rng.random(), "weight": rng.random(), "lr": 1e-4 * s / steps,
-                      "parse_rate": 1.0, "format_rate": float("nan")})
+        lines.append(
+            {
+                "event": "step",
+                "step": s,
+                "reward": rng.random(),
+                "reward_accuracy": rng.random(),
+                "ref_kl": rng.random() * 1e-3,
+                "perception_kl": rng.random(),
+                "entropy": rng.random(),
+                "uncertainty": rng.random(),
+                "weight": rng.random(),
+                "lr": 1e-4 * s / steps,
+                "parse_rate": 1.0,
+                "format_rate": float("nan"),
+            }
+        )
     lines.append({"event": "eval", "step": steps, "srcc": 0.5, "plcc": 0.6, "datasets": {}})
     lines.append({"event": "sft", "step": 1, "loss": 9.0})
     run.mkdir(parents=True, exist_ok=True)
-    (run / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n{\"event\": \"st")  # + a cut line
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + '\n{"event": "st')  # + a cut line
     return lines
 
 
@@ -47,6 +59,7 @@ def test_plot_run_png_and_its_series(tmp_path, monkeypatch):
             fig, axes = orig(*a, **k)
             drawn["fig"] = fig
             return fig, axes
+
         monkeypatch.setattr(plt, "subplots", subplots)
         return plt
 
@@ -79,10 +92,22 @@ def test_plot_command(tmp_path):
 
 def test_scatter_draws_points_and_the_fitted_logistic(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
-    recs = [IQARecord(id=str(i), image=f"/x/{i}.png", mos=float(m), mos_raw=0.0, mos_range=(1.0, 5.0),
-                      dataset="set A", split="test") for i, m in enumerate(rng.uniform(1, 5, 40))]
-    pred = {r.image: (float("nan") if r.id == "0" else 1 + 4 / (1 + math.exp(-(r.mos - 3) * 2)) + rng.normal(0, 0.1))
-            for r in recs}
+    recs = [
+        IQARecord(
+            id=str(i),
+            image=f"/x/{i}.png",
+            mos=float(m),
+            mos_raw=0.0,
+            mos_range=(1.0, 5.0),
+            dataset="set A",
+            split="test",
+        )
+        for i, m in enumerate(rng.uniform(1, 5, 40))
+    ]
+    pred = {
+        r.image: (float("nan") if r.id == "0" else 1 + 4 / (1 + math.exp(-(r.mos - 3) * 2)) + rng.normal(0, 0.1))
+        for r in recs
+    }
     report = evaluate(recs, lambda paths: [pred[p] for p in paths])
     figs = []
     real = plot_module._pyplot
@@ -95,6 +120,7 @@ def test_scatter_draws_points_and_the_fitted_logistic(tmp_path, monkeypatch):
             fig, ax = orig(*a, **k)
             figs.append(fig)
             return fig, ax
+
         monkeypatch.setattr(plt, "subplots", subplots)
         return plt
 

@@ -65,19 +65,52 @@ def _inputs(S, T, gen, dtype=torch.float32, garbage=True):
 def test_reference_matches_token_loop(loss_type, max_len, gen):
     lp, old, ref, adv, mask, klp, ent, entd = _inputs(4, 7, gen, torch.float64)
     co = dict(gamma=0.3, eta1=0.01, eta2=0.02)
-    loss, _ = R.policy_loss(lp, old, ref, adv, mask, **KW, loss_type=loss_type, max_len=max_len,
-                            kl_perception=klp, entropy=ent, entropy_deg=entd, **co)
-    want = loop_loss(lp.tolist(), old.tolist(), ref.tolist(), adv.tolist(), mask.tolist(), **KW,
-                     loss_type=loss_type, max_len=max_len, klp=klp.tolist(), ent=ent.tolist(), entd=entd.tolist(), **co)
+    loss, _ = R.policy_loss(
+        lp,
+        old,
+        ref,
+        adv,
+        mask,
+        **KW,
+        loss_type=loss_type,
+        max_len=max_len,
+        kl_perception=klp,
+        entropy=ent,
+        entropy_deg=entd,
+        **co,
+    )
+    want = loop_loss(
+        lp.tolist(),
+        old.tolist(),
+        ref.tolist(),
+        adv.tolist(),
+        mask.tolist(),
+        **KW,
+        loss_type=loss_type,
+        max_len=max_len,
+        klp=klp.tolist(),
+        ent=ent.tolist(),
+        entd=entd.tolist(),
+        **co,
+    )
     assert loss.item() == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
 def _grad_run(fn, tensors, kw, device, dtype):
     lp, old, ref, adv, mask, klp, ent, entd = tensors
-    to = lambda t, req=False: None if t is None else t.detach().to(device, dtype).requires_grad_(req)  # noqa: E731
+    to = lambda t, req=False: None if t is None else t.detach().to(device, dtype).requires_grad_(req)
     lp_, klp_, ent_, entd_ = to(lp, True), to(klp, True), to(ent, True), to(entd, True)
-    loss, metrics = fn(lp_, to(old), to(ref), adv.to(device, dtype), mask.to(device), kl_perception=klp_,
-                       entropy=ent_, entropy_deg=entd_, **kw)
+    loss, metrics = fn(
+        lp_,
+        to(old),
+        to(ref),
+        adv.to(device, dtype),
+        mask.to(device),
+        kl_perception=klp_,
+        entropy=ent_,
+        entropy_deg=entd_,
+        **kw,
+    )
     grads = torch.autograd.grad(loss, [lp_, klp_, ent_, entd_])
     return loss.detach().cpu().double(), [g.cpu().double() for g in grads], metrics
 
@@ -101,14 +134,17 @@ def test_triton_matches_float64(S, T, loss_type, dtype, gen, triton_device):
         assert m_got[k] == pytest.approx(m_want[k], rel=1e-5, abs=1e-6), k
 
 
-@pytest.mark.parametrize("use_old,use_ref,beta", [(False, True, 0.04), (True, False, 0.04), (True, True, 0.0), (False, False, 0.1)])
+@pytest.mark.parametrize(
+    "use_old,use_ref,beta", [(False, True, 0.04), (True, False, 0.04), (True, True, 0.0), (False, False, 0.1)]
+)
 def test_optional_inputs(use_old, use_ref, beta, gen, triton_device):
     lp, old, ref, adv, mask, *_ = _inputs(5, 33, gen)
     res = []
     for fn, dev in ((triton_policy_loss, triton_device), (R.policy_loss, "cpu")):
         x = lp.to(dev).requires_grad_()
-        loss, metrics = fn(x, old.to(dev) if use_old else None, ref.to(dev) if use_ref else None,
-                           adv.to(dev), mask.to(dev), beta=beta)
+        loss, metrics = fn(
+            x, old.to(dev) if use_old else None, ref.to(dev) if use_ref else None, adv.to(dev), mask.to(dev), beta=beta
+        )
         (g,) = torch.autograd.grad(loss, [x])
         res.append((loss.item(), g.cpu(), metrics))
     assert res[0][0] == pytest.approx(res[1][0], rel=1e-5, abs=1e-7)
@@ -141,8 +177,15 @@ def test_all_masked_is_finite(triton_device):
     lp = torch.randn(3, 5)
     for fn, dev in ((triton_policy_loss, triton_device), (R.policy_loss, "cpu")):
         x = lp.to(dev).requires_grad_()
-        loss, m = fn(x, None, x.detach() + 0.1, torch.randn(3).to(dev), torch.zeros(3, 5).to(dev),
-                     kl_perception=torch.rand(3, 5).to(dev), gamma=0.1)
+        loss, m = fn(
+            x,
+            None,
+            x.detach() + 0.1,
+            torch.randn(3).to(dev),
+            torch.zeros(3, 5).to(dev),
+            kl_perception=torch.rand(3, 5).to(dev),
+            gamma=0.1,
+        )
         (g,) = torch.autograd.grad(loss, [x])
         assert loss.item() == 0.0 and torch.count_nonzero(g) == 0
         assert all(math.isfinite(v) for v in m.values())

@@ -7,15 +7,21 @@ import math
 import random
 
 import pytest
+from _tiny import DEVICE, DTYPE, images, model_config, tiny_model_dir
 
 from hawkeye_lite.presets import (
-    PRESETS, Q_HAWKEYE, Q_INSIGHT, VISUALQUALITY_R1, get_preset, parse_q_hawkeye, parse_q_insight,
-    parse_visualquality_r1, preset_for,
+    PRESETS,
+    Q_HAWKEYE,
+    Q_INSIGHT,
+    VISUALQUALITY_R1,
+    get_preset,
+    parse_q_hawkeye,
+    parse_q_insight,
+    parse_visualquality_r1,
+    preset_for,
 )
 from hawkeye_lite.prompts import chat_text
 from hawkeye_lite.scorer import Scorer, aggregate
-
-from _tiny import DEVICE, DTYPE, images, model_config, tiny_model_dir
 
 IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -25,13 +31,17 @@ IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 
 def test_visualquality_r1_chat_text_matches_its_readme_layout():
     # No system message -> Qwen2.5-VL's default one; image first, labelled by add_vision_id=True.
-    question = ("You are doing the image quality assessment task. Here is the question: What is your overall rating "
-                "on the quality of this picture? The rating should be a float between 1 and 5, rounded to two decimal "
-                "places, with 1 representing very poor quality and 5 representing excellent quality. First output the "
-                "thinking process in <think> </think> tags and then output the final answer with only one score in "
-                "<answer> </answer> tags.")
-    expected = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                f"<|im_start|>user\nPicture 1: {IMG}{question}<|im_end|>\n<|im_start|>assistant\n")
+    question = (
+        "You are doing the image quality assessment task. Here is the question: What is your overall rating "
+        "on the quality of this picture? The rating should be a float between 1 and 5, rounded to two decimal "
+        "places, with 1 representing very poor quality and 5 representing excellent quality. First output the "
+        "thinking process in <think> </think> tags and then output the final answer with only one score in "
+        "<answer> </answer> tags."
+    )
+    expected = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\nPicture 1: {IMG}{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert chat_text(VISUALQUALITY_R1.prompt) == expected
 
 
@@ -51,37 +61,46 @@ def test_q_hawkeye_and_q_insight_put_the_question_before_the_image():
 # ----------------------------------------------------------------------------- parsers
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("<think>sharp</think><answer>3.42</answer>", 3.42),
-    ("<answer>2</answer> then <answer>4.5 points</answer>", 4.5),   # the last answer counts
-    ("no tags, but the score is 3.75 overall", 3.75),              # no answer tag: the whole text
-    ("<answer>score: 4.1/5</answer>", 4.1),                        # first number inside
-    ("<answer>excellent</answer>", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>sharp</think><answer>3.42</answer>", 3.42),
+        ("<answer>2</answer> then <answer>4.5 points</answer>", 4.5),  # the last answer counts
+        ("no tags, but the score is 3.75 overall", 3.75),  # no answer tag: the whole text
+        ("<answer>score: 4.1/5</answer>", 4.1),  # first number inside
+        ("<answer>excellent</answer>", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_visualquality_r1(text, expected):
     assert parse_visualquality_r1(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('<think>ok</think><answer>{"rating": 3.45}</answer>', 3.45),
-    ('<answer>{"rating":4}</answer>', 4.0),
-    ('<answer>{"score": 3.45}</answer>', None),                    # other key: not this model's format
-    ('<answer>3.45</answer>', None),
-    ('{"rating": 3.4.5}', None),                                   # not a number
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('<think>ok</think><answer>{"rating": 3.45}</answer>', 3.45),
+        ('<answer>{"rating":4}</answer>', 4.0),
+        ('<answer>{"score": 3.45}</answer>', None),  # other key: not this model's format
+        ("<answer>3.45</answer>", None),
+        ('{"rating": 3.4.5}', None),  # not a number
+    ],
+)
 def test_parse_q_insight(text, expected):
     assert parse_q_insight(text) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("<think>\nfine\n</think>\n<answer>\n3.75\n</answer>", 3.75),
-    ("<ANSWER>2.5</ANSWER>", 2.5),
-    ("<answer>score 3.75</answer>", None),                         # ONLY the number, per its prompt
-    ("<answer>3.75</answer><answer>1.0</answer>", 3.75),           # the first, as its reward reads it
-    ("final_score: 3.75", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>\nfine\n</think>\n<answer>\n3.75\n</answer>", 3.75),
+        ("<ANSWER>2.5</ANSWER>", 2.5),
+        ("<answer>score 3.75</answer>", None),  # ONLY the number, per its prompt
+        ("<answer>3.75</answer><answer>1.0</answer>", 3.75),  # the first, as its reward reads it
+        ("final_score: 3.75", None),
+    ],
+)
 def test_parse_q_hawkeye(text, expected):
     assert parse_q_hawkeye(text) == expected
 
@@ -103,16 +122,19 @@ def test_unparsed_answers_are_nan_and_counted_never_random():
 # ----------------------------------------------------------------------------- choosing a preset
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("TianheWu/VisualQuality-R1-7B", "visualquality_r1"),
-    ("tianhewu/visualquality-r1-7b-preview", "visualquality_r1"),
-    ("/models/VisualQuality-R1-7B", "visualquality_r1"),
-    ("ByteDance/Q-Insight", "q_insight"),
-    ("AMAP-ML/Q-Hawkeye-7B", "q_hawkeye"),
-    ("/ckpt/q_hawkeye_final", "q_hawkeye"),
-    ("Qwen/Qwen2.5-VL-7B-Instruct", None),
-    ("runs/demo/final", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("TianheWu/VisualQuality-R1-7B", "visualquality_r1"),
+        ("tianhewu/visualquality-r1-7b-preview", "visualquality_r1"),
+        ("/models/VisualQuality-R1-7B", "visualquality_r1"),
+        ("ByteDance/Q-Insight", "q_insight"),
+        ("AMAP-ML/Q-Hawkeye-7B", "q_hawkeye"),
+        ("/ckpt/q_hawkeye_final", "q_hawkeye"),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", None),
+        ("runs/demo/final", None),
+    ],
+)
 def test_preset_for(name, expected):
     got = preset_for(name)
     assert (got.name if got else None) == expected
@@ -155,8 +177,11 @@ def test_scorer_uses_the_presets_prompt_and_parser(tiny_dir, name, monkeypatch):
     # With answers in the preset's format, the preset's parser reads them.
     import hawkeye_lite.rollout as rollout_module
 
-    answer = {"visualquality_r1": "<answer>3.5</answer>", "q_insight": '<answer>{"rating": 3.5}</answer>',
-              "q_hawkeye": "<answer>\n3.5\n</answer>"}[name]
+    answer = {
+        "visualquality_r1": "<answer>3.5</answer>",
+        "q_insight": '<answer>{"rating": 3.5}</answer>',
+        "q_hawkeye": "<answer>\n3.5\n</answer>",
+    }[name]
     real = rollout_module.generate_rollouts
 
     def fake(*args, **kwargs):

@@ -49,7 +49,9 @@ def test_parse_score_table(text, expected):
         assert got == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("junk", [None, 3.5, b"<answer>3</answer>", ["<answer>3</answer>"], "<answer>" * 1000, "\x00\xff" * 50])
+@pytest.mark.parametrize(
+    "junk", [None, 3.5, b"<answer>3</answer>", ["<answer>3</answer>"], "<answer>" * 1000, "\x00\xff" * 50]
+)
 def test_parse_score_never_raises(junk):
     assert parse_score(junk) is None
 

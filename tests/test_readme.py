@@ -85,13 +85,17 @@ def links(page: Path):
 
 def test_slugs_follow_github():
     assert github_slug("One step (hawkeye_lite/trainer.py)") == "one-step-hawkeye_litetrainerpy"
-    assert github_slug("RL from a label-free start (`configs/demo-rl.yaml`)") == \
-        "rl-from-a-label-free-start-configsdemo-rlyaml"
+    assert (
+        github_slug("RL from a label-free start (`configs/demo-rl.yaml`)")
+        == "rl-from-a-label-free-start-configsdemo-rlyaml"
+    )
     assert github_slug("### `hawkeye-lite train`".lstrip("# ")) == "hawkeye-lite-train"
     assert github_slug("The evaluation's own spread") == "the-evaluations-own-spread"
     assert github_slug("γ0 sweeps") == "γ0-sweeps"
-    assert github_slug("1. A full 7B training step fits 24 GB: 11.9 GiB peak") == \
-        "1-a-full-7b-training-step-fits-24-gb-119-gib-peak"
+    assert (
+        github_slug("1. A full 7B training step fits 24 GB: 11.9 GiB peak")
+        == "1-a-full-7b-training-step-fits-24-gb-119-gib-peak"
+    )
     assert github_slug("Data — specs, [layouts](x.md)") == "data--specs-layouts"
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from hawkeye_lite.cli import app
 from hawkeye_lite.data import IQARecord
 from hawkeye_lite.evaluate import evaluate
-from hawkeye_lite.report import SuiteError, load_suite, mean_row, dataset_rows, write_report
+from hawkeye_lite.report import SuiteError, dataset_rows, load_suite, mean_row, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,17 @@ def make_records(seed, sizes=(("KonIQ", 30), ("SPAQ", 25), ("CSIQ", 20))):
     recs = []
     for name, n in sizes:
         for i in range(n):
-            recs.append(IQARecord(id=f"{name}-{i}", image=f"/x/{name}/{i}.png", mos=float(rng.uniform(1, 5)), mos_raw=0.0,
-                                  mos_range=(1.0, 5.0), dataset=name, split="test"))
+            recs.append(
+                IQARecord(
+                    id=f"{name}-{i}",
+                    image=f"/x/{name}/{i}.png",
+                    mos=float(rng.uniform(1, 5)),
+                    mos_raw=0.0,
+                    mos_range=(1.0, 5.0),
+                    dataset=name,
+                    split="test",
+                )
+            )
     return recs, rng
 
 
@@ -74,10 +83,34 @@ def test_report_numbers_match_scipy_and_the_mean_is_unweighted(tmp_path):
 
 
 def test_mean_skips_undefined_datasets_with_a_note():
-    rows = [{"dataset": "a", "n": 5, "n_unparsed": 0, "srcc": 0.5, "plcc": 0.4, "plcc_fit": 0.4, "krcc": 0.3,
-             "rmse": 1.0, "rmse_fit": 0.9, "parse_rate": 1.0, "sample_parse_rate": 1.0},
-            {"dataset": "b", "n": 2, "n_unparsed": 2, "srcc": float("nan"), "plcc": float("nan"), "plcc_fit": float("nan"),
-             "krcc": float("nan"), "rmse": float("nan"), "rmse_fit": float("nan"), "parse_rate": 0.0, "sample_parse_rate": 0.0}]
+    rows = [
+        {
+            "dataset": "a",
+            "n": 5,
+            "n_unparsed": 0,
+            "srcc": 0.5,
+            "plcc": 0.4,
+            "plcc_fit": 0.4,
+            "krcc": 0.3,
+            "rmse": 1.0,
+            "rmse_fit": 0.9,
+            "parse_rate": 1.0,
+            "sample_parse_rate": 1.0,
+        },
+        {
+            "dataset": "b",
+            "n": 2,
+            "n_unparsed": 2,
+            "srcc": float("nan"),
+            "plcc": float("nan"),
+            "plcc_fit": float("nan"),
+            "krcc": float("nan"),
+            "rmse": float("nan"),
+            "rmse_fit": float("nan"),
+            "parse_rate": 0.0,
+            "sample_parse_rate": 0.0,
+        },
+    ]
     mean, notes = mean_row(rows)
     assert mean["srcc"] == 0.5 and mean["parse_rate"] == 0.5
     assert any("mean SRCC is over 1 of 2 datasets (b: undefined)" in n for n in notes)
@@ -114,16 +147,34 @@ def test_eval_command_report_plot_and_suite(tmp_path, monkeypatch):
             return cls()
 
         def score(self, images, *, samples=8, seed=0, batch_size=8, **kw):
-            return [types.SimpleNamespace(score=truth[p], std=0.0, samples=[truth[p]], texts=["t"], n_parsed=1)
-                    for p in images]
+            return [
+                types.SimpleNamespace(score=truth[p], std=0.0, samples=[truth[p]], texts=["t"], n_parsed=1)
+                for p in images
+            ]
 
     monkeypatch.setitem(sys.modules, "hawkeye_lite.scorer", types.SimpleNamespace(Scorer=StandIn))
     suite = tmp_path / "suite.yaml"
-    suite.write_text("name: demo-suite\ndata:\n  - json:${DEMO}/demo.json?name=demo-a\n"
-                     "  - json:${DEMO}/demo.json?split=test&name=demo-all\n")
+    suite.write_text(
+        "name: demo-suite\ndata:\n  - json:${DEMO}/demo.json?name=demo-a\n"
+        "  - json:${DEMO}/demo.json?split=test&name=demo-all\n"
+    )
     monkeypatch.setenv("DEMO", str(tmp_path / "demo"))
-    res = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "m"), "--suite", str(suite), "--split", "test",
-                                   "--report", str(tmp_path / "rep"), "--plot", str(tmp_path / "plots")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "m"),
+            "--suite",
+            str(suite),
+            "--split",
+            "test",
+            "--report",
+            str(tmp_path / "rep"),
+            "--plot",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     js = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [d["dataset"] for d in js["datasets"]] == ["demo-a", "demo-all"] and js["suite"] == "demo-suite"

@@ -14,30 +14,45 @@ import time
 
 import numpy as np
 import pytest
+from _tiny import images as tiny_images
+from _tiny import model_config, perturb_lora
 from PIL import Image
 from typer.testing import CliRunner
 
+from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
 from hawkeye_lite.cli import app
 from hawkeye_lite.config import ConfigError
 from hawkeye_lite.config_loader import load_train_config
-from hawkeye_lite.runfolder import LOCK_FILE, RunFolderError, RunLock, cut_metrics
-from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
 from hawkeye_lite.errors import DataFault
+from hawkeye_lite.runfolder import LOCK_FILE, RunFolderError, RunLock, cut_metrics
 from hawkeye_lite.trainer import Trainer
 from hawkeye_lite.trainset import Dataset
 
-from _tiny import images as tiny_images
-from _tiny import model_config, perturb_lora
-
 
 def make_cfg(tiny, data, run_dir, *extra):
-    return load_train_config(None, [
-        f"output_dir={run_dir}", f"model.name_or_path={tiny}", "tiny_model.build=false",
-        f"data.train=[{data}]", "eval.before=false", "eval.after=false", "eval.max_images=6",
-        "eval.samples=1", "optim.batch_size=2", "rollout.num_generations=2", "rollout.max_new_tokens=4",
-        "optim.max_steps=3", "optim.warmup_steps=1", "checkpoint.every=0",
-        "logging.progress=false", "logging.plot=false", "sft.steps=0", *extra,
-    ])
+    return load_train_config(
+        None,
+        [
+            f"output_dir={run_dir}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[{data}]",
+            "eval.before=false",
+            "eval.after=false",
+            "eval.max_images=6",
+            "eval.samples=1",
+            "optim.batch_size=2",
+            "rollout.num_generations=2",
+            "rollout.max_new_tokens=4",
+            "optim.max_steps=3",
+            "optim.warmup_steps=1",
+            "checkpoint.every=0",
+            "logging.progress=false",
+            "logging.plot=false",
+            "sft.steps=0",
+            *extra,
+        ],
+    )
 
 
 def events(run_dir, kind=None):
@@ -71,8 +86,17 @@ def test_second_run_into_a_folder_is_refused_then_overwrite_replaces_it(tiny, de
 def test_cli_refuses_a_used_folder_with_exit_2(tiny, demo_dir, tmp_path):
     run = tmp_path / "run"
     Trainer(make_cfg(tiny, f"demo:{demo_dir}", run, "optim.max_steps=1")).run()
-    res = run_cli("train", "--set", f"output_dir={run}", "--set", f"model.name_or_path={tiny}",
-                  "--set", "tiny_model.build=false", "--set", f"data.train=[demo:{demo_dir}]")
+    res = run_cli(
+        "train",
+        "--set",
+        f"output_dir={run}",
+        "--set",
+        f"model.name_or_path={tiny}",
+        "--set",
+        "tiny_model.build=false",
+        "--set",
+        f"data.train=[demo:{demo_dir}]",
+    )
     assert res.exit_code == 2, res.output
     assert "already holds a run" in res.output and "Traceback" not in res.output
     assert len([l for l in res.output.splitlines() if l.startswith("error:")]) == 1
@@ -80,8 +104,10 @@ def test_cli_refuses_a_used_folder_with_exit_2(tiny, demo_dir, tmp_path):
 
 def test_lock_refuses_a_live_holder_and_is_free_once_it_dies(tmp_path):
     """The lock is the kernel's (flock): a live holder is refused by name; kill -9 frees it."""
-    code = ("import sys, time; from pathlib import Path; from hawkeye_lite.runfolder import RunLock; "
-            "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from pathlib import Path; from hawkeye_lite.runfolder import RunLock; "
+        "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -101,8 +127,9 @@ def test_lock_refuses_a_live_holder_and_is_free_once_it_dies(tmp_path):
     # namespace, or a reused PID) does not block: only the kernel's lock counts.
     import socket
 
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
-                                                  "proc_start": "1", "started": "long ago"}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "proc_start": "1", "started": "long ago"})
+    )
     RunLock(tmp_path).acquire().release()
 
 
@@ -121,8 +148,16 @@ def test_lock_without_flock_falls_back_to_the_pid_file(tmp_path, monkeypatch):
     monkeypatch.setattr(fcntl, "flock", no_flock)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
-                                                      "proc_start": _proc_start(sleeper.pid), "started": "then"}))
+        (tmp_path / LOCK_FILE).write_text(
+            json.dumps(
+                {
+                    "pid": sleeper.pid,
+                    "host": socket.gethostname(),
+                    "proc_start": _proc_start(sleeper.pid),
+                    "started": "then",
+                }
+            )
+        )
         with pytest.raises(RunFolderError, match=f"PID {sleeper.pid}"):
             RunLock(tmp_path).acquire()
     finally:
@@ -132,8 +167,9 @@ def test_lock_without_flock_falls_back_to_the_pid_file(tmp_path, monkeypatch):
     assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_FILE).exists()
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
-                                                  "proc_start": "1", "started": "long ago"}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "proc_start": "1", "started": "long ago"})
+    )
     RunLock(tmp_path).acquire().release()  # a reused PID: another start time
 
 
@@ -141,10 +177,14 @@ def test_two_runs_at_once_into_one_folder(tiny, demo_dir, tmp_path):
     """A real second process while the first holds the folder: refused at once, naming it."""
     run = tmp_path / "run"
     cfg = make_cfg(tiny, f"demo:{demo_dir}", run, "optim.max_steps=1")
-    code = ("import sys; from hawkeye_lite.runfolder import claim; from pathlib import Path\n"
-            "with claim(Path(sys.argv[1]), resume=False, overwrite=False, log=print):\n"
-            "    print('HELD', flush=True); sys.stdin.readline()\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from hawkeye_lite.runfolder import claim; from pathlib import Path\n"
+        "with claim(Path(sys.argv[1]), resume=False, overwrite=False, log=print):\n"
+        "    print('HELD', flush=True); sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "HELD"
         t0 = time.time()
@@ -196,13 +236,26 @@ def test_resume_refuses_model_changes_with_checkpoints(tiny, demo_dir, tmp_path)
 
 def test_cut_metrics_unit(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    recs = [{"event": "sft", "step": 1}, {"event": "eval", "step": 0}, {"event": "step", "step": 1},
-            {"event": "step", "step": 2}, {"event": "eval", "step": 2}, {"event": "step", "step": 3},
-            {"event": "data_fault", "step": 3}, {"event": "resume", "step": 0}]
+    recs = [
+        {"event": "sft", "step": 1},
+        {"event": "eval", "step": 0},
+        {"event": "step", "step": 1},
+        {"event": "step", "step": 2},
+        {"event": "eval", "step": 2},
+        {"event": "step", "step": 3},
+        {"event": "data_fault", "step": 3},
+        {"event": "resume", "step": 0},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"event": "st')
     assert cut_metrics(path, 2, restart=False, keep_sft=True) == 3
     assert [(r["event"], r["step"]) for r in map(json.loads, path.read_text().splitlines())] == [
-        ("sft", 1), ("eval", 0), ("step", 1), ("step", 2), ("eval", 2), ("resume", 0)]
+        ("sft", 1),
+        ("eval", 0),
+        ("step", 1),
+        ("step", 2),
+        ("eval", 2),
+        ("resume", 0),
+    ]
     assert cut_metrics(path, 0, restart=True, keep_sft=False) == 5
     assert [r["event"] for r in map(json.loads, path.read_text().splitlines())] == ["resume"]
 
@@ -232,7 +285,7 @@ def test_warm_start_is_reused_only_with_the_same_settings(tiny, demo_dir, tmp_pa
 
 def test_tiny_model_with_other_settings_is_not_reused(tmp_path):
     from hawkeye_lite.runfolder import write_settings
-    from hawkeye_lite.demo_model import tiny_settings
+    from hawkeye_lite.tiny_model import tiny_settings
 
     cfg = load_train_config(None, [f"output_dir={tmp_path / 'run'}", f"model.name_or_path={tmp_path / 'shared-tiny'}"])
     (tmp_path / "shared-tiny").mkdir()
@@ -278,8 +331,17 @@ def test_truncated_image_mid_run_is_reported_counted_and_replaced(tiny, demo_dir
 def test_deleted_image_and_bad_held_out_image_mid_run(tiny, demo_dir, tmp_path):
     data = corrupt_copy(demo_dir, tmp_path)
     run = tmp_path / "run"
-    t = Trainer(make_cfg(tiny, f"json:{data / 'demo.json'}", run, "data.check_images=header", "optim.max_steps=2",
-                         "eval.after=true", "eval.samples=1"))
+    t = Trainer(
+        make_cfg(
+            tiny,
+            f"json:{data / 'demo.json'}",
+            run,
+            "data.check_images=header",
+            "optim.max_steps=2",
+            "eval.after=true",
+            "eval.samples=1",
+        )
+    )
     t.data = Dataset.load(t.cfg, print)
     from hawkeye_lite.trainset import batch_indices
 
@@ -312,8 +374,15 @@ def test_cli_data_errors_are_one_line_exit_2(tiny, demo_dir, tmp_path):
     data = corrupt_copy(demo_dir, tmp_path)
     bad = json.loads((data / "train.json").read_text())
     open(data / bad[3]["images"][0], "wb").write(b"not an image")
-    base = ["train", "--set", f"model.name_or_path={tiny}", "--set", "tiny_model.build=false",
-            "--set", f"output_dir={tmp_path / 'run'}"]  # the same folder each time: a failed start leaves no run
+    base = [
+        "train",
+        "--set",
+        f"model.name_or_path={tiny}",
+        "--set",
+        "tiny_model.build=false",
+        "--set",
+        f"output_dir={tmp_path / 'run'}",
+    ]  # the same folder each time: a failed start leaves no run
     for spec, extra, expect in [
         (f"json:{tmp_path / 'missing.json'}", [], "missing.json"),
         (f"json:{data / 'train.json'}", ["--set", "data.on_bad=fail"], bad[3]["images"][0].split("/")[-1]),
@@ -330,8 +399,8 @@ def test_cli_data_errors_are_one_line_exit_2(tiny, demo_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def scorer(tiny):
-    from hawkeye_lite.model import load_policy
     from hawkeye_lite.config import LoRAConfig
+    from hawkeye_lite.model import load_policy
     from hawkeye_lite.scorer import Scorer
 
     policy = load_policy(model_config(tiny, quantization="none", lora=LoRAConfig(r=4, alpha=8, dropout=0.0)))
@@ -349,7 +418,9 @@ def test_score_is_a_function_of_the_image(scorer):
     for bs in (1, 3, 8):
         assert [r.texts for r in scorer.score(ims, samples=3, seed=5, batch_size=bs)] == ref, bs
     perm = [4, 0, 6, 2, 1, 5, 3]
-    assert [r.texts for r in scorer.score([ims[i] for i in perm], samples=3, seed=5, batch_size=3)] == [ref[i] for i in perm]
+    assert [r.texts for r in scorer.score([ims[i] for i in perm], samples=3, seed=5, batch_size=3)] == [
+        ref[i] for i in perm
+    ]
     dup = scorer.score([ims[2], ims[0], ims[2]], samples=3, seed=5, batch_size=3)
     assert dup[0].texts == dup[2].texts == ref[2] and dup[1].texts == ref[0]
     # a path, a PIL image and a numpy array of the same pixels are the same image
@@ -386,8 +457,15 @@ def test_trainer_held_out_eval_is_batch_invariant(tiny, demo_dir, tmp_path, monk
     texts = []
     for bs in (1, 5):
         seen.clear()
-        cfg = make_cfg(tiny, f"demo:{demo_dir}", tmp_path / f"r{bs}", f"eval.batch_size={bs}", "eval.samples=2",
-                       "rollout.max_new_tokens=8", "eval.mechanism=false")  # its own invariance: test_mechanism
+        cfg = make_cfg(
+            tiny,
+            f"demo:{demo_dir}",
+            tmp_path / f"r{bs}",
+            f"eval.batch_size={bs}",
+            "eval.samples=2",
+            "rollout.max_new_tokens=8",
+            "eval.mechanism=false",
+        )  # its own invariance: test_mechanism
         t = Trainer(cfg)
         t.run_dir.mkdir()
         t.data = Dataset.load(cfg, print)
@@ -411,9 +489,16 @@ def _oriented(tmp_path, orientation: int, fmt: str):
     upright[8:, :4] = (0, 200, 0)
     up = Image.fromarray(upright)
     # the stored grid is what, turned by the tag, gives `up`: invert each transform
-    inverse = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
-               7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}[orientation]
+    inverse = {
+        1: None,
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }[orientation]
     stored = up if inverse is None else up.transpose(inverse)
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -464,7 +549,10 @@ def test_user_errors_are_one_line_exit_2(tiny, tmp_path, monkeypatch):
         (["score", "--model", str(tmp_path / "notamodel"), str(img)], "notamodel"),
         (["score", "--model", str(tiny), "--samples", "0", str(img)], "--samples"),
         (["score", "--model", str(tiny), "--batch-size", "0", str(img)], "--batch-size"),
-        (["degrade", "--data", f"json:{tmp_path / 'x.json'}", "--out", str(tmp_path / "o"), "--split", "bogus"], "--split"),
+        (
+            ["degrade", "--data", f"json:{tmp_path / 'x.json'}", "--out", str(tmp_path / "o"), "--split", "bogus"],
+            "--split",
+        ),
         (["eval", "--model", str(tiny), "--data", f"json:{tmp_path / 'x.json'}", "--csv", str(tmp_path)], "--csv"),
         (["eval", "--model", str(tiny), "--data", f"json:{tmp_path / 'x.json'}"], "x.json"),
         (["train", "--set", "optim.lrr=1"], "optim.lrr"),
@@ -492,7 +580,10 @@ def test_offline_hub_id_is_named(tiny, tmp_path, monkeypatch):
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(img)
     monkeypatch.chdir(tmp_path)
     res = run_cli("score", "--model", "SomeOrg/Some-Model", str(img))
-    assert res.exit_code == 2 and "SomeOrg/Some-Model: not a local folder, and not loadable as a hub model id" in res.output
+    assert (
+        res.exit_code == 2
+        and "SomeOrg/Some-Model: not a local folder, and not loadable as a hub model id" in res.output
+    )
 
 
 def test_work_failures_exit_1_and_debug_shows_the_traceback(monkeypatch, tmp_path):
@@ -516,9 +607,9 @@ def test_eval_csv_checked_before_work_and_results_printed_first(tmp_path, monkey
     leaves the metrics on stdout."""
     import types
 
+    import hawkeye_lite.evaluate as ev
     from hawkeye_lite.data import write_demo
     from hawkeye_lite.data.demo import DemoConfig
-    import hawkeye_lite.evaluate as ev
 
     recs = write_demo(tmp_path / "demo", DemoConfig(n_scenes=4, per_scene=2))
 
@@ -529,13 +620,28 @@ def test_eval_csv_checked_before_work_and_results_printed_first(tmp_path, monkey
 
         def score(self, paths, **kw):
             truth = {r.image: r.mos for r in recs}
-            return [types.SimpleNamespace(score=truth[p], std=0.0, samples=[truth[p]], texts=["t"], n_parsed=1, ok=True)
-                    for p in paths]
+            return [
+                types.SimpleNamespace(score=truth[p], std=0.0, samples=[truth[p]], texts=["t"], n_parsed=1, ok=True)
+                for p in paths
+            ]
 
     monkeypatch.setitem(sys.modules, "hawkeye_lite.scorer", types.SimpleNamespace(Scorer=StandIn))
-    monkeypatch.setattr(ev.EvalReport, "write_csv", lambda self, path: (_ for _ in ()).throw(OSError(28, "No space left on device", str(path))))
-    res = run_cli("eval", "--model", str(tmp_path), "--data", f"json:{tmp_path / 'demo' / 'demo.json'}", "--split", "all",
-                  "--csv", str(tmp_path / "out" / "p.csv"))
+    monkeypatch.setattr(
+        ev.EvalReport,
+        "write_csv",
+        lambda self, path: (_ for _ in ()).throw(OSError(28, "No space left on device", str(path))),
+    )
+    res = run_cli(
+        "eval",
+        "--model",
+        str(tmp_path),
+        "--data",
+        f"json:{tmp_path / 'demo' / 'demo.json'}",
+        "--split",
+        "all",
+        "--csv",
+        str(tmp_path / "out" / "p.csv"),
+    )
     assert res.exit_code == 1
     assert "SRCC" in res.stdout  # the table came out before the failing file
     assert "No space left on device" in res.output and "Traceback" not in res.output
@@ -560,7 +666,16 @@ def test_degrade_and_demo_data_refuse_a_non_empty_folder(tmp_path):
     assert res.exit_code == 2 and "mine.txt" in res.output  # never deletes what it did not write
     res = run_cli("degrade", "--data", f"json:{out / 'demo.json'}", "--out", str(tmp_path / "deg2"))
     assert res.exit_code == 0, res.output
-    res = run_cli("degrade", "--data", f"json:{out / 'demo.json'}", "--out", str(tmp_path / "deg2"), "--overwrite", "--split", "test")
+    res = run_cli(
+        "degrade",
+        "--data",
+        f"json:{out / 'demo.json'}",
+        "--out",
+        str(tmp_path / "deg2"),
+        "--overwrite",
+        "--split",
+        "test",
+    )
     assert res.exit_code == 0, res.output
     index = json.loads((tmp_path / "deg2" / "data.json").read_text())
     assert len(list((tmp_path / "deg2" / "images").iterdir())) == len(index)
@@ -569,13 +684,16 @@ def test_degrade_and_demo_data_refuse_a_non_empty_folder(tmp_path):
 # ============================================================================ --set lists
 
 
-@pytest.mark.parametrize("value,expect", [
-    ("[csv:F?path=a&mos=b]", ("csv:F?path=a&mos=b",)),
-    ("[csv:F?path=a&mos=b, koniq:/d?split=test]", ("csv:F?path=a&mos=b", "koniq:/d?split=test")),
-    ("csv:F?range=0,100", ("csv:F?range=0,100",)),
-    ("[csv:F?range=0,100&mos=m, koniq:/x]", ("csv:F?range=0,100&mos=m", "koniq:/x")),
-    ('["json:a b.json", \'json:c.json\']', ("json:a b.json", "json:c.json")),
-])
+@pytest.mark.parametrize(
+    "value,expect",
+    [
+        ("[csv:F?path=a&mos=b]", ("csv:F?path=a&mos=b",)),
+        ("[csv:F?path=a&mos=b, koniq:/d?split=test]", ("csv:F?path=a&mos=b", "koniq:/d?split=test")),
+        ("csv:F?range=0,100", ("csv:F?range=0,100",)),
+        ("[csv:F?range=0,100&mos=m, koniq:/x]", ("csv:F?range=0,100&mos=m", "koniq:/x")),
+        ("[\"json:a b.json\", 'json:c.json']", ("json:a b.json", "json:c.json")),
+    ],
+)
 def test_set_list_syntax_with_spec_options(value, expect):
     assert load_train_config(None, [f"data.train={value}"]).data.train == expect
 

@@ -5,13 +5,12 @@ import os
 
 import pytest
 import torch
+from _tiny import images, perturb_lora
 
 from hawkeye_lite.model import VISION_TOKENS
 from hawkeye_lite.prompts import parse_score
 from hawkeye_lite.rewards import compute_rewards
 from hawkeye_lite.rollout import generate_rollouts, sample_tokens
-
-from _tiny import images, perturb_lora
 
 
 @pytest.fixture
@@ -136,7 +135,9 @@ def test_vision_tokens_are_never_sampled(policy):
     try:
         greedy = generate_rollouts(policy, images(2), num_generations=2, max_new_tokens=6, temperature=0)
         sampled = generate_rollouts(policy, images(2), num_generations=2, max_new_tokens=6, seed=0)
-        naive = generate_rollouts(policy, images(2), num_generations=2, max_new_tokens=6, temperature=0, shared_prefix=False)
+        naive = generate_rollouts(
+            policy, images(2), num_generations=2, max_new_tokens=6, temperature=0, shared_prefix=False
+        )
     finally:
         handle.remove()
     for r in (greedy, sampled, naive):
@@ -232,17 +233,33 @@ def test_step_wide_rollouts_equal_micro_batch_rollouts(tiny, demo_dir, tmp_path,
     print(f"trainer seed: {seed}")
     results = {}
     for chunk in ("null", "3", "2"):
-        cfg = load_train_config(None, [
-            f"output_dir={tmp_path / chunk}", f"model.name_or_path={tiny}", "tiny_model.build=false",
-            f"data.train=[demo:{demo_dir}]", "optim.batch_size=2", "optim.grad_accum=3", "rollout.num_generations=3",
-            "rollout.max_new_tokens=10", f"rollout.batch_size={chunk}", "sft.steps=0", "logging.progress=false",
-            "objective.perception.enabled=false", f"seed={seed}",
-        ])
+        cfg = load_train_config(
+            None,
+            [
+                f"output_dir={tmp_path / chunk}",
+                f"model.name_or_path={tiny}",
+                "tiny_model.build=false",
+                f"data.train=[demo:{demo_dir}]",
+                "optim.batch_size=2",
+                "optim.grad_accum=3",
+                "rollout.num_generations=3",
+                "rollout.max_new_tokens=10",
+                f"rollout.batch_size={chunk}",
+                "sft.steps=0",
+                "logging.progress=false",
+                "objective.perception.enabled=false",
+                f"seed={seed}",
+            ],
+        )
         t = Trainer(cfg)
         t.prepare()
         t.policy = t.load_policy(t.base)
         perturb_lora(t.policy, std=0.2)
-        recs = [t.data.train[i] for m in range(3) for i in batch_indices(len(t.data.train), 5, m, batch_size=2, grad_accum=3, seed=seed)]
+        recs = [
+            t.data.train[i]
+            for m in range(3)
+            for i in batch_indices(len(t.data.train), 5, m, batch_size=2, grad_accum=3, seed=seed)
+        ]
         calls.clear()
         exps = t.sample(recs, step_seeds(seed, 5, len(recs)))
         results[chunk] = exps

@@ -8,14 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _tiny import DEVICE, DTYPE, images, model_config, perturb_lora, tiny_model_dir
 from PIL import Image
 
 import hawkeye_lite.rollout as rollout_module
 from hawkeye_lite.config import LoRAConfig
 from hawkeye_lite.model import load_policy
 from hawkeye_lite.scorer import ImageReadError, Scorer, ScoreResult, aggregate, to_rgb
-
-from _tiny import DEVICE, DTYPE, images, model_config, perturb_lora, tiny_model_dir
 
 K = 2  # samples per image
 TOKENS = 6  # completion length cap: the random model never stops on its own
@@ -79,7 +78,7 @@ def test_every_input_type_scores(scorer, files):
     ]
     results = scorer.score(inputs, samples=K, batch_size=6)
     assert len(results) == len(inputs)
-    for inp, r in zip(inputs, results):
+    for _inp, r in zip(inputs, results):
         assert isinstance(r, ScoreResult) and r.ok and r.error is None
         assert len(r.texts) == K and r.n_parsed == len(r.samples)
         if r.n_parsed:
@@ -256,8 +255,18 @@ def test_cli_init_tiny_and_score(tmp_path, run_dir, files):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
 
-    args = ["score", "--model", str(run_dir), str(files / "rgb.png"), str(files / "gray.png"),
-            "--samples", "2", "--max-new-tokens", "4", "--json"]
+    args = [
+        "score",
+        "--model",
+        str(run_dir),
+        str(files / "rgb.png"),
+        str(files / "gray.png"),
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.stdout.strip().splitlines()]
@@ -268,11 +277,24 @@ def test_cli_init_tiny_and_score(tmp_path, run_dir, files):
     assert res.exit_code == 0, res.output
     strat = [json.loads(line)["texts"] for line in res.stdout.strip().splitlines()]
     api = Scorer.from_pretrained(run_dir, device=DEVICE, max_new_tokens=4).score(
-        [str(files / "rgb.png"), str(files / "gray.png")], samples=2, stratified=True)
+        [str(files / "rgb.png"), str(files / "gray.png")], samples=2, stratified=True
+    )
     assert strat == [r.texts for r in api]
 
-    res = runner.invoke(app, ["score", "--model", str(run_dir), str(files / "not_an_image.jpg"), str(files / "rgb.png"),
-                              "--samples", "1", "--max-new-tokens", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "score",
+            "--model",
+            str(run_dir),
+            str(files / "not_an_image.jpg"),
+            str(files / "rgb.png"),
+            "--samples",
+            "1",
+            "--max-new-tokens",
+            "2",
+        ],
+    )
     assert res.exit_code == 2
     assert "not_an_image.jpg\tfailed" in res.stdout and str(files / "rgb.png") in res.stdout
 

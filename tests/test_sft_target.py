@@ -12,11 +12,23 @@ from hawkeye_lite.warmstart import sft_format_ratings, sft_settings, sft_target
 
 
 def cfg_for(tiny, demo_dir, run_dir, *extra):
-    return load_train_config(None, [
-        f"output_dir={run_dir}", f"model.name_or_path={tiny}", "tiny_model.build=false",
-        f"data.train=[demo:{demo_dir}]", "eval.before=false", "eval.after=false", "sft.steps=3",
-        "sft.batch_size=4", "optim.max_steps=1", "logging.progress=false", "logging.plot=false", *extra,
-    ])
+    return load_train_config(
+        None,
+        [
+            f"output_dir={run_dir}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}]",
+            "eval.before=false",
+            "eval.after=false",
+            "sft.steps=3",
+            "sft.batch_size=4",
+            "optim.max_steps=1",
+            "logging.progress=false",
+            "logging.plot=false",
+            *extra,
+        ],
+    )
 
 
 def test_target_is_validated():
@@ -60,8 +72,11 @@ def test_warm_start_targets(tiny, demo_dir, tmp_path, monkeypatch, target):
 
     seen = []
     real = warmstart_mod.sft_target
-    monkeypatch.setattr(warmstart_mod, "sft_target",
-                        lambda y, think, description=None: seen.append(y) or real(y, think=think, description=description))
+    monkeypatch.setattr(
+        warmstart_mod,
+        "sft_target",
+        lambda y, think, description=None: seen.append(y) or real(y, think=think, description=description),
+    )
     cfg = cfg_for(tiny, demo_dir, tmp_path / "run", f"sft.target={target}")
     t = Trainer(cfg)
     t.prepare()
@@ -70,8 +85,11 @@ def test_warm_start_targets(tiny, demo_dir, tmp_path, monkeypatch, target):
     assert len(seen) == 3 * 4
     from hawkeye_lite.trainset import batch_indices
 
-    mos = [t.data.train[i].mos for s in range(3)
-           for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)]
+    mos = [
+        t.data.train[i].mos
+        for s in range(3)
+        for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)
+    ]
     if target == "mos":
         assert seen == mos
     else:
@@ -88,7 +106,7 @@ def _images(n, seed):
 
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         a = rng.integers(0, 256, (56, 84, 3)).astype(np.float32) * rng.uniform(0.2, 1.0)
         out.append(Image.fromarray(a.clip(0, 255).astype(np.uint8), "RGB"))
     return out
@@ -121,8 +139,9 @@ def test_describer_deciles_match_numpy():
 
 def test_describe_needs_the_think_prompt():
     with pytest.raises(ConfigError, match="^sft.target:"):
-        load_train_config(None, ["sft.steps=5", "sft.target=describe", "rollout.prompt=no_think",
-                                 "reward.require_think=false"])
+        load_train_config(
+            None, ["sft.steps=5", "sft.target=describe", "rollout.prompt=no_think", "reward.require_think=false"]
+        )
 
 
 def test_warm_start_describe(tiny, demo_dir, tmp_path, monkeypatch):
@@ -133,9 +152,13 @@ def test_warm_start_describe(tiny, demo_dir, tmp_path, monkeypatch):
 
     seen = []
     real = warmstart_mod.sft_target
-    monkeypatch.setattr(warmstart_mod, "sft_target",
-                        lambda y, think, description=None: seen.append((y, description)) or
-                        real(y, think=think, description=description))
+    monkeypatch.setattr(
+        warmstart_mod,
+        "sft_target",
+        lambda y, think, description=None: (
+            seen.append((y, description)) or real(y, think=think, description=description)
+        ),
+    )
     cfg = cfg_for(tiny, demo_dir, tmp_path / "run", "sft.target=describe", "sft.steps=2")
     t = Trainer(cfg)
     t.prepare()
@@ -144,8 +167,14 @@ def test_warm_start_describe(tiny, demo_dir, tmp_path, monkeypatch):
 
     _, images = t.images.load(t.data.train)
     d = Describer(images)
-    idx = [i for s in range(2) for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)]
+    idx = [
+        i
+        for s in range(2)
+        for i in batch_indices(len(t.data.train), s, 0, batch_size=4, grad_accum=1, seed=cfg.seed + 7)
+    ]
     assert [desc for _, desc in seen] == [d(images[i]) for i in idx]
     assert [y for y, _ in seen] == [y for s in range(2) for y in sft_format_ratings(cfg, s, 4)]
-    assert sft_target(3.0, think=True, description="sharp 1 noisy 2 dark 3 blocky 4") == \
-        "<think> sharp 1 noisy 2 dark 3 blocky 4 </think><answer>3.00</answer>"
+    assert (
+        sft_target(3.0, think=True, description="sharp 1 noisy 2 dark 3 blocky 4")
+        == "<think> sharp 1 noisy 2 dark 3 blocky 4 </think><answer>3.00</answer>"
+    )

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import torch
 
-from hawkeye_lite.rewards import Rewards
 from hawkeye_lite.experience import reward_spread
+from hawkeye_lite.rewards import Rewards
 
 
 def test_reward_spread_matches_numpy():
@@ -18,17 +18,20 @@ def test_reward_spread_matches_numpy():
     acc = rng.random((B, G))
     fmt = rng.choice([0.0, 0.8], (B, G))
     rep = np.zeros((B, G))
-    acc[0] = 0.3; fmt[0] = 0.8  # a group with no spread at all
-    fmt[1] = 0.8                # spread from accuracy only
+    acc[0] = 0.3
+    fmt[0] = 0.8  # a group with no spread at all
+    fmt[1] = 0.8  # spread from accuracy only
     cols = {"accuracy": acc, "format": fmt, "repetition": rep}
-    r = Rewards({k: torch.tensor(v.reshape(-1), dtype=torch.float32) for k, v in cols.items()},
-                torch.tensor((acc + fmt + rep).reshape(-1), dtype=torch.float32))
+    r = Rewards(
+        {k: torch.tensor(v.reshape(-1), dtype=torch.float32) for k, v in cols.items()},
+        torch.tensor((acc + fmt + rep).reshape(-1), dtype=torch.float32),
+    )
     out = reward_spread(r, G)
     total = (acc + fmt + rep).astype(np.float32).astype(np.float64)
     dev = total - total.mean(1, keepdims=True)
     for name, v in cols.items():
         v = v.astype(np.float32).astype(np.float64)
-        share = ((v - v.mean(1, keepdims=True)) * dev).sum() / (dev ** 2).sum()
+        share = ((v - v.mean(1, keepdims=True)) * dev).sum() / (dev**2).sum()
         assert abs(out[f"spread_{name}"] - share) < 1e-9
     assert abs(sum(out[f"spread_{k}"] for k in cols) - 1.0) < 1e-6
     assert out["spread_repetition"] == 0.0
@@ -72,13 +75,28 @@ def test_trainer_warns_once_when_every_group_has_one_reward(tiny, demo_dir, tmp_
     from hawkeye_lite.config_loader import load_train_config
     from hawkeye_lite.trainer import Trainer
 
-    cfg = load_train_config(None, [
-        f"output_dir={tmp_path / 'run'}", f"model.name_or_path={tiny}", "tiny_model.build=false",
-        f"data.train=[demo:{demo_dir}]", "eval.before=false", "eval.after=false", "optim.batch_size=2",
-        "rollout.num_generations=3", "rollout.max_new_tokens=6", "optim.max_steps=12", "checkpoint.every=0",
-        "logging.progress=false", "logging.plot=false", "sft.steps=0", "reward.functions=[format]",
-        "objective.perception.enabled=false", "objective.beta=0",
-    ])
+    cfg = load_train_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}]",
+            "eval.before=false",
+            "eval.after=false",
+            "optim.batch_size=2",
+            "rollout.num_generations=3",
+            "rollout.max_new_tokens=6",
+            "optim.max_steps=12",
+            "checkpoint.every=0",
+            "logging.progress=false",
+            "logging.plot=false",
+            "sft.steps=0",
+            "reward.functions=[format]",
+            "objective.perception.enabled=false",
+            "objective.beta=0",
+        ],
+    )
     out = io.StringIO()
     Trainer(cfg, log_stream=out).run()
     text = out.getvalue()

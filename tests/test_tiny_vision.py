@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hawkeye_lite.model import build_tiny_model
+from hawkeye_lite.tiny_model import build_tiny_model
 from hawkeye_lite.tiny_vision import low_level_stats, pretrain_tiny_vision
 
 
@@ -53,8 +53,8 @@ def test_local_stats_are_the_image_stats_of_each_token_block():
     # Raster order over a 2 x 3 grid of blocks: row 5 is block (1, 2), row 1 is block (0, 1).
     a = np.asarray(img, dtype=np.float32) / 255.0
     y = a @ np.array([0.299, 0.587, 0.114], np.float32)
-    assert np.isclose(cells[5, 0], y[CELL:, 2 * CELL:].mean(), atol=1e-5)
-    assert np.isclose(cells[1, 1], y[:CELL, CELL:2 * CELL].std(), atol=1e-5)
+    assert np.isclose(cells[5, 0], y[CELL:, 2 * CELL :].mean(), atol=1e-5)
+    assert np.isclose(cells[1, 1], y[:CELL, CELL : 2 * CELL].std(), atol=1e-5)
     # A one-block image: the per-block brightness, contrast and colourfulness are the image's.
     one = Image.fromarray(rng.integers(0, 256, (CELL, CELL, 3), dtype=np.uint8))
     np.testing.assert_allclose(local_stats(one)[0, [0, 1, 6]], low_level_stats(one)[[0, 1, 6]], rtol=1e-4)
@@ -69,8 +69,9 @@ def test_local_stats_follow_the_vision_token_order(tmp_path):
     from hawkeye_lite.tiny_vision import local_stats
 
     d = build_tiny_model(tmp_path / "m", seed=0)
-    policy = load_policy(ModelConfig(name_or_path=str(d), quantization="none", dtype="float32", lora=None, device="cpu"),
-                         trainable=False)
+    policy = load_policy(
+        ModelConfig(name_or_path=str(d), quantization="none", dtype="float32", lora=None, device="cpu"), trainable=False
+    )
     img = Image.new("RGB", (84, 56), (90, 120, 200))
     batch = policy.encode([img])
     tokens = int(batch.image_grid_thw.prod()) // 4

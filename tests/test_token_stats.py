@@ -8,8 +8,8 @@ import scipy.stats
 import torch
 
 from hawkeye_lite import kernels
-from hawkeye_lite.kernels import reference as R
 from hawkeye_lite.kernels import fused_token_stats as F
+from hawkeye_lite.kernels import reference as R
 
 INF = float("inf")
 
@@ -30,9 +30,11 @@ def _run(fn, z, tok, zd, T, gouts, which, device):
     z = z.detach().to(device).requires_grad_()
     zd = zd.detach().to(device).requires_grad_() if zd is not None else None
     out = fn(z, tok.to(device), zd, temperature=T)
-    loss = sum((o * g.to(device, o.dtype)).sum() for i, (o, g) in enumerate(zip(out, gouts)) if i in which and o is not None)
+    loss = sum(
+        (o * g.to(device, o.dtype)).sum() for i, (o, g) in enumerate(zip(out, gouts)) if i in which and o is not None
+    )
     loss.backward()
-    cpu = lambda t: None if t is None else t.detach().cpu().double()  # noqa: E731
+    cpu = lambda t: None if t is None else t.detach().cpu().double()
     return [cpu(o) for o in out], cpu(z.grad), cpu(zd.grad) if zd is not None else None
 
 
@@ -159,10 +161,27 @@ def test_split_rows_match_float64(split, case, gen, triton_device):
     dz = torch.empty_like(zc)
     dzd = torch.empty_like(zdc) if zd is not None else None
     gs = [x.float().to(dev) for x in g]
-    F.stats_backward(zc, tokc, zdc, 1.0, saved, ent, entd, gs[0], gs[1] if zd is not None else None, gs[2] if zd is not None else None,
-                     gs[3] if zd is not None else None, dz, dzd, block_v=block, split=split)
+    F.stats_backward(
+        zc,
+        tokc,
+        zdc,
+        1.0,
+        saved,
+        ent,
+        entd,
+        gs[0],
+        gs[1] if zd is not None else None,
+        gs[2] if zd is not None else None,
+        gs[3] if zd is not None else None,
+        dz,
+        dzd,
+        block_v=block,
+        split=split,
+    )
     which = {0, 1, 2, 3} if zd is not None else {0}
-    want, dz64, dzd64 = _run(R.token_stats_from_logits, z.double(), tok, None if zd is None else zd.double(), 1.0, g, which, "cpu")
+    want, dz64, dzd64 = _run(
+        R.token_stats_from_logits, z.double(), tok, None if zd is None else zd.double(), 1.0, g, which, "cpu"
+    )
     got = [logp, kl, ent, entd]
     for name, a, b in zip(("logp", "kl", "entropy", "entropy_deg"), got, want):
         if b is not None:
@@ -213,11 +232,13 @@ def _run_linear(fn, h, w, hd, tok, g, device, chunk, T=1.0, grad_w=True, grad_hd
     hd = hd.detach().to(device).requires_grad_(grad_hd) if hd is not None else None
     out = fn(h, w, tok.to(device), hd, temperature=T, chunk_size=chunk)
     sum((o * gg.to(device, o.dtype)).sum() for o, gg in zip(out, g) if o is not None).backward()
-    cpu = lambda t: None if t is None else t.detach().cpu().double()  # noqa: E731
+    cpu = lambda t: None if t is None else t.detach().cpu().double()
     return [cpu(o) for o in out], cpu(h.grad), cpu(w.grad), cpu(hd.grad) if hd is not None else None
 
 
-@pytest.mark.parametrize("N,H,V,chunk", [(1, 16, 1000, None), (37, 32, 4099, 8), (37, 24, 1000, 37), (13, 16, 50257, 5)])
+@pytest.mark.parametrize(
+    "N,H,V,chunk", [(1, 16, 1000, None), (37, 32, 4099, 8), (37, 24, 1000, 37), (13, 16, 50257, 5)]
+)
 def test_linear_fp32_matches_float64(N, H, V, chunk, gen, triton_device):
     h, w, hd, tok = _linear_inputs(N, H, V, gen, torch.float32)
     g = _grads(N, gen)
@@ -255,7 +276,9 @@ def test_linear_frozen_weight_and_no_degraded_grad(gen, triton_device):
     h, w, hd, tok = _linear_inputs(19, 16, 999, gen, torch.float32)
     g = _grads(19, gen)
     got = _run_linear(F.token_stats, h, w, hd, tok, g, triton_device, 7, grad_w=False, grad_hd=False)
-    want = _run_linear(R.token_stats, h.double(), w.double(), hd.double(), tok, g, "cpu", 7, grad_w=False, grad_hd=False)
+    want = _run_linear(
+        R.token_stats, h.double(), w.double(), hd.double(), tok, g, "cpu", 7, grad_w=False, grad_hd=False
+    )
     assert got[2] is None and got[3] is None
     torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5)
 

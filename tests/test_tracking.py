@@ -18,17 +18,42 @@ from hawkeye_lite.tracking import flatten
 
 
 def step_record(step, rng):
-    keys = ("reward", "reward_accuracy", "format_rate", "parse_rate", "uncertainty", "weight", "loss", "gamma",
-            "lr", "grad_norm", "rollout_tok_s", "train_tok_s", "peak_mem_mb", "ref_kl", "perception_kl", "entropy")
+    keys = (
+        "reward",
+        "reward_accuracy",
+        "format_rate",
+        "parse_rate",
+        "uncertainty",
+        "weight",
+        "loss",
+        "gamma",
+        "lr",
+        "grad_norm",
+        "rollout_tok_s",
+        "train_tok_s",
+        "peak_mem_mb",
+        "ref_kl",
+        "perception_kl",
+        "entropy",
+    )
     rec = {"event": "step", "step": step, **{k: rng.uniform(0, 2) for k in keys}}
     rec["skipped_updates"] = 0
     return rec
 
 
 def eval_record(step, rng):
-    ds = {name: {"n": 6, "srcc": rng.uniform(-1, 1), "plcc": rng.uniform(-1, 1), "parse_rate": 1.0} for name in ("a", "b")}
-    return {"event": "eval", "tag": "x", "step": step, "seconds": 1.5, "datasets": ds,
-            "srcc": sum(d["srcc"] for d in ds.values()) / 2, "plcc": float("nan")}
+    ds = {
+        name: {"n": 6, "srcc": rng.uniform(-1, 1), "plcc": rng.uniform(-1, 1), "parse_rate": 1.0} for name in ("a", "b")
+    }
+    return {
+        "event": "eval",
+        "tag": "x",
+        "step": step,
+        "seconds": 1.5,
+        "datasets": ds,
+        "srcc": sum(d["srcc"] for d in ds.values()) / 2,
+        "plcc": float("nan"),
+    }
 
 
 def records(seed):
@@ -41,15 +66,29 @@ def records(seed):
 
 
 def test_flatten_namespaces_and_drops_non_numbers():
-    rec = {"event": "eval", "tag": "after", "step": 3, "srcc": 0.5, "plcc": float("nan"), "ok": True,
-           "datasets": {"koniq": {"srcc": 0.4, "n": 6}}}
-    assert flatten(rec) == {"eval/step": 3.0, "eval/srcc": 0.5, "eval/datasets/koniq/srcc": 0.4,
-                            "eval/datasets/koniq/n": 6.0}
+    rec = {
+        "event": "eval",
+        "tag": "after",
+        "step": 3,
+        "srcc": 0.5,
+        "plcc": float("nan"),
+        "ok": True,
+        "datasets": {"koniq": {"srcc": 0.4, "n": 6}},
+    }
+    assert flatten(rec) == {
+        "eval/step": 3.0,
+        "eval/srcc": 0.5,
+        "eval/datasets/koniq/srcc": 0.4,
+        "eval/datasets/koniq/n": 6.0,
+    }
     assert flatten({"event": "other", "x": 1}) == {}
 
 
 def test_report_to_is_validated():
-    assert load_train_config(None, ["logging.report_to=[tensorboard, wandb]"]).logging.report_to == ("tensorboard", "wandb")
+    assert load_train_config(None, ["logging.report_to=[tensorboard, wandb]"]).logging.report_to == (
+        "tensorboard",
+        "wandb",
+    )
     with pytest.raises(ConfigError, match="logging.report_to: unknown tracker 'mlflow'"):
         load_train_config(None, ["logging.report_to=[mlflow]"])
     with pytest.raises(ConfigError, match="logging.report_to: names a tracker twice"):
@@ -119,7 +158,7 @@ def test_wandb_tracker_calls_with_a_stand_in_module(tmp_path, monkeypatch):
     fake = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
     recs = records(0)
-    for attempt in (1, 2):  # the second Logger is a resumed run: same W&B run id
+    for _attempt in (1, 2):  # the second Logger is a resumed run: same W&B run id
         log = Logger(tmp_path / "run", progress=False, stream=io.StringIO(), report_to=["wandb"], config={"seed": 0})
         for r in recs:
             log.write(r)
@@ -145,8 +184,8 @@ def read_wandb_history(path):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             chunks.append(payload)
         elif kind in (2, 3):
@@ -159,8 +198,13 @@ def read_wandb_history(path):
         rec = pb.Record()
         rec.ParseFromString(chunk)
         if rec.WhichOneof("record_type") == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item
-                         if not (i.key or "/".join(i.nested_key)).startswith("_")})
+            rows.append(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.history.item
+                    if not (i.key or "/".join(i.nested_key)).startswith("_")
+                }
+            )
     return rows
 
 

@@ -7,25 +7,41 @@ import math
 import pytest
 import torch
 
-from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.checkpoint import CHECKPOINTS, latest_checkpoint
+from hawkeye_lite.config_loader import load_train_config
 from hawkeye_lite.errors import TrainingError
 from hawkeye_lite.schedules import gamma_at, lr_at
 from hawkeye_lite.trainer import Trainer
 from hawkeye_lite.trainset import batch_indices
 
-
 PLOT_FILE = "plot.png"  # matplotlib is a dependency
 
 
 def make_cfg(tiny, demo_dir, run_dir, *extra):
-    return load_train_config(None, [
-        f"output_dir={run_dir}", f"model.name_or_path={tiny}", "tiny_model.build=false",
-        f"data.train=[demo:{demo_dir}]", "eval.before=false", "eval.after=false", "eval.max_images=6",
-        "eval.samples=1", "optim.batch_size=2", "rollout.num_generations=3", "rollout.max_new_tokens=6",
-        "optim.max_steps=4", "optim.warmup_steps=1", "optim.lr=1e-2", "checkpoint.every=0",
-        "logging.progress=false", "logging.plot=false", "sft.steps=0", *extra,
-    ])
+    return load_train_config(
+        None,
+        [
+            f"output_dir={run_dir}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}]",
+            "eval.before=false",
+            "eval.after=false",
+            "eval.max_images=6",
+            "eval.samples=1",
+            "optim.batch_size=2",
+            "rollout.num_generations=3",
+            "rollout.max_new_tokens=6",
+            "optim.max_steps=4",
+            "optim.warmup_steps=1",
+            "optim.lr=1e-2",
+            "checkpoint.every=0",
+            "logging.progress=false",
+            "logging.plot=false",
+            "sft.steps=0",
+            *extra,
+        ],
+    )
 
 
 def lora_state(trainer):
@@ -71,10 +87,19 @@ def test_data_order_is_a_function_of_seed_and_step():
 
 
 def test_full_step_every_term_on(tiny, demo_dir, tmp_path):
-    cfg = make_cfg(tiny, demo_dir, tmp_path / "run", "objective.beta=0.1", "objective.perception.gamma0=0.05",
-                   "objective.perception.eta1=0.01", "objective.perception.eta2=0.01",
-                   "objective.perception.degraded_grad=true", "optim.mu=2", "optim.grad_accum=2",
-                   "model.lora.dropout=0.1")
+    cfg = make_cfg(
+        tiny,
+        demo_dir,
+        tmp_path / "run",
+        "objective.beta=0.1",
+        "objective.perception.gamma0=0.05",
+        "objective.perception.eta1=0.01",
+        "objective.perception.eta2=0.01",
+        "objective.perception.degraded_grad=true",
+        "optim.mu=2",
+        "optim.grad_accum=2",
+        "model.lora.dropout=0.1",
+    )
     t = started(cfg)
     with torch.no_grad():  # a non-zero adapter, so the reference (adapter off) differs from the policy
         for name, p in t.policy.model.named_parameters():
@@ -84,10 +109,31 @@ def test_full_step_every_term_on(tiny, demo_dir, tmp_path):
     rec = t.rl_step()
     after = lora_state(t)
     assert rec["step"] == 1 and rec["skipped_updates"] == 0
-    for key in ("reward", "reward_accuracy", "reward_format", "reward_repetition", "format_rate", "parse_rate",
-                "uncertainty", "weight", "adv_std", "clip_frac", "clip_frac_low", "clip_frac_high", "ref_kl",
-                "perception_kl", "entropy", "entropy_deg", "gamma", "lr", "grad_norm", "rollout_tok_s",
-                "train_tok_s", "peak_mem_mb", "loss"):
+    for key in (
+        "reward",
+        "reward_accuracy",
+        "reward_format",
+        "reward_repetition",
+        "format_rate",
+        "parse_rate",
+        "uncertainty",
+        "weight",
+        "adv_std",
+        "clip_frac",
+        "clip_frac_low",
+        "clip_frac_high",
+        "ref_kl",
+        "perception_kl",
+        "entropy",
+        "entropy_deg",
+        "gamma",
+        "lr",
+        "grad_norm",
+        "rollout_tok_s",
+        "train_tok_s",
+        "peak_mem_mb",
+        "loss",
+    ):
         assert key in rec and math.isfinite(rec[key]), key
     assert rec["ref_kl"] > 0 and rec["perception_kl"] > 0 and rec["gamma"] == pytest.approx(0.05)
     assert rec["grad_norm"] > 0
@@ -213,16 +259,47 @@ def test_demo_cli_few_steps(tiny, demo_dir, tmp_path):
     from hawkeye_lite.scorer import Scorer
 
     run = tmp_path / "demo"
-    args = ["train", "--set", f"output_dir={run}", "--set", f"model.name_or_path={tmp_path / 'tiny'}",
-            "--set", f"data.train=[demo:{demo_dir}]", "--set", "sft.steps=4", "--set", "sft.batch_size=4",
-            "--set", "optim.max_steps=2", "--set", "optim.batch_size=2", "--set", "rollout.num_generations=2",
-            "--set", "rollout.max_new_tokens=12", "--set", "eval.samples=1", "--set", "eval.max_images=6",
-            "--set", "logging.progress=false", "--set", "tiny_model.vision_pretrain_steps=3"]
+    args = [
+        "train",
+        "--set",
+        f"output_dir={run}",
+        "--set",
+        f"model.name_or_path={tmp_path / 'tiny'}",
+        "--set",
+        f"data.train=[demo:{demo_dir}]",
+        "--set",
+        "sft.steps=4",
+        "--set",
+        "sft.batch_size=4",
+        "--set",
+        "optim.max_steps=2",
+        "--set",
+        "optim.batch_size=2",
+        "--set",
+        "rollout.num_generations=2",
+        "--set",
+        "rollout.max_new_tokens=12",
+        "--set",
+        "eval.samples=1",
+        "--set",
+        "eval.max_images=6",
+        "--set",
+        "logging.progress=false",
+        "--set",
+        "tiny_model.vision_pretrain_steps=3",
+    ]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert "before" in out.output and "after" in out.output
-    for path in ("config.yaml", "metrics.jsonl", "sft-base/config.json", "final/adapter_model.safetensors",
-                 "final/adapter_config.json", "final/hawkeye.json", PLOT_FILE):
+    for path in (
+        "config.yaml",
+        "metrics.jsonl",
+        "sft-base/config.json",
+        "final/adapter_model.safetensors",
+        "final/adapter_config.json",
+        "final/hawkeye.json",
+        PLOT_FILE,
+    ):
         assert (run / path).exists(), path
     events = [json.loads(l)["event"] for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert events.count("step") == 2 and events.count("eval") == 2 and events.count("sft") == 4

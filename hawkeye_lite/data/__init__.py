@@ -14,17 +14,45 @@ The readers, one concern per module (each module's docstring says what it owns):
     imagecheck  check_image: whether a listed image file can be used
 """
 
-from .degrade import DegradeRecipe, Degrader, StageParams, degrade, degrade_records
+from .degrade import Degrader, DegradeRecipe, StageParams, degrade, degrade_records
 from .demo import DemoConfig, demo_mos, demo_records, generate_demo, write_demo
 from .imagecheck import check_image
 from .records import (
-    BadRecord, DataError, IQARecord, LoadResult, LoadSummary, assign_splits, load_image, map_mos, write_json,
+    BadRecord,
+    DataError,
+    IQARecord,
+    LoadResult,
+    LoadSummary,
+    assign_splits,
+    load_image,
+    map_mos,
+    write_json,
 )
 from .specs import SUITES, load_records, parse_spec, split_specs
 
 __all__ = [
-    "BadRecord", "DataError", "DegradeRecipe", "Degrader", "DemoConfig", "IQARecord", "LoadResult", "LoadSummary",
-    "StageParams", "assign_splits", "check_image", "degrade", "degrade_records", "demo_mos", "demo_records",
-    "generate_demo", "load_image", "load_records", "map_mos", "parse_spec", "SUITES", "split_specs", "write_demo",
+    "BadRecord",
+    "DataError",
+    "DegradeRecipe",
+    "Degrader",
+    "DemoConfig",
+    "IQARecord",
+    "LoadResult",
+    "LoadSummary",
+    "StageParams",
+    "assign_splits",
+    "check_image",
+    "degrade",
+    "degrade_records",
+    "demo_mos",
+    "demo_records",
+    "generate_demo",
+    "load_image",
+    "load_records",
+    "map_mos",
+    "parse_spec",
+    "SUITES",
+    "split_specs",
+    "write_demo",
     "write_json",
 ]

@@ -35,18 +35,18 @@ KINDS = ("noise", "blur", "jpeg", "darken")
 
 @dataclass(frozen=True)
 class StageParams:
-    noise_sigma: float = 45.0    # gaussian noise std on 0-255
-    blur_radius: float = 2.0     # PIL GaussianBlur radius (pixels)
-    jpeg_quality: int = 5        # 1-95
-    jpeg_passes: int = 3         # re-encodings
-    darken: float = 0.6          # brightness factor, < 1 darkens
+    noise_sigma: float = 45.0  # gaussian noise std on 0-255
+    blur_radius: float = 2.0  # PIL GaussianBlur radius (pixels)
+    jpeg_quality: int = 5  # 1-95
+    jpeg_passes: int = 3  # re-encodings
+    darken: float = 0.6  # brightness factor, < 1 darkens
 
 
 @dataclass(frozen=True)
 class DegradeRecipe:
     kinds: Tuple[str, ...] = KINDS
     first: StageParams = StageParams()
-    second_stage: bool = False   # apply a second, different degradation on top
+    second_stage: bool = False  # apply a second, different degradation on top
     second: StageParams = StageParams(noise_sigma=65.0, blur_radius=4.0, jpeg_quality=5, jpeg_passes=3, darken=0.5)
 
     def __post_init__(self) -> None:
@@ -56,7 +56,13 @@ class DegradeRecipe:
         if self.second_stage and len(set(self.kinds)) < 2:
             raise ValueError("second_stage needs at least two degradation kinds (the second must differ)")
         for p in (self.first, self.second):
-            if not (1 <= p.jpeg_quality <= 95) or p.jpeg_passes < 1 or p.noise_sigma < 0 or p.blur_radius < 0 or p.darken < 0:
+            if (
+                not (1 <= p.jpeg_quality <= 95)
+                or p.jpeg_passes < 1
+                or p.noise_sigma < 0
+                or p.blur_radius < 0
+                or p.darken < 0
+            ):
                 raise ValueError(f"invalid degradation parameters: {p}")
 
     @classmethod
@@ -142,9 +148,16 @@ def _safe_name(rid: str) -> str:
     return f"{stem}_{hashlib.sha1(rid.encode('utf-8')).hexdigest()[:8]}"
 
 
-def degrade_records(records: Sequence, out_dir, *, seed: int = 0, recipe: DegradeRecipe = DegradeRecipe(),
-                    fmt: str = "png", jpeg_save_quality: int = 95,
-                    progress: Optional[Callable[[int, int], None]] = None) -> List:
+def degrade_records(
+    records: Sequence,
+    out_dir,
+    *,
+    seed: int = 0,
+    recipe: DegradeRecipe = DegradeRecipe(),
+    fmt: str = "png",
+    jpeg_save_quality: int = 95,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> List:
     """Write a degraded partner for every record under out_dir/images and a JSON (out_dir/data.json)
     listing the originals with the `image_deg` field. Returns the updated records.
 
@@ -170,8 +183,11 @@ def degrade_records(records: Sequence, out_dir, *, seed: int = 0, recipe: Degrad
             # no timestamps or text chunks: PIL's PNG writer is byte-stable for equal pixels
             img.save(tmp, "PNG", optimize=False, compress_level=6)
         else:
-            q = recipe.second.jpeg_quality if kinds[-1] == "jpeg" and len(kinds) > 1 else (
-                recipe.first.jpeg_quality if kinds[-1] == "jpeg" else jpeg_save_quality)
+            q = (
+                recipe.second.jpeg_quality
+                if kinds[-1] == "jpeg" and len(kinds) > 1
+                else (recipe.first.jpeg_quality if kinds[-1] == "jpeg" else jpeg_save_quality)
+            )
             img.save(tmp, "JPEG", quality=int(q))
         os.replace(tmp, dst)
         updated.append(replace(r, image_deg=str(dst.resolve())))

@@ -48,8 +48,8 @@ MOS_FORMULA = "MOS = 4.8 - 3.6*s; std = 0.3 + 0.8*s*(1-s); s = distortion severi
 @dataclass(frozen=True)
 class DemoConfig:
     n_scenes: int = 64
-    per_scene: int = 5                         # distorted versions per scene (plus the pristine one)
-    sizes: Tuple[int, ...] = (56, 84, 112)     # each of width and height is drawn from these
+    per_scene: int = 5  # distorted versions per scene (plus the pristine one)
+    sizes: Tuple[int, ...] = (56, 84, 112)  # each of width and height is drawn from these
     kinds: Tuple[str, ...] = DEMO_KINDS
     test_frac: float = 0.25
     seed: int = 0
@@ -69,12 +69,12 @@ class DemoConfig:
 class DemoSample:
     id: str
     scene: str
-    kind: str            # "pristine" or a distortion type
+    kind: str  # "pristine" or a distortion type
     severity: float
     mos: float
     std: float
     split: str
-    image: "object"      # PIL.Image.Image, RGB
+    image: "object"  # PIL.Image.Image, RGB
 
 
 def demo_mos(severity: float) -> Tuple[float, float]:
@@ -98,8 +98,8 @@ def render_scene(rng: np.random.Generator, width: int, height: int):
     c0, c1 = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
     if rng.random() < 0.6:  # linear gradient at a random angle
         a = rng.uniform(0, 2 * math.pi)
-        t = (xx * math.cos(a) + yy * math.sin(a))
-    else:                   # radial gradient from a random centre
+        t = xx * math.cos(a) + yy * math.sin(a)
+    else:  # radial gradient from a random centre
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         t = np.hypot(xx - cx, yy - cy)
     t = (t - t.min()) / (np.ptp(t) + 1e-6)
@@ -203,20 +203,38 @@ def write_demo(out_dir: Union[str, Path], cfg: DemoConfig = DemoConfig()) -> Lis
     for smp in generate_demo(cfg):
         path = out / "images" / f"{smp.id}.png"
         smp.image.save(path, "PNG", compress_level=6)
-        records.append(IQARecord(id=smp.id, image=str(path.resolve()), mos=round(smp.mos, 6), mos_raw=round(smp.mos, 6),
-                                 mos_range=(1.0, 5.0), dataset="demo", split=smp.split, std=round(smp.std, 6),
-                                 ref=smp.scene, source=f"demo:{smp.id}"))
+        records.append(
+            IQARecord(
+                id=smp.id,
+                image=str(path.resolve()),
+                mos=round(smp.mos, 6),
+                mos_raw=round(smp.mos, 6),
+                mos_range=(1.0, 5.0),
+                dataset="demo",
+                split=smp.split,
+                std=round(smp.std, 6),
+                ref=smp.scene,
+                source=f"demo:{smp.id}",
+            )
+        )
     write_json(records, out / "demo.json")
     write_json([r for r in records if r.split == "train"], out / "train.json")
     write_json([r for r in records if r.split == "test"], out / "test.json")
-    meta = {"format_version": FORMAT_VERSION, "config": asdict(cfg), "mos_formula": MOS_FORMULA,
-            "n_images": len(records), "n_train": sum(r.split == "train" for r in records),
-            "n_test": sum(r.split == "test" for r in records)}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "config": asdict(cfg),
+        "mos_formula": MOS_FORMULA,
+        "n_images": len(records),
+        "n_train": sum(r.split == "train" for r in records),
+        "n_test": sum(r.split == "test" for r in records),
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return records
 
 
-def demo_records(root: Union[str, Path], cfg: DemoConfig = DemoConfig(), *, split: Optional[str] = None) -> List[IQARecord]:
+def demo_records(
+    root: Union[str, Path], cfg: DemoConfig = DemoConfig(), *, split: Optional[str] = None
+) -> List[IQARecord]:
     """Records of the demo dataset stored at root, generating it first if it is missing or was made
     with another config. `split` filters (train/test); None returns all. This is what the trainer uses."""
     from .specs import load_records
@@ -230,8 +248,12 @@ def demo_records(root: Union[str, Path], cfg: DemoConfig = DemoConfig(), *, spli
         except json.JSONDecodeError:
             current = None
     want = json.loads(json.dumps(asdict(cfg)))  # tuples -> lists, as stored
-    if (current is None or current.get("config") != want or current.get("format_version") != FORMAT_VERSION
-            or not (root / "demo.json").is_file()):
+    if (
+        current is None
+        or current.get("config") != want
+        or current.get("format_version") != FORMAT_VERSION
+        or not (root / "demo.json").is_file()
+    ):
         recs = write_demo(root, cfg)
     else:
         recs = load_records(f"json:{root / 'demo.json'}?name=demo", check_images="header", on_bad="fail").records

@@ -25,8 +25,10 @@ from .records import DataError, _parse_float
 def _url_message(where: str, url: str) -> str:
     scheme = url.split("://", 1)[0].lower()
     how = {"hf": "e.g. `huggingface-cli download`", "s3": "e.g. `aws s3 cp`"}.get(scheme, "e.g. with curl or wget")
-    return (f"{where}: {url} is a {scheme}:// URL; data specs read local files only. "
-            f"Download it first ({how}) and pass the local path")
+    return (
+        f"{where}: {url} is a {scheme}:// URL; data specs read local files only. "
+        f"Download it first ({how}) and pass the local path"
+    )
 
 
 def _resolve(p: str, root: Path) -> str:
@@ -53,8 +55,10 @@ def _read_text(path: Path, encoding: Optional[str] = None) -> str:
     if data[:2] == b"\x1f\x8b":
         raise DataError(f"{path}: is gzip-compressed, not a text file; decompress it first (gunzip)")
     if data[:4] == b"PK\x03\x04":
-        raise DataError(f"{path}: is a zip archive (an .xlsx workbook is one), not a text file; unpack it, "
-                        f"or export the sheet to CSV")
+        raise DataError(
+            f"{path}: is a zip archive (an .xlsx workbook is one), not a text file; unpack it, "
+            f"or export the sheet to CSV"
+        )
     if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or data[:6] in (b"MATLAB",):
         raise DataError(f"{path}: is an image or MATLAB file, not a label file")
     if encoding:
@@ -80,18 +84,24 @@ def _decode_error(path: Path, data: bytes, e: UnicodeDecodeError, encoding: str)
     line = data.count(b"\n", 0, e.start) + 1
     start = data.rfind(b"\n", 0, e.start) + 1
     end = data.find(b"\n", e.start)
-    snippet = data[start: end if end >= 0 else len(data)].rstrip(b"\r")[:80]
-    hint = ("if the file is Latin-1 or Windows-1252, add ?encoding=latin-1 (or ?encoding=cp1252) to the spec"
-            if encoding == "utf-8" else "set ?encoding= to the file's encoding")
-    return (f"{path}:{line}: not valid {encoding} text (byte 0x{data[e.start]:02x} at column {e.start - start + 1}, "
-            f"in {snippet!r}); {hint}")
+    snippet = data[start : end if end >= 0 else len(data)].rstrip(b"\r")[:80]
+    hint = (
+        "if the file is Latin-1 or Windows-1252, add ?encoding=latin-1 (or ?encoding=cp1252) to the spec"
+        if encoding == "utf-8"
+        else "set ?encoding= to the file's encoding"
+    )
+    return (
+        f"{path}:{line}: not valid {encoding} text (byte 0x{data[e.start]:02x} at column {e.start - start + 1}, "
+        f"in {snippet!r}); {hint}"
+    )
 
 
-def _read_csv(path: Path, delimiter: Optional[str] = None, encoding: Optional[str] = None
-              ) -> Tuple[List[str], Iterator[Tuple[int, Dict[str, str]]]]:
+def _read_csv(
+    path: Path, delimiter: Optional[str] = None, encoding: Optional[str] = None
+) -> Tuple[List[str], Iterator[Tuple[int, Dict[str, str]]]]:
     """Header and (line number, row dict) pairs. Line numbers are the file's, header = line 1."""
     text = _read_text(path, encoding)
-    lines = text.splitlines()   # CRLF and a missing final newline both end up the same
+    lines = text.splitlines()  # CRLF and a missing final newline both end up the same
     if delimiter is None:
         first = lines[0] if lines else ""
         delimiter = max([",", ";", "\t"], key=first.count)
@@ -107,13 +117,17 @@ def _read_csv(path: Path, delimiter: Optional[str] = None, encoding: Optional[st
                 continue
             row: Dict[str, str] = {}
             for i, h in enumerate(header):
-                row.setdefault(h, values[i].strip() if i < len(values) else "")  # a repeated name keeps its first column
+                row.setdefault(
+                    h, values[i].strip() if i < len(values) else ""
+                )  # a repeated name keeps its first column
             yield reader.line_num, row
 
     return header, rows()
 
 
-def _pick_column(header: Sequence[str], wanted: Optional[str], candidates: Sequence[str], what: str, path: Path) -> Optional[str]:
+def _pick_column(
+    header: Sequence[str], wanted: Optional[str], candidates: Sequence[str], what: str, path: Path
+) -> Optional[str]:
     if wanted:
         if wanted not in header:
             raise DataError(f"{path}:1: no column {wanted!r} for the {what} (columns: {', '.join(header)})")
@@ -127,12 +141,14 @@ def _pick_column(header: Sequence[str], wanted: Optional[str], candidates: Seque
 
 def _require_file(path: Path, what: str) -> Path:
     s = str(path)
-    if re.match(r"^(https?|hf|s3|gs):/", s, re.I):   # Path() has already folded '://' into ':/'
+    if re.match(r"^(https?|hf|s3|gs):/", s, re.I):  # Path() has already folded '://' into ':/'
         raise DataError(_url_message(what, s.replace(":/", "://", 1)))
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, but a {what} is expected here (a file). "
-                        f"For a dataset folder use its kind (koniq:DIR, kadid:DIR, ...); for a label file in it "
-                        f"give the file's path")
+        raise DataError(
+            f"{path}: is a folder, but a {what} is expected here (a file). "
+            f"For a dataset folder use its kind (koniq:DIR, kadid:DIR, ...); for a label file in it "
+            f"give the file's path"
+        )
     if not path.is_file():
         missing = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
         why = "" if missing == path.parent else f" (its folder {path.parent} does not exist either)"
@@ -143,8 +159,10 @@ def _require_file(path: Path, what: str) -> Path:
 def _require_dir(path: Path, kind: str, what: str) -> Path:
     """A native reader's DIR argument: a file here is a different mistake from a missing folder."""
     if path.is_file():
-        raise DataError(f"{path}: is a file, but {kind}: expects the {what} folder. For an annotation file "
-                        f"on its own use csv:FILE, txt:FILE, json:FILE or pyiqa:FILE")
+        raise DataError(
+            f"{path}: is a file, but {kind}: expects the {what} folder. For an annotation file "
+            f"on its own use csv:FILE, txt:FILE, json:FILE or pyiqa:FILE"
+        )
     return path
 
 
@@ -207,9 +225,12 @@ class _Locator:
         if self._index is None:
             self._index = self._build()
         rel = "/" + re.sub(r"^(\./)+|^/+", "", name.replace("\\", "/")).lower()
-        for suffix in ([""] if has_ext else ["", ".png", ".bmp", ".jpg"]):
-            cands = [p for p in self._index.get(os.path.basename(rel) + suffix, [])
-                     if p.replace(os.sep, "/").lower().endswith(rel + suffix)]
+        for suffix in [""] if has_ext else ["", ".png", ".bmp", ".jpg"]:
+            cands = [
+                p
+                for p in self._index.get(os.path.basename(rel) + suffix, [])
+                if p.replace(os.sep, "/").lower().endswith(rel + suffix)
+            ]
             if len(cands) == 1:
                 return cands[0]
             if cands:

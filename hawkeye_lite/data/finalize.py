@@ -15,14 +15,29 @@ from typing import Dict, List, Optional, Tuple
 
 from .imagecheck import check_image
 from .records import (
-    BadRecord, DataError, IQARecord, LoadOptions, LoadSummary, _norm_split, _parse_float, _Reader, _Row, assign_splits,
+    BadRecord,
+    DataError,
+    IQARecord,
+    LoadOptions,
+    LoadSummary,
+    _norm_split,
+    _parse_float,
+    _Reader,
+    _Row,
+    assign_splits,
     map_mos,
 )
 from .scale import _check_std_scale, _infer_range
 
 
-def _finalize(rd: _Reader, opts: LoadOptions, *, forced_split: Optional[str],
-              range_override: Optional[Tuple[float, float]], name: Optional[str]) -> Tuple[List[IQARecord], LoadSummary]:
+def _finalize(
+    rd: _Reader,
+    opts: LoadOptions,
+    *,
+    forced_split: Optional[str],
+    range_override: Optional[Tuple[float, float]],
+    name: Optional[str],
+) -> Tuple[List[IQARecord], LoadSummary]:
     name = name or rd.name
     summary = LoadSummary(dataset=name, file=rd.file, n_read=len(rd.rows))
     bad: List[BadRecord] = summary.bad
@@ -71,7 +86,9 @@ def _finalize(rd: _Reader, opts: LoadOptions, *, forced_split: Optional[str],
             reject(row, "non-numeric MOS", f"std is not a finite non-negative number: {row.std!r}")
             continue
         if std is not None and (math.sqrt(std) if rd.std_is_variance else std) > std_max:
-            reject(row, "bad std", f"std {std:g} is more than half the scale {std_lo:g}-{std_hi:g}: not a rater std on it")
+            reject(
+                row, "bad std", f"std {std:g} is more than half the scale {std_lo:g}-{std_hi:g}: not a rater std on it"
+            )
             continue
         try:
             split = _norm_split(row.split)
@@ -107,9 +124,17 @@ def _finalize(rd: _Reader, opts: LoadOptions, *, forced_split: Optional[str],
         if std is not None:
             std = (math.sqrt(std) if rd.std_is_variance else std) * std_scale
         rec = IQARecord(
-            id=row.id, image=row.image, mos=float(map_mos(mos, lo, hi, rd.lower_better)), mos_raw=float(mos),
-            mos_range=(float(lo), float(hi)), dataset=name, split=split, std=std,
-            image_deg=row.image_deg, ref=row.ref, source=f"{row.file}:{row.line}",
+            id=row.id,
+            image=row.image,
+            mos=float(map_mos(mos, lo, hi, rd.lower_better)),
+            mos_raw=float(mos),
+            mos_range=(float(lo), float(hi)),
+            dataset=name,
+            split=split,
+            std=std,
+            image_deg=row.image_deg,
+            ref=row.ref,
+            source=f"{row.file}:{row.line}",
         )
         records.append(rec)
         summary.splits[split] += 1

@@ -70,7 +70,7 @@ def _single_object(text: str) -> Optional[dict]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
-        return None   # JSONL (several objects), or invalid: the line-by-line pass reports where
+        return None  # JSONL (several objects), or invalid: the line-by-line pass reports where
     return obj if isinstance(obj, dict) else None
 
 
@@ -103,7 +103,7 @@ def read_json(file: str, params: Dict[str, str]) -> _Reader:
             deg = deg[0] if deg else None
         rid = obj.get("id")
         id_score = None
-        if isinstance(rid, str) and "->" in rid:   # Q-Align: "10007357496.jpg->68.7285714286"
+        if isinstance(rid, str) and "->" in rid:  # Q-Align: "10007357496.jpg->68.7285714286"
             rid, _, id_score = rid.rpartition("->")
         if score_key:
             mos, src = obj.get(score_key), score_key
@@ -113,8 +113,11 @@ def read_json(file: str, params: Dict[str, str]) -> _Reader:
         if mos is None and id_score is not None:
             mos, src = id_score, "id (name->score)"
         if mos is None and isinstance(obj.get("conversations"), list):
-            answers = [c.get("value") for c in obj["conversations"] if isinstance(c, dict)
-                       and c.get("from") in ("gpt", "assistant")]
+            answers = [
+                c.get("value")
+                for c in obj["conversations"]
+                if isinstance(c, dict) and c.get("from") in ("gpt", "assistant")
+            ]
             if answers and _is_num(str(answers[-1])):
                 mos, src = answers[-1], "the answer in conversations"
         if src:
@@ -122,17 +125,34 @@ def read_json(file: str, params: Dict[str, str]) -> _Reader:
         image = _resolve(str(img), root) if img else None
         rid = str(rid) if rid not in (None, "") else (str(img) if img else f"{path.name}:{line}")  # as written: unique
         std = None if std_key == "none" else obj.get(std_key)
-        rows.append(_Row(str(path), line, rid, image, mos, std,
-                         _resolve(str(deg), root) if deg else None, obj.get("split"),
-                         obj.get("ref") or obj.get("ref_img") or obj.get("group_id")))
+        rows.append(
+            _Row(
+                str(path),
+                line,
+                rid,
+                image,
+                mos,
+                std,
+                _resolve(str(deg), root) if deg else None,
+                obj.get("split"),
+                obj.get("ref") or obj.get("ref_img") or obj.get("group_id"),
+            )
+        )
     # a file we wrote carries its dataset name; otherwise the file name stands for it
     names = {obj.get("dataset") for _, obj in entries if isinstance(obj, dict)}
     name = params.get("name") or (names.pop() if len(names) == 1 and None not in names else path.stem)
     notes = []
     if sources and set(sources) != {"gt_score"}:
         notes.append("score from " + ", ".join(f"{k} ({n})" for k, n in sources.most_common()))
-    return _Reader(str(name), str(path), rows, None, infer_range=True,
-                   lower_better=_truthy(params.get("lower_better")), notes=notes)
+    return _Reader(
+        str(name),
+        str(path),
+        rows,
+        None,
+        infer_range=True,
+        lower_better=_truthy(params.get("lower_better")),
+        notes=notes,
+    )
 
 
 def read_csv(file: str, params: Dict[str, str]) -> _Reader:
@@ -145,34 +165,91 @@ def read_csv(file: str, params: Dict[str, str]) -> _Reader:
     if not any(params.get(k) for k in ("path", "mos", "std", "delimiter")) and pyiqa_key is not None:
         return read_pyiqa(file, params)
     root = Path(params.get("root") or path.parent).expanduser()
-    pcol = _pick_column(header, params.get("path"), ["image", "image_name", "images", "img_path", "path", "filename",
-                                                      "file", "name", "img", "img_name", "dist_name", "Image name"],
-                        "image path", path)
+    pcol = _pick_column(
+        header,
+        params.get("path"),
+        [
+            "image",
+            "image_name",
+            "images",
+            "img_path",
+            "path",
+            "filename",
+            "file",
+            "name",
+            "img",
+            "img_name",
+            "dist_name",
+            "Image name",
+        ],
+        "image path",
+        path,
+    )
     mcol = _pick_column(header, params.get("mos"), ["mos", "gt_score", "score", "dmos", "mos_quality"], "MOS", path)
     if pcol is None or mcol is None:
-        raise DataError(f"{path}:1: cannot tell which columns hold the image path and the MOS "
-                        f"(columns: {', '.join(header)}); pass ?path=COL&mos=COL")
-    scol = _pick_column(header, params.get("std"), ["std", "sd", "mos_std"] if not params.get("std") else [], "std", path)
+        raise DataError(
+            f"{path}:1: cannot tell which columns hold the image path and the MOS "
+            f"(columns: {', '.join(header)}); pass ?path=COL&mos=COL"
+        )
+    scol = _pick_column(
+        header, params.get("std"), ["std", "sd", "mos_std"] if not params.get("std") else [], "std", path
+    )
     tcol = _pick_column(header, params.get("split_col"), ["split", "set"], "split", path)
     gcol = _pick_column(header, params.get("group"), ["ref", "ref_img", "reference", "ref_name"], "group", path)
     locate = _Locator(root)
     rows = []
     for line, r in it:
         p = r.get(pcol, "")
-        rows.append(_Row(str(path), line, p or f"line{line}", locate(p) if p else None, r.get(mcol),
-                         r.get(scol) if scol else None, None, r.get(tcol) if tcol else None,
-                         r.get(gcol) if gcol else None))
-    notes = [f"{path.name}: columns {pcol}, {mcol}" + (f", std {scol}" if scol else "") + (f", split {tcol}" if tcol else "")]
-    if pyiqa_key:   # the user chose the columns of a file whose scale we know: say how to get it
-        notes.append(f"this is pyiqa's {PYIQA_FACTS[pyiqa_key].name} meta file: pyiqa:{path} (or csv: without "
-                     f"path=/mos=/std=) reads it with that dataset's scale")
-    return _Reader(params.get("name") or path.stem, str(path), rows, None, infer_range=True,
-                   lower_better=_truthy(params.get("lower_better")), notes=notes)
+        rows.append(
+            _Row(
+                str(path),
+                line,
+                p or f"line{line}",
+                locate(p) if p else None,
+                r.get(mcol),
+                r.get(scol) if scol else None,
+                None,
+                r.get(tcol) if tcol else None,
+                r.get(gcol) if gcol else None,
+            )
+        )
+    notes = [
+        f"{path.name}: columns {pcol}, {mcol}" + (f", std {scol}" if scol else "") + (f", split {tcol}" if tcol else "")
+    ]
+    if pyiqa_key:  # the user chose the columns of a file whose scale we know: say how to get it
+        notes.append(
+            f"this is pyiqa's {PYIQA_FACTS[pyiqa_key].name} meta file: pyiqa:{path} (or csv: without "
+            f"path=/mos=/std=) reads it with that dataset's scale"
+        )
+    return _Reader(
+        params.get("name") or path.stem,
+        str(path),
+        rows,
+        None,
+        infer_range=True,
+        lower_better=_truthy(params.get("lower_better")),
+        notes=notes,
+    )
 
 
-_TXT_ROLES = {"name": "name", "image": "name", "dist": "name", "path": "name", "img": "name",
-              "ref": "ref", "score": "score", "mos": "score", "dmos": "score", "std": "std", "sd": "std",
-              "split": "split", "group": "ref", "_": None, "skip": None, "-": None}
+_TXT_ROLES = {
+    "name": "name",
+    "image": "name",
+    "dist": "name",
+    "path": "name",
+    "img": "name",
+    "ref": "ref",
+    "score": "score",
+    "mos": "score",
+    "dmos": "score",
+    "std": "std",
+    "sd": "std",
+    "split": "split",
+    "group": "ref",
+    "_": None,
+    "skip": None,
+    "-": None,
+}
 _SPLIT_WORDS = {"train", "training", "val", "valid", "validation", "test", "testing", "dev"}
 
 
@@ -194,7 +271,9 @@ def _txt_lines(path: Path, sep: Optional[str], encoding: Optional[str]) -> Tuple
     return {"\t": "tab", ",": "comma", " ": "space"}.get(sep, repr(sep)), out
 
 
-def _txt_columns(path: Path, lines: List[Tuple[int, List[str]]], cols: Optional[str]) -> Tuple[List[Optional[str]], bool, str]:
+def _txt_columns(
+    path: Path, lines: List[Tuple[int, List[str]]], cols: Optional[str]
+) -> Tuple[List[Optional[str]], bool, str]:
     """The role of each column: from `cols=` or positional defaults (`name score [std]`, or
     `ref dist score [std]` when the first two fields are both names; a trailing train/val/test
     field is the split). Returns (roles, first line is a header, description)."""
@@ -218,8 +297,10 @@ def _txt_columns(path: Path, lines: List[Tuple[int, List[str]]], cols: Optional[
     while lead < len(fields) and not _is_num(fields[lead]):
         lead += 1
     if lead == 0 or lead > 2 or lead == len(fields):
-        raise DataError(f"{path}:{lines[0][0]}: cannot tell the columns of {' '.join(fields)!r} "
-                        "(expected `name score [std]` or `ref dist score [std]`); pass ?cols=name,score,std")
+        raise DataError(
+            f"{path}:{lines[0][0]}: cannot tell the columns of {' '.join(fields)!r} "
+            "(expected `name score [std]` or `ref dist score [std]`); pass ?cols=name,score,std"
+        )
     roles: List[Optional[str]] = ["name"] if lead == 1 else ["ref", "name"]
     nums = 0
     for f in fields[lead:]:
@@ -250,8 +331,19 @@ def _txt_rows(path: Path, params: Dict[str, str], root: Path) -> Tuple[List[_Row
 
     for line, fields in lines:
         name = get(fields, "name") or ""
-        rows.append(_Row(str(path), line, name or f"line{line}", locate(name) if name else None, get(fields, "score"),
-                         get(fields, "std"), None, get(fields, "split"), get(fields, "ref")))
+        rows.append(
+            _Row(
+                str(path),
+                line,
+                name or f"line{line}",
+                locate(name) if name else None,
+                get(fields, "score"),
+                get(fields, "std"),
+                None,
+                get(fields, "split"),
+                get(fields, "ref"),
+            )
+        )
     return rows, notes
 
 
@@ -264,8 +356,15 @@ def read_txt(file: str, params: Dict[str, str]) -> _Reader:
     path = _require_file(Path(file).expanduser(), "label file")
     root = Path(params.get("root") or path.parent).expanduser()
     rows, notes = _txt_rows(path, params, root)
-    return _Reader(params.get("name") or path.stem, str(path), rows, None, infer_range=True,
-                   lower_better=_truthy(params.get("lower_better")), notes=notes)
+    return _Reader(
+        params.get("name") or path.stem,
+        str(path),
+        rows,
+        None,
+        infer_range=True,
+        lower_better=_truthy(params.get("lower_better")),
+        notes=notes,
+    )
 
 
 # pyiqa's meta_info files, by the dataset name in `meta_info_<Name>Dataset.csv`: the scale of the
@@ -274,7 +373,7 @@ def read_txt(file: str, params: Dict[str, str]) -> _Reader:
 @dataclass(frozen=True)
 class _PyiqaFacts:
     name: str
-    range: Optional[Tuple[float, float]]          # None: observed min/max (Elo)
+    range: Optional[Tuple[float, float]]  # None: observed min/max (Elo)
     lower_better: bool = False
     std_is_variance: bool = False
     std_range: Optional[Tuple[float, float]] = None
@@ -284,15 +383,18 @@ class _PyiqaFacts:
 PYIQA_FACTS: Dict[str, _PyiqaFacts] = {
     "koniq10k": _PyiqaFacts("koniq", (1.0, 5.0), note="MOS = sum k*c_k of c1..c5 (1-5); std as given (1-5)"),
     "koniq10k++": _PyiqaFacts("koniq++", (1.0, 5.0)),
-    "kadid10k": _PyiqaFacts("kadid", (1.0, 5.0), std_is_variance=True,
-                            note="its 'std' column holds the official variance: std = sqrt"),
+    "kadid10k": _PyiqaFacts(
+        "kadid", (1.0, 5.0), std_is_variance=True, note="its 'std' column holds the official variance: std = sqrt"
+    ),
     "livechallenge": _PyiqaFacts("livec", (0.0, 100.0)),
     "spaq": _PyiqaFacts("spaq", (0.0, 100.0)),
     "csiq": _PyiqaFacts("csiq", (0.0, 1.0), lower_better=True, note="DMOS 0-1, lower is better: flipped"),
     "pipal": _PyiqaFacts("pipal", None, note="Elo: range = observed min-max"),
     "tid2008": _PyiqaFacts("tid2008", (0.0, 9.0)),
     "tid2013": _PyiqaFacts("tid2013", (0.0, 9.0)),
-    "liveiqa": _PyiqaFacts("live", (0.0, 100.0), lower_better=True, note="realigned DMOS 0-100, lower is better: flipped"),
+    "liveiqa": _PyiqaFacts(
+        "live", (0.0, 100.0), lower_better=True, note="realigned DMOS 0-100, lower is better: flipped"
+    ),
     "livemd": _PyiqaFacts("livemd", (0.0, 100.0), lower_better=True, note="DMOS 0-100, lower is better: flipped"),
 }
 _PYIQA_NAME_RE = re.compile(r"^meta_info_(.+?)(?:Dataset)?\.(?:csv|txt)$", re.I)
@@ -331,16 +433,26 @@ def read_pyiqa(file: str, params: Dict[str, str]) -> _Reader:
     facts = PYIQA_FACTS.get(key or "")
     notes: List[str] = []
     text_head = _read_text(path, params.get("encoding")).splitlines()[:1]
-    has_header = bool(text_head) and path.suffix.lower() == ".csv" and "," in text_head[0] \
+    has_header = (
+        bool(text_head)
+        and path.suffix.lower() == ".csv"
+        and "," in text_head[0]
         and not any(_is_num(f) for f in text_head[0].split(","))
+    )
     rows: List[_Row] = []
     koniq_dist = False
     if has_header:
         header, it = _read_csv(path, ",", params.get("encoding"))
         lower = [h.lower() for h in header]
         ref_col = next((header[i] for i, h in enumerate(lower) if h in ("ref_name", "hq_name", "ref_img")), None)
-        name_col = next((header[i] for i, h in enumerate(lower)
-                         if h in ("dist_name", "img_name", "image name", "filename", "image_name", "dis_name")), None)
+        name_col = next(
+            (
+                header[i]
+                for i, h in enumerate(lower)
+                if h in ("dist_name", "img_name", "image name", "filename", "image_name", "dis_name")
+            ),
+            None,
+        )
         if name_col is None:
             raise DataError(f"{path}:1: no image-name column (dist_name, img_name, ...; columns: {', '.join(header)})")
         std_col = next((header[i] for i, h in enumerate(lower) if h in ("std", "sd", "mos_std")), None)
@@ -350,28 +462,54 @@ def read_pyiqa(file: str, params: Dict[str, str]) -> _Reader:
                 raise DataError(f"{path}:1: no split column {params['split_col']!r} (columns: {', '.join(header)})")
             split_col = params["split_col"]
         else:
-            split_col = next((c for c in ("official_split", "split") if c in split_cols), split_cols[0] if split_cols else None)
+            split_col = next(
+                (c for c in ("official_split", "split") if c in split_cols), split_cols[0] if split_cols else None
+            )
         if len(split_cols) > 1:
-            notes.append(f"split from column {split_col!r} (others: {', '.join(c for c in split_cols if c != split_col)}; split_col= picks)")
+            notes.append(
+                f"split from column {split_col!r} (others: {', '.join(c for c in split_cols if c != split_col)}; split_col= picks)"
+            )
         koniq_dist = key == "koniq10k" and all(f"c{k}" in header for k in range(1, 6))
         if params.get("mos"):
             score_col = _pick_column(header, params["mos"], [], "MOS", path)
         else:
             # the first numeric-named score column after the names
             start = header.index(name_col) + 1
-            score_col = next((h for h in header[start:] if h.lower() in ("mos", "dmos", "elo_score", "qmos", "score", "mos_quality")),
-                             None)
+            score_col = next(
+                (
+                    h
+                    for h in header[start:]
+                    if h.lower() in ("mos", "dmos", "elo_score", "qmos", "score", "mos_quality")
+                ),
+                None,
+            )
             if score_col is None:
-                raise DataError(f"{path}:1: no score column (mos, dmos, elo_score, ...; columns: {', '.join(header)}); pass ?mos=COL")
+                raise DataError(
+                    f"{path}:1: no score column (mos, dmos, elo_score, ...; columns: {', '.join(header)}); pass ?mos=COL"
+                )
         for line, r in it:
             name = r.get(name_col, "")
             mos: object = r.get(score_col)
             if koniq_dist:
                 mos = _koniq_mos(r)
-            rows.append(_Row(str(path), line, name or f"line{line}", None, mos, r.get(std_col) if std_col else None,
-                             None, _split_value(r.get(split_col)) if split_col else None,
-                             (r.get(ref_col) or None) if ref_col else None))
-        what = f"columns {name_col}, {'c1..c5' if koniq_dist else score_col}" + (f", {std_col}" if std_col else "") + (f", split column {split_col}" if split_col else "")
+            rows.append(
+                _Row(
+                    str(path),
+                    line,
+                    name or f"line{line}",
+                    None,
+                    mos,
+                    r.get(std_col) if std_col else None,
+                    None,
+                    _split_value(r.get(split_col)) if split_col else None,
+                    (r.get(ref_col) or None) if ref_col else None,
+                )
+            )
+        what = (
+            f"columns {name_col}, {'c1..c5' if koniq_dist else score_col}"
+            + (f", {std_col}" if std_col else "")
+            + (f", split column {split_col}" if split_col else "")
+        )
     else:
         rows, txt_notes = _txt_rows(path, params, root)
         what = txt_notes[0].split(": ", 1)[1]
@@ -396,10 +534,25 @@ def read_pyiqa(file: str, params: Dict[str, str]) -> _Reader:
     label = f"pyiqa {path.name}" + (f" ({facts.name})" if facts else " (dataset not known: scale inferred)")
     notes.insert(0, f"{label}: {what}" + (f"; {facts.note}" if facts and facts.note else ""))
     if facts is None:
-        return _Reader(params.get("name") or path.stem, str(path), rows, None, infer_range=True,
-                       lower_better=_truthy(params.get("lower_better")), notes=notes)
-    return _Reader(params.get("name") or facts.name, str(path), rows, facts.range, lower_better=facts.lower_better,
-                   std_is_variance=facts.std_is_variance, std_range=std_range or facts.std_range, notes=notes)
+        return _Reader(
+            params.get("name") or path.stem,
+            str(path),
+            rows,
+            None,
+            infer_range=True,
+            lower_better=_truthy(params.get("lower_better")),
+            notes=notes,
+        )
+    return _Reader(
+        params.get("name") or facts.name,
+        str(path),
+        rows,
+        facts.range,
+        lower_better=facts.lower_better,
+        std_is_variance=facts.std_is_variance,
+        std_range=std_range or facts.std_range,
+        notes=notes,
+    )
 
 
 def _koniq_mos(r: Dict[str, str]) -> Optional[float]:

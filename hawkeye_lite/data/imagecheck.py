@@ -55,9 +55,11 @@ def check_image(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = 
                 if w <= 0 or h <= 0:
                     return "zero-sized image", f"image has zero size ({w}x{h}): {path}"
                 if w * h > max_pixels:
-                    return ("oversized image",
-                            f"image is {w}x{h} = {w * h} pixels, above max_pixels {max_pixels} "
-                            f"(possible decompression bomb): {path}")
+                    return (
+                        "oversized image",
+                        f"image is {w}x{h} = {w * h} pixels, above max_pixels {max_pixels} "
+                        f"(possible decompression bomb): {path}",
+                    )
                 if mode == "full":
                     if im.format == "JPEG":
                         im.draft("RGB", (max(1, w // 8), max(1, h // 8)))

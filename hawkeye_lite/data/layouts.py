@@ -17,7 +17,14 @@ from typing import Dict, Optional
 import numpy as np
 
 from .files import (
-    _first_existing, _index_images, _name_score_lines, _pick_column, _read_csv, _require_dir, _require_file, _truthy,
+    _first_existing,
+    _index_images,
+    _name_score_lines,
+    _pick_column,
+    _read_csv,
+    _require_dir,
+    _require_file,
+    _truthy,
 )
 from .formats import _koniq_mos, _pyiqa_key, read_pyiqa
 from .records import DataError, _Reader, _Row
@@ -51,12 +58,25 @@ def read_koniq(directory: str, params: Dict[str, str]) -> _Reader:
     - pyiqa's `meta_info_KonIQ10kDataset.csv` in the folder (as pyiqa: reads it; official split).
     Images in `1024x768/` (or koniq10k_1024x768/1024x768, 512x384, images)."""
     d = _require_dir(Path(directory).expanduser(), "koniq", "KonIQ-10k")
-    imgdir_of = lambda: d / params["images"] if params.get("images") else _first_existing(  # noqa: E731
-        d, ["1024x768", "koniq10k_1024x768/1024x768", "512x384", "koniq10k_512x384/512x384", "images"], "KonIQ-10k image folder")
-    names = ["koniq10k_distributions_sets.csv", "metadata/koniq10k_distributions_sets.csv",
-             "koniq10k_scores_and_distributions.csv", "koniq10k_scores_and_distributions/koniq10k_scores_and_distributions.csv"]
+    imgdir_of = lambda: (
+        d / params["images"]
+        if params.get("images")
+        else _first_existing(
+            d,
+            ["1024x768", "koniq10k_1024x768/1024x768", "512x384", "koniq10k_512x384/512x384", "images"],
+            "KonIQ-10k image folder",
+        )
+    )
+    names = [
+        "koniq10k_distributions_sets.csv",
+        "metadata/koniq10k_distributions_sets.csv",
+        "koniq10k_scores_and_distributions.csv",
+        "koniq10k_scores_and_distributions/koniq10k_scores_and_distributions.csv",
+    ]
     if params.get("file") and _pyiqa_key(Path(params["file"])) == "koniq10k":
-        return _via_pyiqa(_require_file(Path(params["file"]).expanduser(), "pyiqa meta_info file"), imgdir_of(), params, "koniq")
+        return _via_pyiqa(
+            _require_file(Path(params["file"]).expanduser(), "pyiqa meta_info file"), imgdir_of(), params, "koniq"
+        )
     if params.get("file"):
         ann = _require_file(Path(params["file"]).expanduser(), "KonIQ-10k score CSV")
     elif not any((d / n).is_file() for n in names) and _pyiqa_in(d, "KonIQ10k") is not None:
@@ -72,17 +92,22 @@ def read_koniq(directory: str, params: Dict[str, str]) -> _Reader:
     if sets_file:
         for col in ("c1", "c2", "c3", "c4", "c5"):
             if col not in header:
-                raise DataError(f"{ann}:1: KonIQ-10k sets file has no {col!r} column, which the 1-5 MOS is computed "
-                                f"from (columns: {', '.join(header)})")
+                raise DataError(
+                    f"{ann}:1: KonIQ-10k sets file has no {col!r} column, which the 1-5 MOS is computed "
+                    f"from (columns: {', '.join(header)})"
+                )
     rows = []
     for line, r in it:
         n = r["image_name"]
         mos = _koniq_mos(r) if sets_file else r["MOS"]
         if sets_file and mos is None:
-            mos = f"c1..c5 = {[r.get(f'c{k}') for k in range(1, 6)]}"   # unparseable: reported as a bad MOS
+            mos = f"c1..c5 = {[r.get(f'c{k}') for k in range(1, 6)]}"  # unparseable: reported as a bad MOS
         rows.append(_Row(str(ann), line, n, str(imgdir / n) if n else None, mos, r.get("SD"), None, r.get("set")))
-    note = (f"{ann.name}: MOS = sum k*c_k of c1..c5 (1-5; its MOS column is the 0-100 z-score MOS); SD as given (1-5)"
-            if sets_file else f"{ann.name}: MOS and SD as given (1-5)")
+    note = (
+        f"{ann.name}: MOS = sum k*c_k of c1..c5 (1-5; its MOS column is the 0-100 z-score MOS); SD as given (1-5)"
+        if sets_file
+        else f"{ann.name}: MOS and SD as given (1-5)"
+    )
     return _Reader(params.get("name") or "koniq", str(ann), rows, (1.0, 5.0), notes=[note])
 
 
@@ -101,8 +126,20 @@ def read_kadid(directory: str, params: Dict[str, str]) -> _Reader:
     for col in ("dist_img", "ref_img", "dmos"):
         if col not in header:
             raise DataError(f"{ann}:1: KADID-10k dmos.csv has no {col!r} column (columns: {', '.join(header)})")
-    rows = [_Row(str(ann), line, r["dist_img"], str(imgdir / r["dist_img"]) if r["dist_img"] else None,
-                 r["dmos"], r.get("var"), None, None, r["ref_img"] or None) for line, r in it]
+    rows = [
+        _Row(
+            str(ann),
+            line,
+            r["dist_img"],
+            str(imgdir / r["dist_img"]) if r["dist_img"] else None,
+            r["dmos"],
+            r.get("var"),
+            None,
+            None,
+            r["ref_img"] or None,
+        )
+        for line, r in it
+    ]
     return _Reader(params.get("name") or "kadid", str(ann), rows, (1.0, 5.0), std_is_variance=True)
 
 
@@ -114,16 +151,26 @@ def read_spaq(directory: str, params: Dict[str, str]) -> _Reader:
     if params.get("file"):
         ann = _require_file(Path(params["file"]).expanduser(), "SPAQ annotation CSV")
     else:
-        cands = [d / "Annotations" / "MOS and Image attribute scores.csv", d / "MOS and Image attribute scores.csv",
-                 d / "Annotations" / "MOS_and_Image_attribute_scores.csv", d / "meta_info_SPAQDataset.csv",
-                 d / "Annotations" / "meta_info_SPAQDataset.csv"]
+        cands = [
+            d / "Annotations" / "MOS and Image attribute scores.csv",
+            d / "MOS and Image attribute scores.csv",
+            d / "Annotations" / "MOS_and_Image_attribute_scores.csv",
+            d / "meta_info_SPAQDataset.csv",
+            d / "Annotations" / "meta_info_SPAQDataset.csv",
+        ]
         found = [c for c in cands if c.is_file()]
         if not found:
             xlsx = list(d.glob("**/MOS and Image attribute scores.xlsx")) if d.is_dir() else []
-            hint = (f" Found {xlsx[0]}: export its first sheet to CSV next to it (same name, .csv)."
-                    if xlsx else "" if d.is_dir() else f" The folder {d} does not exist.")
-            raise DataError(f"{d}: SPAQ annotation CSV not found (looked for {cands[0]}).{hint} "
-                            "Or pass spaq:DIR?file=CSV.")
+            hint = (
+                f" Found {xlsx[0]}: export its first sheet to CSV next to it (same name, .csv)."
+                if xlsx
+                else ""
+                if d.is_dir()
+                else f" The folder {d} does not exist."
+            )
+            raise DataError(
+                f"{d}: SPAQ annotation CSV not found (looked for {cands[0]}).{hint} Or pass spaq:DIR?file=CSV."
+            )
         ann = found[0]
     imgdir = d / params.get("images", "TestImage")
     header, it = _read_csv(ann, None, params.get("encoding"))
@@ -168,8 +215,10 @@ def read_livec(directory: str, params: Dict[str, str]) -> _Reader:
     mos = vec(mos_f, "AllMOS_release")
     std = vec(std_f, "AllStdDev_release") if std_f.is_file() else None
     if len(mos) != len(names) or (std is not None and len(std) != len(names)):
-        raise DataError(f"{data}: AllImages_release ({len(names)}), AllMOS_release ({len(mos)})"
-                        f"{'' if std is None else f', AllStdDev_release ({len(std)})'} differ in length")
+        raise DataError(
+            f"{data}: AllImages_release ({len(names)}), AllMOS_release ({len(mos)})"
+            f"{'' if std is None else f', AllStdDev_release ({len(std)})'} differ in length"
+        )
     start = 7 if len(names) == 1169 and not _truthy(params.get("practice")) else 0
     rows = []
     for i in range(start, len(names)):
@@ -177,8 +226,16 @@ def read_livec(directory: str, params: Dict[str, str]) -> _Reader:
         while isinstance(n, np.ndarray):  # MATLAB cell arrays nest: array([array(['x.bmp'])])
             n = n.reshape(-1)[0] if n.size else ""
         n = str(n).strip()
-        rows.append(_Row(str(names_f), f"entry {i + 1}", n or f"entry{i + 1}", str(imgdir / n) if n else None,
-                         mos[i], None if std is None else std[i]))
+        rows.append(
+            _Row(
+                str(names_f),
+                f"entry {i + 1}",
+                n or f"entry{i + 1}",
+                str(imgdir / n) if n else None,
+                mos[i],
+                None if std is None else std[i],
+            )
+        )
     notes = [f"{names_f.parent.name}/*.mat: MOS and std 0-100" + ("; practice images t1-t7 dropped" if start else "")]
     return _Reader(params.get("name") or "livec", str(names_f), rows, (0.0, 100.0), notes=notes)
 
@@ -194,7 +251,9 @@ def read_pipal(directory: str, params: Dict[str, str]) -> _Reader:
     if not label_dir.is_dir() and _pyiqa_in(d, "PIPAL") is not None:
         return _via_pyiqa(_pyiqa_in(d, "PIPAL"), d, params, "pipal")  # type: ignore[arg-type]
     if not label_dir.is_dir():
-        raise DataError(f"{label_dir}: PIPAL label folder not found" + ("" if d.is_dir() else f" (the folder {d} does not exist)"))
+        raise DataError(
+            f"{label_dir}: PIPAL label folder not found" + ("" if d.is_dir() else f" (the folder {d} does not exist)")
+        )
     files = sorted(label_dir.glob("*.txt"))
     if not files:
         raise DataError(f"{label_dir}: no PIPAL label .txt files")
@@ -203,10 +262,14 @@ def read_pipal(directory: str, params: Dict[str, str]) -> _Reader:
     for f in files:
         for line, name, score in _name_score_lines(f, params.get("encoding")):
             img = index.get(name.lower())
-            rows.append(_Row(str(f), line, name, img if img else str(d / name), score,
-                             ref=name.split("_")[0]))
-    return _Reader(params.get("name") or "pipal", str(label_dir), rows, None,
-                   notes=[f"{label_dir.name}/*.txt ({len(files)} files): Elo, range = observed min-max"])
+            rows.append(_Row(str(f), line, name, img if img else str(d / name), score, ref=name.split("_")[0]))
+    return _Reader(
+        params.get("name") or "pipal",
+        str(label_dir),
+        rows,
+        None,
+        notes=[f"{label_dir.name}/*.txt ({len(files)} files): Elo, range = observed min-max"],
+    )
 
 
 def read_csiq(directory: str, params: Dict[str, str]) -> _Reader:
@@ -218,15 +281,22 @@ def read_csiq(directory: str, params: Dict[str, str]) -> _Reader:
     d = _require_dir(Path(directory).expanduser(), "csiq", "CSIQ")
     if not params.get("file") and not (d / "csiq_label.txt").is_file() and _pyiqa_in(d, "CSIQ") is not None:
         return _via_pyiqa(_pyiqa_in(d, "CSIQ"), d, params, "csiq")  # type: ignore[arg-type]
-    ann = _require_file(Path(params["file"]).expanduser() if params.get("file") else d / "csiq_label.txt",
-                        "CSIQ label file")
+    ann = _require_file(
+        Path(params["file"]).expanduser() if params.get("file") else d / "csiq_label.txt", "CSIQ label file"
+    )
     index = _index_images(d)
     rows = []
     for line, name, score in _name_score_lines(ann, params.get("encoding")):
         img = index.get(name.lower()) or index.get(name.lower() + ".png")
         rows.append(_Row(str(ann), line, name, img if img else str(d / name), score, ref=name.split(".")[0]))
-    return _Reader(params.get("name") or "csiq", str(ann), rows, (0.0, 1.0), lower_better=True,
-                   notes=[f"{ann.name}: DMOS 0-1, lower is better: flipped"])
+    return _Reader(
+        params.get("name") or "csiq",
+        str(ann),
+        rows,
+        (0.0, 1.0),
+        lower_better=True,
+        notes=[f"{ann.name}: DMOS 0-1, lower is better: flipped"],
+    )
 
 
 def read_agiqa(directory: str, params: Dict[str, str]) -> _Reader:
@@ -235,7 +305,9 @@ def read_agiqa(directory: str, params: Dict[str, str]) -> _Reader:
     quality MOS (mos_quality), range 0-5. Seeded split by prompt: the same prompt rendered by
     different generators is the same content."""
     d = _require_dir(Path(directory).expanduser(), "agiqa", "AGIQA-3K")
-    ann = _require_file(Path(params["file"]).expanduser() if params.get("file") else d / "data.csv", "AGIQA-3K data.csv")
+    ann = _require_file(
+        Path(params["file"]).expanduser() if params.get("file") else d / "data.csv", "AGIQA-3K data.csv"
+    )
     header, it = _read_csv(ann, None, params.get("encoding"))
     for col in ("name", "mos_quality"):
         if col not in header:
@@ -244,7 +316,24 @@ def read_agiqa(directory: str, params: Dict[str, str]) -> _Reader:
         imgdir = d / params["images"]
     else:
         imgdir = next((d / c for c in ("AGIQA-3K", "AGIQA-3k", "images", "image") if (d / c).is_dir()), d)
-    rows = [_Row(str(ann), line, r["name"], str(imgdir / r["name"]) if r["name"] else None, r["mos_quality"],
-                 r.get("std_quality"), None, None, r.get("prompt") or None) for line, r in it]
-    return _Reader(params.get("name") or "agiqa", str(ann), rows, (0.0, 5.0),
-                   notes=[f"{ann.name}: mos_quality and std_quality 0-5"])
+    rows = [
+        _Row(
+            str(ann),
+            line,
+            r["name"],
+            str(imgdir / r["name"]) if r["name"] else None,
+            r["mos_quality"],
+            r.get("std_quality"),
+            None,
+            None,
+            r.get("prompt") or None,
+        )
+        for line, r in it
+    ]
+    return _Reader(
+        params.get("name") or "agiqa",
+        str(ann),
+        rows,
+        (0.0, 5.0),
+        notes=[f"{ann.name}: mos_quality and std_quality 0-5"],
+    )

@@ -38,19 +38,20 @@ class IQARecord:
     """One scored image. `mos` is on [1, 5] (higher is better) whatever the dataset's scale."""
 
     id: str
-    image: str                          # absolute path
-    mos: float                          # mapped linearly to [1, 5]
-    mos_raw: float                      # as the dataset gives it
-    mos_range: Tuple[float, float]      # the dataset's raw range (lo, hi)
+    image: str  # absolute path
+    mos: float  # mapped linearly to [1, 5]
+    mos_raw: float  # as the dataset gives it
+    mos_range: Tuple[float, float]  # the dataset's raw range (lo, hi)
     dataset: str
-    split: str = "train"                # train | val | test
-    std: Optional[float] = None         # rater std, on the [1, 5] scale
-    image_deg: Optional[str] = None     # degraded partner (perception loss), absolute path
-    ref: Optional[str] = None           # content group (reference image / scene): never split apart
-    source: str = ""                    # "file:line" it was read from
+    split: str = "train"  # train | val | test
+    std: Optional[float] = None  # rater std, on the [1, 5] scale
+    image_deg: Optional[str] = None  # degraded partner (perception loss), absolute path
+    ref: Optional[str] = None  # content group (reference image / scene): never split apart
+    source: str = ""  # "file:line" it was read from
 
     def to_json(self, relative_to: Optional[Path] = None) -> dict:
         """The paper's JSON format plus our extra fields (readable back by `json:`)."""
+
         def rel(p: Optional[str]) -> Optional[str]:
             if p is None or relative_to is None:
                 return p
@@ -58,6 +59,7 @@ class IQARecord:
                 return os.path.relpath(p, relative_to)
             except ValueError:  # different drive on Windows
                 return p
+
         d = {"id": self.id, "images": [rel(self.image)], "gt_score": round(self.mos, 6)}
         if self.std is not None:
             d["std"] = round(self.std, 6)
@@ -75,9 +77,9 @@ class IQARecord:
 @dataclass(frozen=True)
 class BadRecord:
     file: str
-    line: Union[int, str]               # line number, or "entry N" for formats without lines
+    line: Union[int, str]  # line number, or "entry N" for formats without lines
     reason: str
-    kind: str                           # short category, for the summary counts
+    kind: str  # short category, for the summary counts
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}"
@@ -92,7 +94,7 @@ class LoadSummary:
     bad: List[BadRecord] = field(default_factory=list)
     splits: Counter = field(default_factory=Counter)
     mos_range: Tuple[float, float] = (1.0, 5.0)
-    notes: List[str] = field(default_factory=list)   # which file, column and scale were used
+    notes: List[str] = field(default_factory=list)  # which file, column and scale were used
 
     def format(self, max_bad: int = 5) -> str:
         kinds = Counter(b.kind for b in self.bad)
@@ -133,8 +135,8 @@ class LoadResult:
 
 @dataclass
 class LoadOptions:
-    on_bad: str = "skip"                # skip | fail
-    check_images: str = "full"          # full (decode) | header (open only) | none
+    on_bad: str = "skip"  # skip | fail
+    check_images: str = "full"  # full (decode) | header (open only) | none
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
     test_frac: float = 0.2
@@ -146,7 +148,9 @@ class LoadOptions:
         if self.check_images not in ("full", "header", "none"):
             raise ValueError(f"check_images must be 'full', 'header' or 'none', got {self.check_images!r}")
         if not (0 <= self.test_frac < 1 and 0 <= self.val_frac < 1 and self.test_frac + self.val_frac < 1):
-            raise ValueError(f"test_frac ({self.test_frac}) and val_frac ({self.val_frac}) must be in [0, 1) and sum below 1")
+            raise ValueError(
+                f"test_frac ({self.test_frac}) and val_frac ({self.val_frac}) must be in [0, 1) and sum below 1"
+            )
 
 
 # ----------------------------------------------------------------------------- raw rows
@@ -159,11 +163,11 @@ class _Row:
     file: str
     line: Union[int, str]
     id: str
-    image: Optional[str]                # absolute path, or None if the entry names no image
-    mos: object                         # raw value: str / number / None, parsed in _finalize
+    image: Optional[str]  # absolute path, or None if the entry names no image
+    mos: object  # raw value: str / number / None, parsed in _finalize
     std: object = None
     image_deg: Optional[str] = None
-    split: Optional[str] = None         # the dataset's own split value, if it has one
+    split: Optional[str] = None  # the dataset's own split value, if it has one
     ref: Optional[str] = None
 
 
@@ -172,13 +176,13 @@ class _Reader:
     """The output of one reader: rows plus the facts `_finalize` needs about the dataset."""
 
     name: str
-    file: str                           # the annotation file (for the summary)
+    file: str  # the annotation file (for the summary)
     rows: List[_Row]
-    mos_range: Optional[Tuple[float, float]]   # None: take the observed min/max (PIPAL's Elo)
-    lower_better: bool = False          # DMOS-style scales are flipped when mapped to [1, 5]
+    mos_range: Optional[Tuple[float, float]]  # None: take the observed min/max (PIPAL's Elo)
+    lower_better: bool = False  # DMOS-style scales are flipped when mapped to [1, 5]
     std_is_variance: bool = False
-    std_range: Optional[Tuple[float, float]] = None   # the std's scale when it is not the MOS's
-    infer_range: bool = False           # generic files: 1-5 unless the values say otherwise
+    std_range: Optional[Tuple[float, float]] = None  # the std's scale when it is not the MOS's
+    infer_range: bool = False  # generic files: 1-5 unless the values say otherwise
     notes: List[str] = field(default_factory=list)
 
 
@@ -208,9 +212,18 @@ def _norm_split(v: Optional[str]) -> Optional[str]:
     s = str(v).strip().lower()
     if not s:
         return None
-    table = {"train": "train", "training": "train", "trn": "train",
-             "val": "val", "valid": "val", "validation": "val", "dev": "val",
-             "test": "test", "testing": "test", "tst": "test"}
+    table = {
+        "train": "train",
+        "training": "train",
+        "trn": "train",
+        "val": "val",
+        "valid": "val",
+        "validation": "val",
+        "dev": "val",
+        "test": "test",
+        "testing": "test",
+        "tst": "test",
+    }
     if s not in table:
         raise ValueError(f"unknown split value {v!r} (expected train/training, val/validation or test)")
     return table[s]

@@ -44,9 +44,17 @@ from .layouts import read_agiqa, read_csiq, read_kadid, read_koniq, read_livec, 
 from .records import SPLITS, DataError, IQARecord, LoadOptions, LoadResult, LoadSummary, _Reader
 
 READERS: Dict[str, Callable[[str, Dict[str, str]], _Reader]] = {
-    "json": read_json, "csv": read_csv, "txt": read_txt, "pyiqa": read_pyiqa,
-    "koniq": read_koniq, "kadid": read_kadid, "spaq": read_spaq,
-    "livec": read_livec, "pipal": read_pipal, "csiq": read_csiq, "agiqa": read_agiqa,
+    "json": read_json,
+    "csv": read_csv,
+    "txt": read_txt,
+    "pyiqa": read_pyiqa,
+    "koniq": read_koniq,
+    "kadid": read_kadid,
+    "spaq": read_spaq,
+    "livec": read_livec,
+    "pipal": read_pipal,
+    "csiq": read_csiq,
+    "agiqa": read_agiqa,
 }
 COMMON_PARAMS = {"split", "seed", "test_frac", "val_frac", "range", "name", "encoding", "std_range"}
 _SCALE_PARAMS = {"root", "lower_better"}
@@ -55,8 +63,13 @@ READER_PARAMS = {
     "csv": _SCALE_PARAMS | {"path", "mos", "std", "split_col", "group", "delimiter", "practice"},
     "txt": _SCALE_PARAMS | {"cols", "sep"},
     "pyiqa": {"root", "split_col", "mos", "practice", "cols", "sep", "lower_better"},
-    "koniq": {"file", "images"}, "kadid": {"images"}, "spaq": {"file", "images"},
-    "livec": {"images", "practice"}, "pipal": {"labels"}, "csiq": {"file"}, "agiqa": {"file", "images"},
+    "koniq": {"file", "images"},
+    "kadid": {"images"},
+    "spaq": {"file", "images"},
+    "livec": {"images", "practice"},
+    "pipal": {"labels"},
+    "csiq": {"file"},
+    "agiqa": {"file", "images"},
 }
 
 
@@ -97,11 +110,15 @@ def _expand_suite(spec: "DataSpec", text: str) -> List[Tuple[str, bool]]:
         known = {k for k, _, _ in entries}
         for k in o:
             if k not in _SUITE_PARAMS | known:
-                raise DataError(f"data spec {text!r}: unknown option {k!r} for suite:{spec.path} "
-                                f"(allowed: {', '.join(sorted(_SUITE_PARAMS | known))})")
+                raise DataError(
+                    f"data spec {text!r}: unknown option {k!r} for suite:{spec.path} "
+                    f"(allowed: {', '.join(sorted(_SUITE_PARAMS | known))})"
+                )
         if root is None and not all(k in o for k in known):
-            raise DataError(f"data spec {text!r}: suite:{spec.path} needs root=DIR (the folder holding "
-                            f"{', '.join(sub for _, sub, _ in entries)}) or a path per dataset ({', '.join(sorted(known))}=DIR)")
+            raise DataError(
+                f"data spec {text!r}: suite:{spec.path} needs root=DIR (the folder holding "
+                f"{', '.join(sub for _, sub, _ in entries)}) or a path per dataset ({', '.join(sorted(known))}=DIR)"
+            )
         for kind, sub, q in entries:
             path = o.get(kind) or str(Path(root).expanduser() / sub)  # type: ignore[arg-type]
             query = "&".join(x for x in (q, extra) if x)
@@ -109,11 +126,14 @@ def _expand_suite(spec: "DataSpec", text: str) -> List[Tuple[str, bool]]:
         return out
     f = Path(spec.path).expanduser()
     if not f.is_file():
-        raise DataError(f"data spec {text!r}: no built-in suite {spec.path!r} (built-in: {', '.join(SUITES)}) "
-                        f"and no suite file {f}")
+        raise DataError(
+            f"data spec {text!r}: no built-in suite {spec.path!r} (built-in: {', '.join(SUITES)}) and no suite file {f}"
+        )
     for k in o:
         if k not in _SUITE_PARAMS:
-            raise DataError(f"data spec {text!r}: unknown option {k!r} for a suite file (allowed: {', '.join(sorted(_SUITE_PARAMS))})")
+            raise DataError(
+                f"data spec {text!r}: unknown option {k!r} for a suite file (allowed: {', '.join(sorted(_SUITE_PARAMS))})"
+            )
     for i, line in enumerate(_read_text(f).splitlines(), 1):
         s = line.split("#", 1)[0].strip() if not line.strip().startswith("#") else ""
         if not s:
@@ -167,7 +187,7 @@ def parse_spec(spec: str) -> DataSpec:
     m = _KIND_RE.match(s)
     if m and m.group(1).lower() in KINDS:
         kind, rest = m.group(1).lower(), m.group(2)
-    elif m and len(m.group(1)) > 1:   # a single letter is a Windows drive (C:\data\x.csv)
+    elif m and len(m.group(1)) > 1:  # a single letter is a Windows drive (C:\data\x.csv)
         raise _unknown_kind(spec, m.group(1))
     else:
         low = s.lower().split("?", 1)[0]
@@ -185,11 +205,13 @@ def parse_spec(spec: str) -> DataSpec:
     if _is_url(path):
         raise DataError(_url_message(f"data spec {spec!r}", path))
     params = tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else ()
-    if kind != "suite":   # a suite's options are checked when it is expanded (they depend on the suite)
+    if kind != "suite":  # a suite's options are checked when it is expanded (they depend on the suite)
         allowed = COMMON_PARAMS | READER_PARAMS[kind]
         for k, _ in params:
             if k not in allowed:
-                raise DataError(f"data spec {spec!r}: unknown option {k!r} for {kind} (allowed: {', '.join(sorted(allowed))})")
+                raise DataError(
+                    f"data spec {spec!r}: unknown option {k!r} for {kind} (allowed: {', '.join(sorted(allowed))})"
+                )
     return DataSpec(kind, path, params)
 
 
@@ -221,9 +243,16 @@ def _float_pair(spec: str, v: str, key: str = "range") -> Tuple[float, float]:
     return lo, hi
 
 
-def load_records(specs: Union[str, Sequence[str]], *, on_bad: str = "skip", check_images: str = "full",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, seed: int = 0, test_frac: float = 0.2,
-                 val_frac: float = 0.0) -> LoadResult:
+def load_records(
+    specs: Union[str, Sequence[str]],
+    *,
+    on_bad: str = "skip",
+    check_images: str = "full",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    seed: int = 0,
+    test_frac: float = 0.2,
+    val_frac: float = 0.0,
+) -> LoadResult:
     """Read one or several data specs into records (see the module docstring).
 
     on_bad="skip" drops bad records and lists them in the summaries; "fail" raises DataError on
@@ -235,9 +264,14 @@ def load_records(specs: Union[str, Sequence[str]], *, on_bad: str = "skip", chec
         spec = parse_spec(text)
         o = spec.options
         try:
-            opts = LoadOptions(on_bad=on_bad, check_images=check_images, max_pixels=max_pixels,
-                               seed=int(o.get("seed", seed)), test_frac=float(o.get("test_frac", test_frac)),
-                               val_frac=float(o.get("val_frac", val_frac)))
+            opts = LoadOptions(
+                on_bad=on_bad,
+                check_images=check_images,
+                max_pixels=max_pixels,
+                seed=int(o.get("seed", seed)),
+                test_frac=float(o.get("test_frac", test_frac)),
+                val_frac=float(o.get("val_frac", val_frac)),
+            )
         except ValueError as e:
             raise DataError(f"data spec {text!r}: {e}") from None
         forced = o.get("split")
@@ -255,7 +289,7 @@ def load_records(specs: Union[str, Sequence[str]], *, on_bad: str = "skip", chec
         if std_rng is not None:
             rd.std_range = std_rng
             rd.notes.append(f"std on {std_rng[0]:g}-{std_rng[1]:g} (std_range=), mapped to the 1-5 scale")
-        if observed:   # an open scale: the observed min-max, as PIPAL's reader does
+        if observed:  # an open scale: the observed min-max, as PIPAL's reader does
             rd.mos_range, rd.infer_range = None, False
         recs, summary = _finalize(rd, opts, forced_split=forced, range_override=rng, name=o.get("name"))
         records.extend(recs)
