@@ -44,15 +44,26 @@ def derive_seed(seed: int, index: int) -> int:
     return _splitmix64(_splitmix64(int(seed) & M64) ^ (int(index) & M64)) >> 1
 
 
+def _splitmix64_u64(x):
+    """_splitmix64 on a numpy uint64 array (numpy's uint64 arithmetic wraps mod 2**64)."""
+    import numpy as np
+
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def row_keys(seeds: Sequence[int], num_generations: int, device=None) -> torch.Tensor:
-    """[B*G, 2] int64 keys (two 32-bit words each), row b*G+g from (seeds[b], g) only."""
-    out: List[List[int]] = []
-    for s in seeds:
-        base = _splitmix64(int(s) & M64)
-        for g in range(num_generations):
-            k = _splitmix64(base ^ _splitmix64(g))
-            out.append([k & M32, k >> 32])
-    return torch.tensor(out, dtype=torch.long, device=device)
+    """[B*G, 2] int64 keys (two 32-bit words each), row b*G+g from (seeds[b], g) only:
+    k = splitmix64(splitmix64(seed) ^ splitmix64(g)), split into its low and high words."""
+    import numpy as np
+
+    base = _splitmix64_u64(np.array([int(s) & M64 for s in seeds], dtype=np.uint64))
+    gens = _splitmix64_u64(np.arange(num_generations, dtype=np.uint64))
+    k = _splitmix64_u64(base[:, None] ^ gens[None, :]).reshape(-1)
+    words = np.stack([k & np.uint64(M32), k >> np.uint64(32)], axis=1).astype(np.int64)
+    return torch.from_numpy(words).to(device)
 
 
 # ----------------------------------------------------------------------------- device-side hash
