@@ -34,6 +34,16 @@ def pytest_configure(config):
             os.environ["PYTEST_DEBUG_TEMPROOT"] = shm
 
 
+# The files whose tests start Python subprocesses (each pays ~10 s of torch/transformers/peft
+# imports) are handed out first, so the parallel workers do not end on one long file while the
+# other sits idle.
+SLOW_FIRST = ("test_distributed.py", "test_ablation.py", "test_datasets_real.py", "test_model.py", "test_package.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.nodeid.split("::")[0].rsplit("/", 1)[-1] not in SLOW_FIRST)  # stable sort
+
+
 @pytest.fixture(scope="session")
 def triton_device() -> str:
     """Where the Triton path runs: the GPU when there is one, else the interpreter on CPU."""

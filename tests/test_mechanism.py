@@ -336,7 +336,7 @@ def test_stream_keys_and_the_eval_first_samples(policy):
 
 @pytest.fixture(scope="module")
 def warm(tiny, demo_dir, tmp_path_factory):
-    """A Trainer whose policy answers in the format: a label-free warm start (150 steps, ~20 s on
+    """A Trainer whose policy answers in the format: a label-free warm start (60 steps, ~3 s on
     one core) — the random tiny model parses nothing, so sens and SRCC would be NaN without it."""
     run = tmp_path_factory.mktemp("mech-run")
     cfg = load_train_config(
@@ -350,7 +350,7 @@ def warm(tiny, demo_dir, tmp_path_factory):
             "rollout.prompt=no_think",
             "reward.require_think=false",
             "rollout.max_new_tokens=10",
-            "sft.steps=150",
+            "sft.steps=60",
             "sft.lr=1e-2",
             "sft.batch_size=4",
             "sft.warmup_steps=2",

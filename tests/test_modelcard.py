@@ -51,14 +51,12 @@ def test_card_metadata_and_sections():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, demo_dir):
     """A 2-step run with a checkpoint every step, the final eval, TensorBoard and the plot on."""
-    from hawkeye_lite.data import demo_records
     from hawkeye_lite.trainer import Trainer
 
     tiny = tiny_model_dir(tmp_path_factory)
-    demo = tmp_path_factory.mktemp("demo")
-    demo_records(demo)
+    demo = demo_dir
     run = tmp_path_factory.mktemp("run")
     cfg = load_train_config(
         None,

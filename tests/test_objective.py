@@ -57,7 +57,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("S,T,H,V,chunk", [(3, 11, 16, 1000, 7), (5, 37, 24, 4099, None), (1, 1, 8, 300, None)])
+# Shapes: token chunks of 7 over ragged rows; a vocabulary just past a 4096 block (auto chunk);
+# a single token. (The 4099 case had T = 37 until the suite had to fit 3 minutes: the Triton
+# interpreter's cost grows with the tokens, and 5 x 9 ragged rows cover the same paths.)
+@pytest.mark.parametrize("S,T,H,V,chunk", [(3, 11, 16, 1000, 7), (5, 9, 24, 4099, None), (1, 1, 8, 300, None)])
 def test_fused_matches_float64(case, S, T, H, V, chunk, gen, triton_device):
     x = _inputs(S, T, H, V, gen, torch.float32)
     kw = dict(CASES[case], chunk_size=chunk)
