@@ -1,45 +1,32 @@
-"""Checkpoint I/O: folders written atomically, RNG state, the training state saved and restored.
+"""Checkpoint I/O: the training state saved and restored, checkpoints verified on resume.
 
 A checkpoint is RUN/checkpoints/step-NNNNNN: the adapter (PEFT safetensors) + processor +
-hawkeye.json + config.yaml + the model card, and training_state/ (state.json, optimizer.pt,
-rng.safetensors); RUN/final is the same without training_state/. Nothing is ever unpickled: the
-optimizer state loads with weights_only=True. Together with the data order and the sampling
-streams (pure functions of seed and step) this is everything an exact resume needs.
+hawkeye.json + config.yaml + the model card, training_state/ (state.json, optimizer.pt,
+rng.safetensors) and manifest.json (every file's size and sha256); RUN/final is the same without
+training_state/. Folders are written atomically and fsynced (fsio.py), so a crash or a power
+loss never leaves a half-written checkpoint under its real name; a checkpoint damaged later (a
+disk or copy fault) is found by its manifest, named, and skipped for the newest intact one.
+Nothing is ever unpickled: the optimizer state loads with weights_only=True. Together with the
+data order and the sampling streams (pure functions of seed and step) this is everything an
+exact resume needs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from .errors import TrainingError
+from .fsio import atomic_dir, check_free_space, folder_size, verify_manifest, writing
 
 CHECKPOINTS = "checkpoints"
 STATE_DIR = "training_state"
 FINAL = "final"
 CONFIG_FILE = "config.yaml"
-
-
-def atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder under a temporary name, then rename it into place: a crash never leaves a
-    half-written checkpoint under the real name."""
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
 
 
 def rng_state() -> Dict[str, torch.Tensor]:
@@ -57,10 +44,53 @@ def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+def checkpoints(run_dir: Path) -> List[Path]:
+    """The run's checkpoints with a training state, oldest first."""
     ckpts = sorted((run_dir / CHECKPOINTS).glob("step-*"))
-    ckpts = [c for c in ckpts if (c / STATE_DIR / "state.json").is_file()]
+    return [c for c in ckpts if (c / STATE_DIR / "state.json").is_file()]
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    ckpts = checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
+
+
+def damage(ckpt: Path) -> Optional[str]:
+    """What is wrong with a checkpoint (a file missing, cut short, or not what was written), or None."""
+    problem = verify_manifest(ckpt)
+    if problem is None:
+        try:
+            read_state(ckpt)
+        except TrainingError as e:
+            problem = str(e)
+    return problem
+
+
+def intact_checkpoint(run_dir: Path, log: Callable[[str], None]) -> Optional[Path]:
+    """The newest checkpoint whose files are what was written, each damaged newer one named in one
+    line; None when there is none. Every checkpoint damaged: RunFolderError (exit 2) naming them."""
+    from .runfolder import RunFolderError
+
+    found = checkpoints(run_dir)
+    damaged: List[Path] = []
+    for ckpt in reversed(found):
+        problem = damage(ckpt)
+        if problem is None:
+            for bad in damaged:  # out of the way of keep_last, kept for a look
+                aside = bad.with_name(f"damaged-{bad.name}")
+                shutil.rmtree(aside, ignore_errors=True)
+                bad.rename(aside)
+            if damaged:
+                log(f"resuming from {ckpt.name}, the newest intact checkpoint (damaged ones moved to damaged-step-*)")
+            return ckpt
+        log(f"checkpoint {ckpt} is damaged: {problem}")
+        damaged.append(ckpt)
+    if damaged:
+        raise RunFolderError(
+            f"--resume {run_dir}: every checkpoint is damaged ({', '.join(c.name for c in damaged)}; see above); "
+            "restore one from a copy, or start the run again with --overwrite"
+        )
+    return None
 
 
 # ----------------------------------------------------------------------------- save
@@ -102,15 +132,21 @@ def save_checkpoint(
         rng = {f"rank{r}.{k}": v for r, state in enumerate(dist.gather(rng)) for k, v in state.items()}
     if not dist.main:
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with writing(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+    previous = latest_checkpoint(run_dir)
+    if previous is not None:  # the next one is about as big: stop before writing, not half-way
+        check_free_space(final.parent, int(folder_size(previous) * 1.1) + 2**20, f"checkpoint {final.name}")
 
     def write(tmp: Path) -> None:
         write_model(tmp, policy, cfg, base=base, step=step, total_steps=total_steps, run_dir=run_dir)
         st = tmp / STATE_DIR
         st.mkdir()
         # Optimizer state is tensors + numbers only, so it reloads with weights_only=True.
-        torch.save(optimizer.state_dict(), st / "optimizer.pt")
-        save_file({k: v.contiguous() for k, v in rng.items()}, str(st / "rng.safetensors"))
+        with writing(st / "optimizer.pt"):
+            torch.save(optimizer.state_dict(), st / "optimizer.pt")
+        with writing(st / "rng.safetensors"):
+            save_file({k: v.contiguous() for k, v in rng.items()}, str(st / "rng.safetensors"))
         state = {
             "step": step,
             "base": base,
@@ -126,6 +162,16 @@ def save_checkpoint(
     for old in ckpts[: -cfg.checkpoint.keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_final(run_dir: Path, cfg, policy, *, base: str, step: int, total_steps: int, dist) -> Path:
+    """RUN/final: the adapter and what the Scorer reads (no training state), atomically."""
+    if not dist.main:
+        return run_dir / FINAL
+    return atomic_dir(
+        run_dir / FINAL,
+        lambda out: write_model(out, policy, cfg, base=base, step=step, total_steps=total_steps, run_dir=run_dir),
+    )
 
 
 # ----------------------------------------------------------------------------- restore
@@ -159,7 +205,11 @@ def load_adapter(policy, folder: Path) -> None:
     file = folder / "adapter_model.safetensors"
     if not file.is_file():
         raise TrainingError(f"{file}: missing (not a hawkeye-lite checkpoint?)")
-    result = set_peft_model_state_dict(policy.model, load_file(str(file), device=str(policy.device)))
+    try:
+        weights = load_file(str(file), device=str(policy.device))
+    except Exception as e:  # a damaged file of a checkpoint written before manifests
+        raise TrainingError(f"{file}: cannot be read ({type(e).__name__}: {e})") from None
+    result = set_peft_model_state_dict(policy.model, weights)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise TrainingError(f"{file}: adapter does not match model.lora (unexpected keys, e.g. {unexpected[0]})")
@@ -170,9 +220,12 @@ def restore_training_state(ckpt: Path, optimizer, *, device, dist) -> None:
     from safetensors.torch import load_file
 
     st = ckpt / STATE_DIR
-    # weights_only: never unpickle arbitrary objects from a file on disk.
-    optimizer.load_state_dict(torch.load(st / "optimizer.pt", map_location=device, weights_only=True))
-    rng = load_file(str(st / "rng.safetensors"))
+    try:
+        # weights_only: never unpickle arbitrary objects from a file on disk.
+        optimizer.load_state_dict(torch.load(st / "optimizer.pt", map_location=device, weights_only=True))
+        rng = load_file(str(st / "rng.safetensors"))
+    except Exception as e:  # damaged, written before manifests (SafetensorError, RuntimeError, ...)
+        raise TrainingError(f"{ckpt}: its training state cannot be read ({type(e).__name__}: {e})") from None
     if dist.enabled:
         prefix = f"rank{dist.rank}."
         rng = {k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}

@@ -144,19 +144,32 @@ def train(
     if config is not None and resume is not None:
         _fail("--resume continues a run with its saved config.yaml; use --set for changes, not --config")
     result = run_training(config, set_, resume, overwrite=overwrite)
+    # Stopped by a signal: 128 + its number, as a shell reports it (SIGINT 130, SIGTERM 143,
+    # SIGUSR1 138), so a job script can tell "stopped, resumable" from "done" (0) and "failed" (1, 2).
+    code = 128 + _signum(result.stopped_by) if result.interrupted else 0
     if not result.main:  # torchrun: rank 0 speaks for the run
-        raise typer.Exit(130 if result.interrupted else 0)
+        raise typer.Exit(code)
     if result.interrupted:
-        typer.echo(
-            f"interrupted at step {result.steps}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True
+        what = f"stopped by {result.stopped_by}" if result.stopped_by else "interrupted"
+        where = (
+            f"at step {result.steps} (checkpoint {result.checkpoint})"
+            if result.checkpoint is not None
+            else "before its first checkpoint (a finished warm start is reused)"
         )
-        raise typer.Exit(130)
+        typer.echo(f"{what} {where}; continue with: hawkeye-lite train --resume {result.run_dir}", err=True)
+        raise typer.Exit(code)
     if result.eval_before or result.eval_after:
         typer.echo(summary_table(result))
     typer.echo(
         f"done in {result.seconds:.0f}s: {result.steps} RL steps; model in {result.run_dir / 'final'} "
         f"(hawkeye-lite score --model {result.run_dir / 'final'} IMAGE)"
     )
+
+
+def _signum(name) -> int:
+    import signal
+
+    return int(getattr(signal, name, signal.SIGINT)) if name else int(signal.SIGINT)
 
 
 @app.command()

@@ -2,9 +2,11 @@
 
 - 2: the input is wrong (a config key, a data file, a model folder, an image, a run folder in
   use): the line names the thing, and nothing already done is lost.
-- 1: the work itself failed (a bug, a full disk, a run that diverged): the line names the error;
+- 1: the work itself failed (a bug, a full disk, a run that diverged): the line names the error
+  (for the machine's failures, the cause and the path: "no space left on device: PATH");
   `--debug` or HAWKEYE_DEBUG=1 shows the traceback.
-- 130: interrupted.
+- 130: interrupted (Ctrl-C); a training run stopped by a signal exits 128 + its number after
+  its checkpoint (SIGTERM 143, SIGUSR1 138).
 """
 
 from __future__ import annotations
@@ -68,7 +70,16 @@ def classify(exc: BaseException) -> tuple:
         user = (UserError,)
     if isinstance(exc, user):
         return 2, f"error: {one_line(exc)}"
+    from .fsio import CAUSES, WriteFailed, explain
+
+    if isinstance(exc, WriteFailed):  # the machine: a full disk, a quota, a read-only folder
+        return 1, f"error: {exc}"
+    if isinstance(exc, OSError) and exc.errno in CAUSES and exc.filename:
+        return 1, f"error: {CAUSES[exc.errno]}: {exc.filename}"
+    failed = explain(exc, "")
+    if failed is not None:  # a library lost the path on the way
+        return 1, f"error: {failed.strerror} (while writing; --debug shows where)"
     if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
-        # No space left, permission denied... on a file the user chose: name the file.
+        # Another OS error on a file the user chose: name the file.
         return 1, f"error: {exc.filename}: {exc.strerror}"
     return 1, f"error: {type(exc).__name__}: {one_line(exc)} (run with --debug or HAWKEYE_DEBUG=1 for the traceback)"

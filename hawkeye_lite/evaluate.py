@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from .data import IQARecord
+from .fsio import removed_on_failure as _removed_on_failure
+from .fsio import writing
 from .metrics import IQAMetrics, compute_metrics
 
 NAN = float("nan")
@@ -132,7 +134,7 @@ class EvalReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # atomic: never half a file under the name
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with writing(path), _removed_on_failure(tmp), open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(
                 ["dataset", "id", "image", "split", "mos", "pred", "pred_std", "n_parsed", "n_samples", "text", "error"]
@@ -153,7 +155,8 @@ class EvalReport:
                         p.error or "",
                     ]
                 )
-        os.replace(tmp, path)
+        with writing(path):
+            os.replace(tmp, path)
         return path
 
 

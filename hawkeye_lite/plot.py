@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .fsio import writing
+
 # (panel title, series keys); a panel with none of its keys logged is left out. Keys of eval
 # records carry an "eval/" prefix (both kinds of record have a parse_rate).
 PANELS = (
@@ -96,7 +98,8 @@ def plot_run(run_dir, out=None) -> str:
     fig.tight_layout()
     path = Path(out) if out else run_dir / "plot.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with writing(path):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"plot: wrote {path}"
 
@@ -155,7 +158,8 @@ def plot_scatter(report, out_dir, *, title: Optional[str] = None) -> List[Path]:
             fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         path = out_dir / f"scatter_{_safe_name(name)}.png"
-        fig.savefig(path, dpi=110)
+        with writing(path):
+            fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     if len(by_ds) > 1:
@@ -170,7 +174,8 @@ def plot_scatter(report, out_dir, *, title: Optional[str] = None) -> List[Path]:
             fig.suptitle(title, fontsize=11)
         fig.tight_layout()
         path = out_dir / "scatter.png"
-        fig.savefig(path, dpi=110)
+        with writing(path):
+            fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written

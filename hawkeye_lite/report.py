@@ -24,6 +24,8 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .fsio import writing
+
 # Columns of the per-dataset table: (key, header). PLCC is the raw predictions' (what the
 # MLLM IQA papers report); PLCC (logistic) is after the 4-parameter logistic (VQEG).
 COLUMNS = (
@@ -182,10 +184,13 @@ def write_report(
     for d in report.datasets:
         notes += [f"[{d.dataset}] {n}" for n in d.metrics.notes]
     md = out_dir / "report.md"
-    md.write_text(render_markdown(rows, mean, model=model, suite=suite, notes=notes, samples=samples), encoding="utf-8")
+    with writing(md):
+        md.write_text(
+            render_markdown(rows, mean, model=model, suite=suite, notes=notes, samples=samples), encoding="utf-8"
+        )
     cs = out_dir / "report.csv"
     keys = ["dataset", "n"] + [k for k, _ in COLUMNS] + ["sample_parse_rate", "n_unparsed"]
-    with open(cs, "w", newline="", encoding="utf-8") as f:
+    with writing(cs), open(cs, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(keys)
         for r in rows + [mean]:
@@ -200,5 +205,6 @@ def write_report(
     js = out_dir / "report.json"
     payload = {"model": model, "suite": suite, "samples": samples, "datasets": rows, "mean": mean, "notes": notes}
     payload.update(extra or {})
-    js.write_text(json.dumps(_clean(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    with writing(js):
+        js.write_text(json.dumps(_clean(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return [md, cs, js]

@@ -26,6 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .fsio import atomic_write_text
+
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 SETTINGS_FILE = "settings.json"  # inside a reusable artifact (sft-base, the tiny model)
@@ -315,9 +317,7 @@ def claim(
         run = read_run(folder) if resume and holds_run(folder) else None
         if run is None:
             run = {"id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-            tmp = folder / (RUN_FILE + ".tmp")
-            tmp.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, folder / RUN_FILE)
+            atomic_write_text(folder / RUN_FILE, json.dumps(run, indent=1) + "\n")
         yield run
     except BaseException:
         lock.release()
@@ -353,7 +353,5 @@ def cut_metrics(path: Path, step: int, *, restart: bool, keep_sft: bool) -> int:
             dropped += 1
         else:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
     return dropped

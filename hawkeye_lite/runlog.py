@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .fsio import writing
+
 METRICS = "metrics.jsonl"
 
 
@@ -182,16 +184,18 @@ class Logger:
         if not self._ready:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._ready = True
-        with open(self.path, "a", encoding="utf-8") as f:
+        with writing(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
         if self._pending is not None:
             from .tracking import make_trackers
 
             names, config, resume = self._pending
             self._pending = None
-            self.trackers = make_trackers(names, self.run_dir, config=config, resume=resume)
+            with writing(self.run_dir):
+                self.trackers = make_trackers(names, self.run_dir, config=config, resume=resume)
         for t in self.trackers:
-            t.log(record)
+            with writing(getattr(t, "path", self.run_dir)):
+                t.log(record)
         if record.get("event") == "sft" and self.progress and self.sft_steps:
             self._sft_progress(int(record["step"]), record.get("loss"))
 

@@ -1,6 +1,13 @@
-"""The run around the RL steps: take the run folder, resume or start (warm start, first eval),
-step until done with checkpoints and periodic evals, stop cleanly on Ctrl-C, then the final eval,
-RUN/final and the plot. It drives a `trainer.Trainer`, which owns what one step does.
+"""The run around the RL steps: take the run folder, resume (from the newest intact checkpoint)
+or start (warm start, first eval), step until done with checkpoints by steps and by time and
+periodic evals, then the final eval, RUN/final and the plot. It drives a `trainer.Trainer`, which
+owns what one step does.
+
+Signals: SIGINT (Ctrl-C), SIGTERM (what SLURM pre-emption, `docker stop`, Kubernetes and systemd
+send) and SIGUSR1 (what SLURM's --signal sends before a time limit) stop the run the same way in
+every process: a step in flight finishes (or a checkpoint being written is completed), then a
+checkpoint and a line saying how to resume; in the warm start or an evaluation nothing is
+written that a resume would not redo, so the run stops at once. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .checkpoint import CHECKPOINTS, CONFIG_FILE, FINAL, check_world_size, latest_checkpoint, read_state, rng_state
+from .checkpoint import CHECKPOINTS, CONFIG_FILE, FINAL, check_world_size, intact_checkpoint, read_state, rng_state
 from .errors import DataFault
 from .runfolder import RunFolderError
 from .runlog import METRICS
@@ -25,6 +32,8 @@ class RunResult:
     run_dir: Path
     steps: int
     interrupted: bool = False
+    stopped_by: Optional[str] = None  # the signal that stopped the run (SIGINT, SIGTERM, SIGUSR1)
+    checkpoint: Optional[Path] = None  # the checkpoint to resume from, when it stopped early
     eval_before: Optional[dict] = None
     eval_after: Optional[dict] = None
     seconds: float = 0.0
@@ -50,10 +59,23 @@ def run(trainer, *, resume: bool = False, max_steps: Optional[int] = None, overw
 
 def _run(trainer, resume: bool, max_steps: Optional[int]) -> RunResult:
     t_start = time.time()
+    result = RunResult(trainer.run_dir, 0, main=trainer.dist.main)
+    with StopOnSignal(trainer.log) as stop:
+        try:
+            _phases(trainer, resume, max_steps, result, stop)
+        except Interrupted as e:  # in a phase a resume redoes anyway: nothing more to write
+            result.interrupted, result.stopped_by = True, e.signame
+        result.steps = trainer.step
+        if result.interrupted and trainer.saved_step is not None:
+            result.checkpoint = trainer.run_dir / CHECKPOINTS / f"step-{trainer.saved_step:06d}"
+    result.seconds = time.time() - t_start
+    return result
+
+
+def _phases(trainer, resume: bool, max_steps: Optional[int], result: RunResult, stop: StopOnSignal) -> None:
     log = trainer.log
     ckpt, changes = _check_resume(trainer) if resume else (None, [])
     trainer.prepare()
-    result = RunResult(trainer.run_dir, 0, main=trainer.dist.main)
     if resume:
         _restart_log(trainer, ckpt, changes)
     if ckpt is not None:
@@ -63,38 +85,39 @@ def _run(trainer, resume: bool, max_steps: Optional[int]) -> RunResult:
                 f"{trainer.run_dir}: the run finished at step {trainer.step} of {trainer.total_steps}; "
                 "nothing to do (raise optim.max_steps or optim.epochs with --set to train on)"
             )
-            return RunResult(trainer.run_dir, trainer.step, seconds=time.time() - t_start, main=trainer.dist.main)
+            return
     else:
         trainer.start()  # warm start, the RL policy and its optimizer
         if trainer.cfg.eval.before:
             result.eval_before = trainer.evaluate("before RL")
     total = trainer.total_steps
-    result.interrupted = _steps(trainer, min(total, max_steps) if max_steps is not None else total)
-    result.steps = trainer.step
-    if result.interrupted or trainer.step < total:  # stopped early: a resumable checkpoint is there
-        if not result.interrupted:
-            trainer.save_checkpoint()
-        result.seconds = time.time() - t_start
-        return result
-    trainer.save_checkpoint()
+    _steps(trainer, min(total, max_steps) if max_steps is not None else total, stop)
+    if stop.requested:
+        result.interrupted, result.stopped_by = True, stop.signame
+        return
+    with stop.deferred():  # the last checkpoint is written whole
+        trainer.save_checkpoint()
+    if trainer.step < total:  # stopped early on purpose (max_steps): the checkpoint is there
+        return
     if trainer.cfg.eval.after:
         result.eval_after = trainer.evaluate("after RL")
-    trainer.save_final()
+    with stop.deferred():
+        trainer.save_final()
     if trainer.cfg.logging.plot and trainer.dist.main:
         from .plot import plot_run
 
         log.info(plot_run(trainer.run_dir))
     log.close()  # the trackers: TensorBoard's last flush, W&B's run.finish()
-    result.seconds = time.time() - t_start
-    return result
 
 
 def _check_resume(trainer) -> tuple:
-    """(the checkpoint to continue from or None, the config changes), after checking that the
-    config may change as it did. Runs before anything in the folder is touched."""
+    """(the newest intact checkpoint or None, the config changes), after checking that the config
+    may change as it did. Runs before anything in the folder is touched (but for moving damaged
+    checkpoints aside, on rank 0)."""
     from .runfolder import describe
 
-    ckpt = latest_checkpoint(trainer.run_dir)
+    name = trainer.main_only(lambda: _name(intact_checkpoint(trainer.run_dir, trainer.log.info)))
+    ckpt = Path(name) if name else None
     changes = _resume_changes(trainer)
     if ckpt is not None:
         # The checkpoint's adapter sits on a base made by these settings: they cannot change.
@@ -108,6 +131,10 @@ def _check_resume(trainer) -> tuple:
     for key, old, new in changes:
         trainer.log.info(f"resume: {key} changed {old!r} -> {new!r}")
     return ckpt, changes
+
+
+def _name(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
 
 
 def _restart_log(trainer, ckpt: Optional[Path], changes: List[tuple]) -> None:
@@ -139,83 +166,133 @@ def _resume_changes(trainer) -> List[tuple]:
     return [d for d in differences(old, trainer.cfg.to_dict()) if d[0] != "output_dir"]
 
 
-def _steps(trainer, stop_at: int) -> bool:
-    """RL steps up to `stop_at`, with checkpoints and evals on their schedules. True when a
-    Ctrl-C stopped it (a checkpoint of the last whole step is then written)."""
+def _steps(trainer, stop_at: int, stop: StopOnSignal) -> None:
+    """RL steps up to `stop_at`, with checkpoints (every `checkpoint.every` steps or
+    `checkpoint.every_minutes`, whichever comes first) and evals on their schedules. A signal
+    lets the step in flight finish; then the loop writes a checkpoint of the last whole step."""
     cfg, log, total = trainer.cfg, trainer.log, trainer.total_steps
     started = trainer.step
-    log.t0 = time.time()
+    log.t0 = last_checkpoint = time.time()
     log.info(
         f"RL: steps {trainer.step + 1}..{stop_at} of {total} "
         f"(B={cfg.optim.batch_size} images x G={cfg.rollout.num_generations}, "
         f"accum {cfg.optim.grad_accum}, mu {cfg.optim.mu})"
     )
-    warned = False  # collapse_warning is said once a run
-    with StopOnSignal(log, torchrun=trainer.dist.enabled) as stop:
-        while trainer.step < stop_at and not stop.requested:
-            rng = rng_state()  # the step's starting RNG: what a checkpoint of the pre-step state holds
-            step_before, faults_before = trainer.step, trainer.images.faults
-            try:
-                rec = trainer.rl_step()
-                rec["data_faults"] = trainer.images.faults - faults_before
-            except DataFault:
-                # Bad input with on_bad: fail: keep what was learnt, then stop with the message.
-                if trainer.step == step_before:
-                    log.info(f"writing a checkpoint at step {trainer.step} before stopping")
-                    trainer.save_checkpoint(rng)
-                raise
-            except KeyboardInterrupt:
-                # Stopped inside a step: the step counter was not advanced, so save the state
-                # from before it (exact unless the interrupt fell between two of its μ updates).
-                stop.requested = True
-                if trainer.step == step_before:
-                    log.info(f"\ninterrupted: writing a checkpoint at step {trainer.step}")
-                    trainer.save_checkpoint(rng)
-                break
-            stop.requested = trainer.dist.any(stop.requested)  # all ranks stop after the same step
-            trainer.history.append(rec)
-            log.step(rec, total, started)
-            if not warned:
-                warning = collapse_warning(trainer.history)
-                if warning:
-                    log.info(warning)
-                    warned = True
-            step = trainer.step
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total and not stop.requested:
-                trainer.save_checkpoint()
-            if cfg.eval.every and step % cfg.eval.every == 0 and step < total and not stop.requested:
-                trainer.evaluate(f"step {step}")
+    with stop.deferred():  # from here on, every step done is saved before the run stops
+        _loop(trainer, stop_at, stop, started, last_checkpoint)
         if stop.requested and trainer.saved_step != trainer.step:
             log.info(f"writing a checkpoint at step {trainer.step}")
             trainer.save_checkpoint()
-    return stop.requested
+
+
+def _loop(trainer, stop_at: int, stop: StopOnSignal, started: int, last_checkpoint: float) -> None:
+    cfg, log, total = trainer.cfg, trainer.log, trainer.total_steps
+    c = cfg.checkpoint
+    warned = False  # collapse_warning is said once a run
+    while trainer.step < stop_at and not stop.requested:
+        rng = rng_state()  # the step's starting RNG: what a checkpoint of the pre-step state holds
+        step_before, faults_before = trainer.step, trainer.images.faults
+        try:
+            rec = trainer.rl_step()
+            rec["data_faults"] = trainer.images.faults - faults_before
+        except DataFault:
+            # Bad input with on_bad: fail: keep what was learnt, then stop with the message.
+            if trainer.step == step_before:
+                log.info(f"writing a checkpoint at step {trainer.step} before stopping")
+                trainer.save_checkpoint(rng)
+            raise
+        except KeyboardInterrupt:
+            # A second signal inside a step: the step counter was not advanced, so save the state
+            # from before it (exact unless it fell between two of the step's μ updates).
+            stop.requested = True
+            if trainer.step == step_before:
+                log.info(f"\ninterrupted: writing a checkpoint at step {trainer.step}")
+                trainer.save_checkpoint(rng)
+            break
+        stop.requested = trainer.dist.any(stop.requested)  # all ranks stop after the same step
+        trainer.history.append(rec)
+        log.step(rec, total, started)
+        if not warned:
+            warning = collapse_warning(trainer.history)
+            if warning:
+                log.info(warning)
+                warned = True
+        step = trainer.step
+        due = bool(c.every) and step % c.every == 0
+        due = due or (c.every_minutes > 0 and time.time() - last_checkpoint >= 60 * c.every_minutes)
+        if trainer.dist.enabled:  # the clocks of the ranks differ: all checkpoint, or none
+            due = trainer.dist.any(due)
+        if due and step < total and not stop.requested:
+            trainer.save_checkpoint()
+            last_checkpoint = time.time()
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < total and not stop.requested:
+            try:
+                with stop.abortable():  # an eval is not worth waiting for: the checkpoint is
+                    trainer.evaluate(f"step {step}")
+            except Interrupted:
+                break
+
+
+class Interrupted(Exception):
+    """A signal arrived where nothing is lost by stopping at once (warm start, evaluations)."""
+
+    def __init__(self, signame: str):
+        super().__init__(signame)
+        self.signame = signame
 
 
 class StopOnSignal:
-    """Ctrl-C: the first one lets the current step finish, then the loop checkpoints and stops
-    (so the checkpoint is always a whole number of steps); a second one stops at once. Under
-    torchrun, which passes a Ctrl-C on to its workers as SIGTERM, SIGTERM does the same."""
+    """SIGINT, SIGTERM and SIGUSR1, from the start of the run to its end. Inside `deferred()` (a
+    step, a checkpoint or final/ being written) the first signal only asks the loop to stop after
+    it; elsewhere it stops at once (Interrupted). A second signal stops at once anywhere
+    (KeyboardInterrupt: the loop then saves the state from before the step in flight)."""
 
-    def __init__(self, log, *, torchrun: bool):
-        self.log, self.torchrun = log, torchrun
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
+
+    def __init__(self, log):
+        self.log = log
         self.requested = False
+        self.signame: Optional[str] = None
+        self._depth = 0
         self._previous: list = []
 
+    @contextlib.contextmanager
+    def deferred(self):
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    @contextlib.contextmanager
+    def abortable(self):
+        depth, self._depth = self._depth, 0
+        try:
+            yield
+        finally:
+            self._depth = depth
+
     def _handler(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        self.log.info("\nCtrl-C: finishing this step, then writing a checkpoint (Ctrl-C again to stop now)")
+        self.requested, self.signame = True, name
+        if self._depth == 0:
+            self.log.info(f"\n{name}: stopping (nothing to save in this phase; --resume redoes it)")
+            raise Interrupted(name)
+        self.log.info(f"\n{name}: finishing this step, then writing a checkpoint ({name} again to stop now)")
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            signals = (signal.SIGINT, signal.SIGTERM) if self.torchrun else (signal.SIGINT,)
-            self._previous = [(s, signal.signal(s, self._handler)) for s in signals]
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self._previous.append((sig, signal.signal(sig, self._handler)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, handler in self._previous:
-            signal.signal(s, handler)
+        for sig, handler in self._previous:
+            signal.signal(sig, handler)
 
 
 def collapse_warning(history: Sequence[dict], window: int = 10, threshold: float = 0.5) -> Optional[str]:

@@ -63,7 +63,7 @@ class TensorBoardTracker(Tracker):
             raise ConfigError(
                 "logging.report_to: tensorboard needs the tensorboard package (pip install 'hawkeye-lite[tensorboard]')"
             ) from None
-        self.log_dir = Path(run_dir) / "tensorboard"
+        self.log_dir = self.path = Path(run_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         if config:
             import yaml
@@ -96,7 +96,7 @@ class WandbTracker(Tracker):
                 "logging.report_to: wandb needs the wandb package (pip install 'hawkeye-lite[wandb]')"
             ) from None
         self.wandb = wandb
-        root = Path(run_dir) / "wandb"
+        root = self.path = Path(run_dir) / "wandb"
         root.mkdir(parents=True, exist_ok=True)
         id_file = root / "run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]

@@ -21,7 +21,6 @@ restored from the checkpoint (torch RNG: LoRA dropout), so `--resume` continues 
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -30,20 +29,19 @@ import torch
 
 from .checkpoint import (
     CONFIG_FILE,
-    FINAL,
-    atomic_dir,
     check_world_size,
     load_adapter,
     read_state,
     restore_training_state,
     save_checkpoint,
-    write_model,
+    save_final,
 )
 from .config import ConfigError, TrainConfig
 from .config_loader import dump_train_config, load_train_config
 from .distributed import Dist, picklable
 from .errors import DataFault, TrainingError
 from .experience import Experience, collect
+from .fsio import atomic_write_text
 from .runfolder import RunFolderError
 from .runlog import Logger, step_record
 from .runloop import RunResult
@@ -204,9 +202,7 @@ class Trainer:
         ensure_demo_model(self.cfg, self.run_dir, self.log)
         if self.data is None:
             self.data = Dataset.load(self.cfg, self.log.info)
-        tmp = self.run_dir / (CONFIG_FILE + ".tmp")
-        tmp.write_text(dump_train_config(self.cfg), encoding="utf-8")
-        os.replace(tmp, self.run_dir / CONFIG_FILE)
+        atomic_write_text(self.run_dir / CONFIG_FILE, dump_train_config(self.cfg))
         self.log.info(f"data: {len(self.data.train)} training images, {len(self.data.eval)} held-out images")
 
     def start(self) -> None:
@@ -302,19 +298,14 @@ class Trainer:
         self.log.info(f"resumed from {ckpt} at step {self.step}")
 
     def save_final(self) -> Path:
-        if not self.dist.main:
-            return self.run_dir / FINAL
-        return atomic_dir(
-            self.run_dir / FINAL,
-            lambda out: write_model(
-                out,
-                self.policy,
-                self.cfg,
-                base=self.base,
-                step=self.step,
-                total_steps=self.total_steps,
-                run_dir=self.run_dir,
-            ),
+        return save_final(
+            self.run_dir,
+            self.cfg,
+            self.policy,
+            base=self.base,
+            step=self.step,
+            total_steps=self.total_steps,
+            dist=self.dist,
         )
 
     # ------------------------------------------------------------------ the run

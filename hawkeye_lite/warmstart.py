@@ -16,8 +16,8 @@ from typing import Callable, List, Optional
 
 import torch
 
-from .checkpoint import atomic_dir
 from .config import TrainConfig
+from .fsio import atomic_dir
 from .kernels import token_stats
 from .schedules import lr_at, set_lr
 from .trainset import batch_indices

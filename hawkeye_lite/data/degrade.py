@@ -30,6 +30,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..fsio import writing
+
 KINDS = ("noise", "blur", "jpeg", "darken")
 
 
@@ -179,6 +181,21 @@ def degrade_records(
         name = _safe_name(r.id) + (".png" if fmt == "png" else ".jpg")
         dst = out / "images" / name
         tmp = dst.with_name(dst.name + ".tmp")
+        with writing(dst):
+            _save(img, tmp, dst, fmt, kinds, recipe, jpeg_save_quality)
+        updated.append(replace(r, image_deg=str(dst.resolve())))
+        manifest.append({"id": r.id, "degradation": "+".join(kinds)})
+        if progress:
+            progress(i + 1, len(records))
+    write_json(updated, out / "data.json")
+    meta = {"seed": seed, "recipe": asdict(recipe), "format": fmt, "degradations": manifest}
+    with writing(out / "degrade_meta.json"):
+        (out / "degrade_meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return updated
+
+
+def _save(img, tmp: Path, dst: Path, fmt: str, kinds, recipe, jpeg_save_quality: int) -> None:
+    try:
         if fmt == "png":
             # no timestamps or text chunks: PIL's PNG writer is byte-stable for equal pixels
             img.save(tmp, "PNG", optimize=False, compress_level=6)
@@ -190,11 +207,6 @@ def degrade_records(
             )
             img.save(tmp, "JPEG", quality=int(q))
         os.replace(tmp, dst)
-        updated.append(replace(r, image_deg=str(dst.resolve())))
-        manifest.append({"id": r.id, "degradation": "+".join(kinds)})
-        if progress:
-            progress(i + 1, len(records))
-    write_json(updated, out / "data.json")
-    meta = {"seed": seed, "recipe": asdict(recipe), "format": fmt, "degradations": manifest}
-    (out / "degrade_meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    return updated
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

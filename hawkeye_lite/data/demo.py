@@ -38,6 +38,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..fsio import writing
 from .records import IQARecord, assign_splits, write_json
 
 DEMO_KINDS = ("noise", "blur", "jpeg", "darken")
@@ -202,7 +203,8 @@ def write_demo(out_dir: Union[str, Path], cfg: DemoConfig = DemoConfig()) -> Lis
     records: List[IQARecord] = []
     for smp in generate_demo(cfg):
         path = out / "images" / f"{smp.id}.png"
-        smp.image.save(path, "PNG", compress_level=6)
+        with writing(path):
+            smp.image.save(path, "PNG", compress_level=6)
         records.append(
             IQARecord(
                 id=smp.id,
@@ -228,7 +230,8 @@ def write_demo(out_dir: Union[str, Path], cfg: DemoConfig = DemoConfig()) -> Lis
         "n_train": sum(r.split == "train" for r in records),
         "n_test": sum(r.split == "test" for r in records),
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    with writing(out / "meta.json"):
+        (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return records
 
 

@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..fsio import atomic_write_text
 from .imagecheck import DEFAULT_MAX_PIXELS
 
 SPLITS = ("train", "val", "test")
@@ -279,7 +280,5 @@ def write_json(records: Iterable[IQARecord], path: Union[str, Path], *, relative
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve() if relative else None
     data = [r.to_json(base) for r in records]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return path
