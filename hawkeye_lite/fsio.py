@@ -178,9 +178,10 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
     return path
 
 
-def atomic_dir(final: Path, write: Callable[[Path], None], *, manifest: bool = True) -> Path:
+def atomic_dir(final: Path, write: Callable[[Path], None], *, manifest: bool = True, durable: bool = True) -> Path:
     """Write a folder under a temporary name, then rename it into place: a crash never leaves a
-    half-written folder under the real name, a power loss after the return never an empty one."""
+    half-written folder under the real name, a power loss after the return never an empty one
+    (`durable`: the files and folders are fsynced; off only to measure what that costs)."""
     final = Path(final)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +191,8 @@ def atomic_dir(final: Path, write: Callable[[Path], None], *, manifest: bool = T
             write(tmp)
             if manifest:
                 write_manifest(tmp)
-            _fsync_tree(tmp)
+            if durable:
+                _fsync_tree(tmp)
     except WriteFailed as e:
         shutil.rmtree(tmp, ignore_errors=True)
         # Name the file the user will look for, not the temporary folder it was written in.
@@ -206,7 +208,8 @@ def atomic_dir(final: Path, write: Callable[[Path], None], *, manifest: bool = T
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    fsync_dir(final.parent)
+    if durable:
+        fsync_dir(final.parent)
     return final
 
 

@@ -26,6 +26,8 @@ from .errors import DataFault
 from .runfolder import RunFolderError
 from .runlog import METRICS
 
+_now = time.monotonic  # the checkpoint clock (a test steps it)
+
 
 @dataclass
 class RunResult:
@@ -172,7 +174,8 @@ def _steps(trainer, stop_at: int, stop: StopOnSignal) -> None:
     lets the step in flight finish; then the loop writes a checkpoint of the last whole step."""
     cfg, log, total = trainer.cfg, trainer.log, trainer.total_steps
     started = trainer.step
-    log.t0 = last_checkpoint = time.time()
+    log.t0 = time.time()
+    last_checkpoint = _now()
     log.info(
         f"RL: steps {trainer.step + 1}..{stop_at} of {total} "
         f"(B={cfg.optim.batch_size} images x G={cfg.rollout.num_generations}, "
@@ -219,12 +222,12 @@ def _loop(trainer, stop_at: int, stop: StopOnSignal, started: int, last_checkpoi
                 warned = True
         step = trainer.step
         due = bool(c.every) and step % c.every == 0
-        due = due or (c.every_minutes > 0 and time.time() - last_checkpoint >= 60 * c.every_minutes)
+        due = due or (c.every_minutes > 0 and _now() - last_checkpoint >= 60 * c.every_minutes)
         if trainer.dist.enabled:  # the clocks of the ranks differ: all checkpoint, or none
             due = trainer.dist.any(due)
         if due and step < total and not stop.requested:
             trainer.save_checkpoint()
-            last_checkpoint = time.time()
+            last_checkpoint = _now()
         if cfg.eval.every and step % cfg.eval.every == 0 and step < total and not stop.requested:
             try:
                 with stop.abortable():  # an eval is not worth waiting for: the checkpoint is
