@@ -450,13 +450,18 @@ class Policy:
         """Decoder stack only (no lm_head): final normed hidden states [N, L, H]."""
         lm = self.backbone.language_model
         kwargs = {_cache_kwarg(lm): cache} if cache is not None else {}
-        out = lm(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=cache is not None,
-            **kwargs,
-        )
+        # transformers 5.17 drops the cache in every checkpointed layer of a model in train mode,
+        # gradients or not (5.24: only with gradients). Without gradients checkpointing saves
+        # nothing, so it is off for such a pass and the cache is filled on both versions.
+        keep_cache = cache is not None and not torch.is_grad_enabled()
+        with _checkpointing_off(lm.layers) if keep_cache else contextlib.nullcontext():
+            out = lm(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=cache is not None,
+                **kwargs,
+            )
         return out.last_hidden_state
 
     def new_cache(self):
@@ -564,6 +569,18 @@ class Policy:
         meta["model"]["name_or_path"] = _local_path(self.config.name_or_path)
         (out_dir / HAWKEYE_META).write_text(json.dumps(meta, indent=2) + "\n")
         return out_dir
+
+
+@contextlib.contextmanager
+def _checkpointing_off(layers):
+    on = [layer for layer in layers if getattr(layer, "gradient_checkpointing", False)]
+    for layer in on:
+        layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for layer in on:
+            layer.gradient_checkpointing = True
 
 
 def _cache_kwarg(module: nn.Module) -> str:

@@ -62,6 +62,13 @@ def test_bootstrap_fewer_than_two_values_is_undefined(ab):
     assert all(math.isnan(v) for v in ab.bootstrap_ci([]))
 
 
+def _scipy_rng(fn, gen):
+    # scipy 1.15 named the generator `rng`; the lowest scipy we allow (1.11) calls it `random_state`.
+    import inspect
+
+    return {"rng" if "rng" in inspect.signature(fn).parameters else "random_state": gen}
+
+
 def test_bootstrap_matches_scipy_percentile(ab):
     from scipy.stats import bootstrap
 
@@ -75,7 +82,7 @@ def test_bootstrap_matches_scipy_percentile(ab):
             n_resamples=10_000,
             confidence_level=0.95,
             method="percentile",
-            rng=np.random.default_rng(12345),
+            **_scipy_rng(bootstrap, np.random.default_rng(12345)),
         ).confidence_interval
         # Two independent Monte-Carlo estimates of the same quantiles: the standard error of a
         # 2.5% quantile of 10,000 draws is ~0.03 bootstrap-sd, so 0.15 sd is ~4 sigma.

@@ -89,3 +89,44 @@ def test_forced_triton_dispatch_runs_the_kernels(monkeypatch, gen):
     monkeypatch.setenv("HAWKEYE_KERNELS", "torch")
     ref = kernels.token_stats(h.detach(), w, tok, h.detach() + 0.1)
     torch.testing.assert_close(out.kl.detach(), ref.kl, rtol=1e-5, atol=1e-5)
+
+
+def _pins(path: Path) -> dict:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_lowest_ci_leg_pins_exactly_the_declared_lower_bounds():
+    """CI's second leg (constraints-lowest.txt) must test the lower bounds pyproject.toml declares:
+    every runtime dependency has one, and the leg pins each at it (not above, not missing)."""
+    import re
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        pytest.skip("tomllib needs Python 3.11")
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lowest = _pins(root / "constraints-lowest.txt")
+    declared = {}
+    for dep in deps:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)\s*(;.*)?", dep.strip())
+        assert m, f"{dep!r}: every dependency declares a lower bound and nothing else"
+        declared[m.group(1).lower().replace("_", "-")] = m.group(2)
+    assert set(lowest) == set(declared), set(lowest) ^ set(declared)
+
+    def norm(v):  # 6 == 6.0 == 6.0.0
+        parts = [int(x) for x in v.split(".")]
+        while parts and parts[-1] == 0:
+            parts.pop()
+        return parts
+
+    for name, version in declared.items():
+        assert norm(lowest[name]) == norm(version), (
+            f"{name}: pyproject says >={version}, the lowest leg pins {lowest[name]}"
+        )

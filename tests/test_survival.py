@@ -424,6 +424,45 @@ def test_a_real_full_filesystem(tiny, demo_dir, tmp_path):
     assert "Traceback" not in res.stderr
 
 
+def _in_a_small_namespace(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mkdir -p {tmp_path}/p && mount -t tmpfs -o size=64k tmpfs {tmp_path}/p"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a filesystem here: {probe.stderr.decode()[-200:]}")
+
+
+@pytest.mark.parametrize("fs", ["read-only", "full"])
+@pytest.mark.parametrize("command", ["demo-data", "degrade"])
+def test_data_commands_on_a_read_only_or_full_filesystem(command, fs, demo_dir, tmp_path):
+    """demo-data and degrade writing to a real read-only (remounted ro) or 64 KB tmpfs: one line
+    naming the cause and a path under the output, no traceback; exit 2 when the output folder
+    cannot even be created (nothing was started), exit 1 when the disk fills while writing."""
+    _in_a_small_namespace(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = {
+        "read-only": f"mount -t tmpfs tmpfs {mnt} && mount -o remount,ro {mnt}",
+        "full": f"mount -t tmpfs -o size=64k tmpfs {mnt}",
+    }[fs]
+    cli = {
+        "demo-data": f"demo-data --out {mnt}/demo --scenes 6 --per-scene 2",
+        "degrade": f"degrade --data json:{demo_dir}/demo.json --out {mnt}/partners",
+    }[command]
+    script = f"{mount} && exec {sys.executable} -m hawkeye_lite {cli}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert "Traceback" not in res.stderr and len(errors) == 1, res.stderr[-2000:]
+    if fs == "read-only":  # refused before any work: the output folder cannot be created
+        assert res.returncode == 2 and f"{mnt}/" in errors[0] and "Read-only file system" in errors[0], errors
+    else:  # found full while writing
+        assert res.returncode == 1 and errors[0].startswith(f"error: no space left on device: {mnt}/"), errors
+
+
 # ============================================================================ durable writes
 
 
