@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Scorer", "__version__"]
+__all__ = ["HawkeyeMetric", "Scorer", "__version__", "create_metric"]
 
 
 def __getattr__(name):
@@ -11,4 +11,8 @@ def __getattr__(name):
         from .scorer import Scorer
 
         return Scorer
+    if name in ("create_metric", "HawkeyeMetric"):
+        from . import metric
+
+        return getattr(metric, name)
     raise AttributeError(f"module 'hawkeye_lite' has no attribute {name!r}")

@@ -228,8 +228,18 @@ def init_tiny(
 
 @app.command()
 def score(
-    images: List[str] = typer.Argument(..., help="Image files to score."),
+    images: Optional[List[str]] = typer.Argument(
+        None, help="Image files, folders (recursive) and @lists (a text file of paths, one per line)."
+    ),
     model: str = typer.Option(..., "--model", help="Run folder, adapter folder, full model folder or hub id."),
+    data: List[str] = typer.Option([], "--data", help="Dataset spec(s) whose images to score, as eval reads them."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="Write rows to this .csv or .jsonl as images finish; the same command again continues it.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start --out again (its settings may differ)."),
+    texts: bool = typer.Option(False, "--texts", help="Keep the K completions in --out too."),
     samples: int = typer.Option(8, "--samples", help="Completions sampled per image (K)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object per image (JSON lines)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
@@ -244,6 +254,7 @@ def score(
         "(each exact, together an even cover: a steadier mean for the same K).",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generation batch."),
+    workers: int = typer.Option(2, "--workers", help="Threads reading and preparing images ahead (0: none)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
     quantization: Optional[str] = typer.Option(None, "--quantization", help="nf4 or none (default: as trained)."),
     preset: Optional[str] = typer.Option(
@@ -253,15 +264,32 @@ def score(
         "visualquality_r1, q_insight, q_hawkeye, think (default: from the model id).",
     ),
 ) -> None:
-    """Score images: mean rating of K samples on the 1-5 scale, ± their spread."""
-    import json as _json
+    """Score images: mean rating of K samples on the 1-5 scale, ± their spread. With --out, a
+    collection of any size: rows are appended as batches finish, and the same command run again
+    after any stop continues where it was."""
+    import signal
 
-    from hawkeye_lite.runlog import Progress
+    from hawkeye_lite.collection import expand_inputs
     from hawkeye_lite.scorer import Scorer
 
     _check_sampling(samples, batch_size, temperature, max_new_tokens)
     if quantization not in (None, "nf4", "none"):
         _fail(f"--quantization: must be nf4 or none, got {quantization!r}")
+    if workers < 0:
+        _fail(f"--workers: must be >= 0, got {workers}")
+    if not images and not data:
+        _fail("nothing to score: give image files, folders, @lists or --data")
+    if (texts or overwrite) and out is None:
+        _fail(f"{'--texts' if texts else '--overwrite'}: only with --out")
+    if out is not None:
+        from hawkeye_lite.scorefile import FORMATS
+
+        if out.suffix.lower() not in FORMATS:
+            _fail(f"--out {out}: must end in .csv or .jsonl")
+        _check_output_file(out, "--out")
+    found = expand_inputs(list(images or []), list(data))
+    for note in found.notes:
+        typer.echo(note, err=True)
     scorer = Scorer.from_pretrained(
         model,
         device=device,
@@ -269,33 +297,81 @@ def score(
         max_new_tokens=max_new_tokens,
         **({"preset": preset} if preset else {}),
     )
-    # One Scorer call per batch of inputs, so a bar can follow them. Every call gets the same seed:
-    # each image's stream is keyed by (seed, its pixels), so the chunking changes nothing.
-    results = []
-    with Progress(len(images), "scoring", unit="img", lines=10 if len(images) > batch_size else 0) as bar:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            results += scorer.score(
-                chunk,
-                samples=samples,
-                temperature=temperature,
-                seed=seed,
-                batch_size=batch_size,
-                on_error="skip",
-                stratified=stratified,
-            )
-            bar.update(len(chunk))
-    for r in results:
-        if json_:
-            typer.echo(_json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
-        elif not r.ok:
-            typer.echo(f"{r.source}\tfailed: {r.error}")
-        elif r.n_parsed == 0:
-            typer.echo(f"{r.source}\tno score (0/{len(r.texts)} answers parsed)")
-        else:
-            typer.echo(f"{r.source}\t{r.score:.3f} ± {r.std:.3f}\t({r.n_parsed}/{len(r.texts)} parsed)")
-    if any(not r.ok for r in results):
-        raise typer.Exit(2)  # an unreadable input is bad input; the others are scored above
+    options = dict(
+        samples=samples, temperature=temperature, seed=seed, batch_size=batch_size, stratified=stratified,
+        workers=workers,
+    )  # fmt: skip
+
+    got = {}
+
+    def stop(signum, frame):  # SIGTERM (a pre-empted machine, docker stop) like Ctrl-C
+        got["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        _score_files(scorer, found.paths, out, overwrite, texts, json_, batch_size, options, model)
+    except KeyboardInterrupt:
+        if out is None:
+            raise
+        typer.echo(f"stopped: the images scored so far are in {out}; run the same command again to continue", err=True)
+        raise typer.Exit(128 + got.get("signal", signal.SIGINT)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _score_files(scorer, found_paths, out, overwrite, texts, json_, batch_size, options, model) -> None:
+    """`score`'s work: printed lines, or rows in --out (resumed)."""
+    import json as _json
+
+    from hawkeye_lite.runlog import Progress
+
+    if out is None:
+        failed = 0
+        with Progress(len(found_paths), "scoring", unit="img", lines=10 if len(found_paths) > batch_size else 0) as bar:
+            for r in scorer.score_iter(found_paths, **options):
+                bar.update(1)
+                failed += not r.ok
+                if json_:
+                    typer.echo(_json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
+                elif not r.ok:
+                    typer.echo(f"{r.source}\tfailed: {r.error}")
+                elif r.n_parsed == 0:
+                    typer.echo(f"{r.source}\tno score (0/{len(r.texts)} answers parsed)")
+                else:
+                    typer.echo(f"{r.source}\t{r.score:.3f} ± {r.std:.3f}\t({r.n_parsed}/{len(r.texts)} parsed)")
+        if failed:
+            raise typer.Exit(2)  # an unreadable input is bad input; the others are scored above
+        return
+
+    from hawkeye_lite.scorefile import ScoreFile, model_fingerprint, score_to_file
+
+    settings = {
+        "model": str(Path(model).resolve()) if Path(model).exists() else model,
+        "weights": model_fingerprint(scorer),
+        "prompt": scorer.prompt.name,
+        "preset": scorer.preset.name if scorer.preset is not None else None,
+        **{k: options[k] for k in ("samples", "seed", "temperature", "stratified")},
+        "top_p": 1.0,
+        "top_k": 0,
+        "max_new_tokens": scorer.max_new_tokens,
+        "quantization": scorer.policy.config.quantization,
+        "dtype": str(scorer.policy.dtype).replace("torch.", ""),
+    }
+    file = ScoreFile(out, settings, overwrite=overwrite, texts=texts)
+
+    def bar(n):
+        return Progress(n, "scoring", unit="img", lines=20 if n > batch_size else 0)
+
+    job = score_to_file(scorer, found_paths, file, progress=bar, **options)
+    for note in job.notes:
+        typer.echo(note, err=True)
+    typer.echo(
+        f"{out}: {job.total} images: {job.scored} scored now, {job.earlier} earlier"
+        + (f"; {job.failed} could not be read (their error column says why)" if job.failed else "")
+    )
+    if job.failed:
+        raise typer.Exit(2)  # unreadable inputs are bad input; every other image is in the file
 
 
 # ----------------------------------------------------------------------------- data & eval (issue #4)

@@ -36,6 +36,7 @@ def user_error_types() -> tuple:
     from .model import ModelLoadError
     from .report import SuiteError
     from .runfolder import RunFolderError
+    from .scorefile import ScoreFileError
 
     return (
         UserError,
@@ -45,6 +46,7 @@ def user_error_types() -> tuple:
         ImageReadError,
         ModelLoadError,
         RunFolderError,
+        ScoreFileError,
         SuiteError,
         DataFault,
     )

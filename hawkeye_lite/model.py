@@ -110,13 +110,26 @@ class VLProcessor:
     def num_image_tokens(self, image_grid_thw: torch.Tensor) -> List[int]:
         return (image_grid_thw.prod(-1) // self.merge_size**2).tolist()
 
-    def __call__(self, images: Sequence, texts: Sequence[str]) -> dict:
+    def process_image(self, image) -> dict:
+        """One image's vision inputs: pixel_values [patches, D] and image_grid_thw [1, 3]. The image
+        processor treats every image on its own, so concatenating these is what a batched call
+        gives (the Scorer prepares images in background threads with it)."""
+        kwargs = {"size": self.size_override} if self.size_override else {}
+        vision = self.image_processor(images=[image], return_tensors="pt", **kwargs)
+        return {"pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
+
+    def __call__(self, images: Sequence, texts: Sequence[str], *, vision: Optional[Sequence[dict]] = None) -> dict:
+        """`vision`: the images' `process_image` outputs, computed earlier (the images are then
+        only counted)."""
         if len(images) != sum(t.count(IMAGE_TOKEN) for t in texts):
             raise ValueError(
                 f"processor: {len(images)} images for {sum(t.count(IMAGE_TOKEN) for t in texts)} {IMAGE_TOKEN} slots"
             )
-        kwargs = {"size": self.size_override} if self.size_override else {}
-        vision = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
+        if vision is None:
+            kwargs = {"size": self.size_override} if self.size_override else {}
+            vision = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
+        else:
+            vision = {key: torch.cat([v[key] for v in vision], 0) for key in ("pixel_values", "image_grid_thw")}
         counts = iter(self.num_image_tokens(vision["image_grid_thw"]))
         expanded = []
         for text in texts:
@@ -405,10 +418,13 @@ class Policy:
 
     # --- encoding
 
-    def encode(self, images: Sequence, prompt: Union[PromptTemplate, str] = THINK) -> PromptBatch:
-        """PIL RGB images -> one chat prompt per image, left padded, with mrope positions."""
+    def encode(
+        self, images: Sequence, prompt: Union[PromptTemplate, str] = THINK, *, vision: Optional[Sequence[dict]] = None
+    ) -> PromptBatch:
+        """PIL RGB images -> one chat prompt per image, left padded, with mrope positions.
+        `vision`: the images' `processor.process_image` outputs, if already computed."""
         prompt = get_prompt(prompt) if isinstance(prompt, str) else prompt
-        enc = self.processor(images, [chat_text(prompt)] * len(images))
+        enc = self.processor(images, [chat_text(prompt)] * len(images), vision=vision)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         position_ids, rope_deltas = self.backbone.get_rope_index(
             enc["input_ids"],

@@ -59,7 +59,7 @@ class Progress:
         unit: str = "it",
         initial: int = 0,
     ):
-        self.total, self.desc, self.n = int(total), desc, int(initial)
+        self.total, self.desc, self.n, self.unit = int(total), desc, int(initial), unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.every = max(1, math.ceil(max(self.total - self.n, 1) / lines)) if lines > 0 else 0
@@ -100,8 +100,11 @@ class Progress:
             eta = self.eta
             tail = f", ETA {_fmt_seconds(eta)}" if self.n < self.total and math.isfinite(eta) else ""
             extra = f" | {postfix}" if postfix else ""
+            spent = time.time() - self.t0
+            done = self.n - self.start_n
+            rate = f" | {done / spent:.2f} {self.unit}/s" if self.unit == "img" and done and spent > 0 else ""
             print(
-                f"{self.desc} {self.n}/{self.total}{extra} | {_fmt_seconds(time.time() - self.t0)}{tail}",
+                f"{self.desc} {self.n}/{self.total}{extra}{rate} | {_fmt_seconds(spent)}{tail}",
                 file=self.stream,
                 flush=True,
             )

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .config import LoRAConfig, ModelConfig
 from .images import ImageReadError, as_rgb
@@ -31,6 +32,7 @@ class ScoreResult:
     n_parsed: int = 0
     ok: bool = True  # False: the image could not be read (see error)
     error: Optional[str] = None
+    key: Optional[str] = None  # images.content_key of the pixels, 16 hex digits (None when unread)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready: NaN becomes None."""
@@ -207,6 +209,7 @@ class Scorer:
         on_error: str = "raise",
         stream_keys: Optional[Sequence[int]] = None,
         stratified: bool = False,
+        workers: int = 2,
     ) -> List[ScoreResult]:
         """One ScoreResult per image, in input order. Inputs: paths, PIL images, numpy HxWxC
         uint8 (or uint16 / float in [0, 1]), torch CxHxW float in [0, 1].
@@ -230,50 +233,278 @@ class Scorer:
         varies much less with the seed for the same K. The samples are then not independent
         of each other: `std` still estimates the model's spread; a per-sample statistic over
         them is not an i.i.d. one.
-        """
-        from .images import content_key, mix_seed
-        from .rollout import generate_rollouts
 
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error: must be 'raise' or 'skip', got {on_error!r}")
-        if samples < 1 or batch_size < 1:
-            raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
+        `score_iter` is the same with results streamed as they finish (for long lists).
+        """
         if not isinstance(images, (list, tuple)):
             images = [images]
         if stream_keys is not None and len(stream_keys) != len(images):
             raise ValueError(f"stream_keys: {len(stream_keys)} keys for {len(images)} images")
-
-        results: List[Optional[ScoreResult]] = [None] * len(images)
-        loaded = []  # (index, name, RGB image)
-        for i, image in enumerate(images):
-            name = _describe(image, i)
-            try:
-                loaded.append((i, name, to_rgb(image, name)))
-            except ImageReadError as exc:
-                if on_error == "raise":
-                    raise
-                results[i] = ScoreResult(source=name, score=math.nan, std=math.nan, ok=False, error=str(exc))
-
-        for start in range(0, len(loaded), batch_size):
-            chunk = loaded[start : start + batch_size]
-            keys = [content_key(im) if stream_keys is None else int(stream_keys[i]) for i, _, im in chunk]
-            seeds = None if seed is None else [mix_seed(seed, k) for k in keys]
-            rollouts = generate_rollouts(
-                self.policy,
-                [im for _, _, im in chunk],
-                num_generations=samples,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+        names = [_describe(image, i) for i, image in enumerate(images)]
+        if on_error == "raise":  # every image read before any scoring: a bad one costs nothing
+            images = [to_rgb(image, name) for image, name in zip(images, names)]
+        return list(
+            self._stream(
+                images,
+                names=names,
+                samples=samples,
                 temperature=temperature,
                 top_p=top_p,
                 top_k=top_k,
-                seeds=seeds,
-                prompt=self.prompt,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                batch_size=batch_size,
+                on_error=on_error,
+                stream_keys=stream_keys,
                 stratified=stratified,
+                workers=workers,
             )
-            for b, (i, name, _) in enumerate(chunk):
-                texts = rollouts.texts[b * samples : (b + 1) * samples]
-                mean, std, values = aggregate(texts, parse=self.parse)
-                results[i] = ScoreResult(
-                    source=name, score=mean, std=std, samples=values, texts=texts, n_parsed=len(values)
+        )
+
+    def score_iter(
+        self,
+        images: Iterable[Any],
+        *,
+        samples: int = 8,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: Optional[int] = None,
+        seed: Optional[int] = 0,
+        batch_size: int = 8,
+        on_error: str = "skip",
+        stratified: bool = False,
+        workers: int = 2,
+        lookahead: Optional[int] = None,
+    ) -> Iterator[ScoreResult]:
+        """`score` for collections: yields one ScoreResult per input, in input order, each as soon
+        as it (and every input before it) is done; `images` may be any iterable (a generator of
+        100k paths is read lazily). The results are `score`'s, image for image.
+
+        Inputs are read, converted and preprocessed by `workers` background threads (0: on this
+        thread), overlapped with generation. At most `lookahead` (default 2 x batch_size)
+        prepared inputs wait, and as many are being prepared; each batch is the oldest waiting
+        image plus the waiting images closest to it in visual-token count, so little of a batch
+        is padding. An input whose pixels (and so its random stream) repeat a recent one's is not
+        scored again: its result is a copy with its own `source`.
+
+        on_error="skip" (default here) yields ok=False results for unreadable inputs and goes
+        on; "raise" raises ImageReadError when the stream reaches one."""
+        return self._stream(
+            images,
+            names=None,
+            samples=samples,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            on_error=on_error,
+            stream_keys=None,
+            stratified=stratified,
+            workers=workers,
+            lookahead=lookahead,
+        )
+
+    # --- the pipeline behind score and score_iter
+
+    def _prepare(self, index: int, image: Any, name: str, stream_key: Optional[int]) -> "_Prepared":
+        """Runs in a worker thread: read + convert, key the pixels, preprocess for the model."""
+        from .images import content_key
+
+        try:
+            rgb = to_rgb(image, name)
+        except ImageReadError as exc:
+            return _Prepared(index, name, error=exc)
+        try:
+            vision = self.policy.processor.process_image(rgb)
+        except Exception as exc:  # e.g. an image too thin for the processor's patches
+            return _Prepared(
+                index, name, error=ImageReadError(f"{name}: cannot prepare image ({type(exc).__name__}: {exc})")
+            )
+        key = content_key(rgb)
+        return _Prepared(
+            index,
+            name,
+            image=rgb,
+            key=key,
+            stream_key=key if stream_key is None else int(stream_key),
+            vision=vision,
+            tokens=int(self.policy.processor.num_image_tokens(vision["image_grid_thw"])[0]),
+        )
+
+    def _stream(
+        self,
+        images: Iterable[Any],
+        *,
+        names: Optional[Sequence[str]],
+        samples: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_new_tokens: Optional[int],
+        seed: Optional[int],
+        batch_size: int,
+        on_error: str,
+        stream_keys: Optional[Sequence[int]],
+        stratified: bool,
+        workers: int,
+        lookahead: Optional[int] = None,
+    ) -> Iterator[ScoreResult]:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error: must be 'raise' or 'skip', got {on_error!r}")
+        if samples < 1 or batch_size < 1:
+            raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
+        if workers < 0:
+            raise ValueError(f"workers: must be >= 0, got {workers}")
+        lookahead = max(batch_size, lookahead if lookahead is not None else 2 * batch_size)
+        return self._pipeline(
+            iter(images), names, stream_keys, lookahead, workers, on_error, batch_size,
+            dict(
+                samples=samples, temperature=temperature, top_p=top_p, top_k=top_k,
+                max_new_tokens=max_new_tokens or self.max_new_tokens, seed=seed, stratified=stratified,
+            ),
+        )  # fmt: skip
+
+    def _pipeline(self, inputs, names, stream_keys, lookahead, workers, on_error, batch_size, sampling):
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="hawkeye-prep") if workers else None
+        inflight: Deque[Future] = deque()  # being prepared (up to `lookahead`, while a batch generates)
+        pending: List[_Prepared] = []  # prepared, waiting for a batch (a window of `lookahead`)
+        waiting: Dict[Tuple[int, int], int] = {}  # (pixels, stream) key -> index, for images not done yet
+        copies: Dict[int, List[_Prepared]] = {}  # such an image's index -> later inputs with its pixels
+        recent: "OrderedDict[Tuple[int, int], ScoreResult]" = OrderedDict()  # the last results, by key
+        done: Dict[int, ScoreResult] = {}  # finished, not yet yielded
+        count, emitted, exhausted = 0, 0, False
+
+        def submit() -> None:
+            nonlocal count, exhausted
+            while not exhausted and len(inflight) < lookahead:
+                try:
+                    image = next(inputs)
+                except StopIteration:
+                    exhausted = True
+                    return
+                name = names[count] if names is not None else _describe(image, count)
+                key = None if stream_keys is None else stream_keys[count]
+                if pool is None:
+                    future: Future = Future()
+                    future.set_result(self._prepare(count, image, name, key))
+                else:
+                    future = pool.submit(self._prepare, count, image, name, key)
+                inflight.append(future)
+                count += 1
+
+        def copy_of(result: ScoreResult, name: str) -> ScoreResult:
+            return replace(result, source=name, samples=list(result.samples), texts=list(result.texts))
+
+        def finish(item: "_Prepared", result: ScoreResult) -> None:
+            done[item.index] = result
+            for later in copies.pop(item.index, []):
+                done[later.index] = copy_of(result, later.name)
+            if result.ok:
+                k = (item.key, item.stream_key)
+                del waiting[k]
+                # A result is a function of (pixels, stream key), so forgetting old ones only means
+                # a far-apart repeat is scored again (to the same result): memory stays bounded.
+                recent[k] = result
+                if len(recent) > _RECENT:
+                    recent.popitem(last=False)
+
+        try:
+            while True:
+                submit()
+                # Take prepared inputs in input order (so batches do not depend on thread timing)
+                # until a window of `lookahead` waits or the inputs are over.
+                while inflight and len(pending) < lookahead:
+                    item = inflight.popleft().result()
+                    k = (item.key, item.stream_key)
+                    if item.error is not None:
+                        if on_error == "raise":
+                            raise item.error
+                        failed = ScoreResult(item.name, math.nan, math.nan, ok=False, error=str(item.error))
+                        finish(item, failed)
+                    elif k in recent:  # the same pixels again: scored once
+                        recent.move_to_end(k)
+                        done[item.index] = copy_of(recent[k], item.name)
+                    elif k in waiting:
+                        copies.setdefault(waiting[k], []).append(item)
+                    else:
+                        waiting[k] = item.index
+                        pending.append(item)
+                    submit()
+                if pending:
+                    chunk = _group(pending, batch_size)
+                    submit()  # the workers prepare the next inputs while this batch generates
+                    for item, result in zip(chunk, self._generate(chunk, **sampling)):
+                        finish(item, result)
+                while emitted in done:
+                    yield done.pop(emitted)
+                    emitted += 1
+                if exhausted and not inflight and not pending:
+                    return
+        finally:
+            if pool is not None:
+                for future in inflight:
+                    future.cancel()
+                pool.shutdown(wait=True)
+
+    def _generate(self, chunk, *, samples, temperature, top_p, top_k, max_new_tokens, seed, stratified):
+        from .images import mix_seed
+        from .rollout import generate_rollouts
+
+        images = [item.image for item in chunk]
+        rollouts = generate_rollouts(
+            self.policy,
+            images,
+            num_generations=samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seeds=None if seed is None else [mix_seed(seed, item.stream_key) for item in chunk],
+            prompt=self.prompt,
+            stratified=stratified,
+            batch=self.policy.encode(images, self.prompt, vision=[item.vision for item in chunk]),
+        )
+        out = []
+        for b, item in enumerate(chunk):
+            texts = rollouts.texts[b * samples : (b + 1) * samples]
+            mean, std, values = aggregate(texts, parse=self.parse)
+            out.append(
+                ScoreResult(
+                    source=item.name, score=mean, std=std, samples=values, texts=texts, n_parsed=len(values),
+                    key=f"{item.key:016x}",
                 )
-        return results  # type: ignore[return-value]
+            )  # fmt: skip
+        return out
+
+
+_RECENT = 4096  # results kept to answer repeated images without scoring them again
+
+
+@dataclass
+class _Prepared:
+    index: int
+    name: str
+    image: Any = None  # upright RGB PIL image
+    key: int = 0  # content_key of the pixels
+    stream_key: int = 0  # what keys the random stream (the pixels' key unless stream_keys says otherwise)
+    vision: Optional[dict] = None  # processor.process_image(image)
+    tokens: int = 0  # visual tokens
+    error: Optional[ImageReadError] = None
+
+
+def _group(pending: List[_Prepared], batch_size: int) -> List[_Prepared]:
+    """Take one batch out of `pending`: the oldest image (so every image is reached within a
+    bounded delay) and the waiting images nearest to it in visual-token count (less padding)."""
+    oldest = min(pending, key=lambda item: item.index)
+    rest = sorted(
+        (item for item in pending if item is not oldest), key=lambda i: (abs(i.tokens - oldest.tokens), i.index)
+    )
+    chunk = [oldest, *rest[: batch_size - 1]]
+    taken = {id(item) for item in chunk}
+    pending[:] = [item for item in pending if id(item) not in taken]
+    return sorted(chunk, key=lambda item: item.index)
