@@ -13,6 +13,8 @@
 #   kernels      bench/kernels.py at the real shapes
 #   loss_passes  bench/loss_passes.py, 7B shape: the loss passes with the prompt once per image
 #                (model.shared_prefix) vs once per rollout (loss_passes.json / .md)
+#   score        bench/score_throughput.py, 7B shape NF4 + LoRA, 96 mixed-size JPEGs (up to 512 visual
+#                tokens), K=8, 64 tokens: the Scorer loop before score_iter vs score_iter (score.json)
 # e.g. PARTS="rollout tests" bash bench/gpu_check.sh; each part has a *_TIMEOUT (seconds).
 # Wheels the machine lacks (bitsandbytes, liger-kernel, typer) travel in .whl/ and go to /tmp/site.
 set -u
@@ -53,6 +55,10 @@ for part in $PARTS; do
     loss_passes)
       ( cd /tmp && timeout "${LOSS_PASSES_TIMEOUT:-180}" python3 "$REPO/bench/loss_passes.py" ${LOSS_PASSES_ARGS:-} \
           --json "$OUT/loss_passes.json" --markdown "$OUT/loss_passes.md" ) 2>&1 | tee "$OUT/loss_passes.log" | tail -12 ;;
-    *) echo "unknown part: $part (rollout memory_step tests memory kernels loss_passes)" ;;
+    score)
+      ( cd /tmp && timeout "${SCORE_TIMEOUT:-300}" python3 "$REPO/bench/score_throughput.py" --preset 7b --device cuda \
+          --images 96 --max-pixels 401408 --samples 8 --max-new-tokens 64 --batch-size 8 --reps 1 ${SCORE_ARGS:-} \
+          --json "$OUT/score.json" ) 2>&1 | tee "$OUT/score.log" | tail -30 ;;
+    *) echo "unknown part: $part (rollout memory_step tests memory kernels loss_passes score)" ;;
   esac
 done

@@ -269,6 +269,8 @@ def score(
     after any stop continues where it was."""
     import signal
 
+    import torch
+
     from hawkeye_lite.collection import expand_inputs
     from hawkeye_lite.scorer import Scorer
 
@@ -309,6 +311,9 @@ def score(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    if workers and scorer.policy.device.type == "cpu":
+        # The workers need cores too: torch's busy-waiting threads on every core would slow both.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     try:
         _score_files(scorer, found.paths, out, overwrite, texts, json_, batch_size, options, model)
     except KeyboardInterrupt:

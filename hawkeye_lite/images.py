@@ -57,10 +57,20 @@ def open_image(path: Union[str, os.PathLike], name: str = None):
     name = name or os.fspath(path)
     text = check_path(path, name)
     try:
-        with Image.open(text) as opened:
+        opened = Image.open(text)
+        keep = False
+        try:
             opened.load()  # decode now: a truncated file fails here, naming itself
             image = upright(opened)
-            return image.copy() if image is opened else image
+            if image is not opened:
+                return image
+            # load() closes the file of a single-frame image: it can be returned as it is (no
+            # copy of a 12 MP photo); a multi-frame one still holds its file open, so copy it.
+            keep = getattr(opened, "fp", None) is None
+            return opened if keep else opened.copy()
+        finally:
+            if not keep:
+                opened.close()
     except Exception as exc:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError...)
         raise ImageReadError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from exc
 

@@ -350,6 +350,8 @@ def train(
 
             cfg = replace(cfg, model=replace(cfg.model, device=f"cuda:{dist.local_rank}"))  # one GPU per rank
         trainer = Trainer(cfg, run_dir=resume, log_stream=log_stream, dist=dist)
-        return trainer.run(resume=True) if resume is not None else trainer.run(overwrite=overwrite)
+        result = trainer.run(resume=True) if resume is not None else trainer.run(overwrite=overwrite)
+        dist.close(together=True)
+        return result
     finally:
         dist.close()

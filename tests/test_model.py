@@ -299,3 +299,29 @@ def test_qwen2_vl_loads_and_generates(tmp_path):
     shared = generate_rollouts(policy, ims, num_generations=2, max_new_tokens=6, temperature=0)
     naive = generate_rollouts(policy, ims, num_generations=2, max_new_tokens=6, temperature=0, shared_prefix=False)
     assert torch.equal(shared.completion_ids, naive.completion_ids)
+
+
+@pytest.mark.parametrize("max_pixels", [None, 56 * 56, 448 * 448])
+def test_process_image_is_the_image_processor_on_that_image(tiny_dir, gen, max_pixels):
+    """process_image (the Scorer's per-image preparation, which resizes before the processor's
+    array conversions) gives exactly the pixel values and grid of the processor's own call, over
+    random sizes and extreme aspect ratios (where the processor's target size is not stable)."""
+    import numpy as np
+    from PIL import Image
+
+    proc = VLProcessor.from_pretrained(str(tiny_dir), max_pixels=max_pixels)
+    kwargs = {"size": proc.size_override} if proc.size_override else {}
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    sizes = [tuple(int(x) for x in rng.integers(20, 1200, 2)) for _ in range(12)]
+    sizes += [(28, 2000), (2000, 28), (57, 3000), (56, 56), (1, 300)]
+    for h, w in sizes:
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        try:
+            ref = proc.image_processor(images=[im], return_tensors="pt", **kwargs)
+        except ValueError as exc:  # e.g. an aspect ratio over 200: process_image refuses it alike
+            with pytest.raises(ValueError, match=str(exc)[:20]):
+                proc.process_image(im)
+            continue
+        got = proc.process_image(im)
+        assert torch.equal(got["image_grid_thw"], ref["image_grid_thw"]), (h, w)
+        assert torch.equal(got["pixel_values"], ref["pixel_values"]), (h, w)
