@@ -283,6 +283,8 @@ def score(
         _fail("nothing to score: give image files, folders, @lists or --data")
     if (texts or overwrite) and out is None:
         _fail(f"{'--texts' if texts else '--overwrite'}: only with --out")
+    if json_ and out is not None:
+        _fail("--json: prints rows to the terminal; with --out they go to the file (name it .jsonl for JSON)")
     if out is not None:
         from hawkeye_lite.scorefile import FORMATS
 

@@ -50,3 +50,16 @@ def perturb_lora(policy, std: float = 0.5, seed: int = 0) -> None:
         for name, p in policy.model.named_parameters():
             if "lora_A" in name or "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def adapter_run(tiny, tmp_path_factory, name: str = "run"):
+    """A training-run-like folder: a perturbed LoRA adapter (r=4) on the tiny model, saved by
+    Policy.save_pretrained in final/ with the no_think prompt (what the Scorer tests load)."""
+    from hawkeye_lite.config import LoRAConfig
+    from hawkeye_lite.model import load_policy
+
+    policy = load_policy(model_config(tiny, quantization="none", lora=LoRAConfig(r=4, alpha=8)))
+    perturb_lora(policy, std=0.2)
+    run = tmp_path_factory.mktemp(name)
+    policy.save_pretrained(run / "final", prompt="no_think")
+    return run

@@ -5,13 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from _tiny import DEVICE, images, model_config, perturb_lora, tiny_model_dir
+from _tiny import DEVICE, adapter_run, images, tiny_model_dir
 from PIL import Image
 
-from hawkeye_lite.config import LoRAConfig
 from hawkeye_lite.images import ImageReadError
 from hawkeye_lite.metric import HawkeyeMetric, create_metric, scoring_option_names
-from hawkeye_lite.model import load_policy
 from hawkeye_lite.scorer import SCORE_MAX, SCORE_MIN, Scorer
 
 K = 2  # samples per image
@@ -41,11 +39,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dir, tmp_path_factory):
-    policy = load_policy(model_config(tiny_dir, quantization="none", lora=LoRAConfig(r=4, alpha=8)))
-    perturb_lora(policy, std=0.2)
-    run = tmp_path_factory.mktemp("metric-run")
-    policy.save_pretrained(run / "final", prompt="no_think")
-    return run
+    return adapter_run(tiny_dir, tmp_path_factory, "metric-run")
 
 
 @pytest.fixture(scope="module")

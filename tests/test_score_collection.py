@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny import DEVICE, model_config, perturb_lora
+from _tiny import DEVICE, adapter_run
 from PIL import Image
 from typer.testing import CliRunner
 
 from hawkeye_lite.cli import app
-from hawkeye_lite.config import LoRAConfig
-from hawkeye_lite.model import load_policy
 from hawkeye_lite.scorefile import read_rows
 from hawkeye_lite.scorer import ImageReadError, Scorer, _group, _Prepared
 
@@ -32,11 +30,7 @@ OPTS = ["--samples", "2", "--max-new-tokens", str(TOKENS), "--batch-size", "3"]
 
 @pytest.fixture(scope="module")
 def run_dir(tiny, tmp_path_factory):
-    policy = load_policy(model_config(tiny, quantization="none", lora=LoRAConfig(r=4, alpha=8)))
-    perturb_lora(policy, std=0.2)
-    run = tmp_path_factory.mktemp("run")
-    policy.save_pretrained(run / "final", prompt="no_think")
-    return run
+    return adapter_run(tiny, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +213,10 @@ def test_other_settings_into_the_same_file_are_refused(run_dir, tmp_path):
     assert res.exit_code == 2 and "not as a hawkeye-lite score file" in res.output
     res = cli(*paths, "--model", run_dir, "--out", tmp_path / "s.txt", *OPTS)
     assert res.exit_code == 2 and "must end in .csv or .jsonl" in res.output
+    res = cli(*paths, "--model", run_dir, "--out", out, "--json", *OPTS)
+    assert res.exit_code == 2 and "--json" in res.output
+    res = cli(tmp_path / "nowhere", "--model", run_dir, "--out", out, *OPTS)
+    assert res.exit_code == 2 and "nowhere" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])

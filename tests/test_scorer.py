@@ -8,12 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _tiny import DEVICE, DTYPE, images, model_config, perturb_lora, tiny_model_dir
+from _tiny import DEVICE, DTYPE, adapter_run, images, tiny_model_dir
 from PIL import Image
 
 import hawkeye_lite.rollout as rollout_module
-from hawkeye_lite.config import LoRAConfig
-from hawkeye_lite.model import load_policy
 from hawkeye_lite.scorer import ImageReadError, Scorer, ScoreResult, aggregate, to_rgb
 
 K = 2  # samples per image
@@ -27,12 +25,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dir, tmp_path_factory):
-    """A training-run-like folder: the adapter saved by Policy.save_pretrained in final/."""
-    policy = load_policy(model_config(tiny_dir, quantization="none", lora=LoRAConfig(r=4, alpha=8)))
-    perturb_lora(policy, std=0.2)
-    run = tmp_path_factory.mktemp("run")
-    policy.save_pretrained(run / "final", prompt="no_think")
-    return run
+    return adapter_run(tiny_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -401,9 +401,7 @@ def test_other_writes_of_a_run_name_cause_and_path(what, tiny, demo_dir, tmp_pat
     assert not list(run.glob(".tmp-*")) and not list(run.glob(".*tmp*"))
 
 
-def test_a_real_full_filesystem(tiny, demo_dir, tmp_path):
-    """The run folder on a 300 KB tmpfs (mounted in a user namespace): the first checkpoint does
-    not fit. One line naming the cause and a file, exit 1, no temporary folder left."""
+def _in_a_small_namespace(tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("no unshare")
     probe = subprocess.run(
@@ -411,7 +409,13 @@ def test_a_real_full_filesystem(tiny, demo_dir, tmp_path):
         capture_output=True,
     )
     if probe.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {probe.stderr.decode()[-200:]}")
+        pytest.skip(f"cannot mount a filesystem here: {probe.stderr.decode()[-200:]}")
+
+
+def test_a_real_full_filesystem(tiny, demo_dir, tmp_path):
+    """The run folder on a 300 KB tmpfs (mounted in a user namespace): the first checkpoint does
+    not fit. One line naming the cause and a file, exit 1, no temporary folder left."""
+    _in_a_small_namespace(tmp_path)
     run = tmp_path / "small" / "run"
     run.parent.mkdir()
     args = " ".join(f"--set '{s}'" for s in settings(tiny, demo_dir, run, "checkpoint.every=1"))
@@ -422,17 +426,6 @@ def test_a_real_full_filesystem(tiny, demo_dir, tmp_path):
     assert res.returncode == 1 and len(errors) == 1, res.stderr[-2000:]
     assert errors[0].startswith(f"error: no space left on device: {run}"), errors
     assert "Traceback" not in res.stderr
-
-
-def _in_a_small_namespace(tmp_path):
-    if shutil.which("unshare") is None:
-        pytest.skip("no unshare")
-    probe = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", f"mkdir -p {tmp_path}/p && mount -t tmpfs -o size=64k tmpfs {tmp_path}/p"],
-        capture_output=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a filesystem here: {probe.stderr.decode()[-200:]}")
 
 
 @pytest.mark.parametrize("fs", ["read-only", "full"])
