@@ -10,6 +10,7 @@ again continues it.
 - **Appends are whole lines**: each batch's rows go out in one `os.write` on a file opened
   O_APPEND, then fsync. A `kill -9` or a power cut can leave at most a torn last line, which
   the next run cuts off (and says so) before appending.
+- **One job at a time**: the file is locked (flock) while a job writes it.
 - **Settings** (model, prompt/preset, K, seed, sampling, precision) are kept beside the file in
   `<file>.settings.json`. A run with other settings into the same file is refused (one line
   saying which differ) unless `overwrite`, which starts the file again.
@@ -83,25 +84,48 @@ class ScoreFile:
     # --- opening
 
     def open(self) -> Opened:
+        """Take the file (one job at a time: an exclusive lock, released when this process ends
+        however it ends), then continue it or start it."""
         opened = Opened()
         side = settings_path(self.path)
         if self.path.is_dir():
             raise ScoreFileError(f"--out {self.path}: is a folder")
-        exists = self.path.exists() and self.path.stat().st_size > 0
-        if exists and not self.overwrite:
-            self._check_settings(side)
-            opened.notes += self._repair()
-            opened.done = self._read_done()
-        else:
-            if exists:
-                opened.notes.append(f"{self.path}: started again (--overwrite)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with writing(self.path):
-                self.path.write_text(self._header())
-            atomic_write_text(side, json.dumps({"settings": self.settings, "fields": self.fields}, indent=1) + "\n")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with writing(self.path):
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._lock()
+            if os.fstat(self.fd).st_size > 0 and not self.overwrite:
+                self._check_settings(side)
+                opened.notes += self._repair()
+                opened.done = self._read_done()
+            else:
+                if os.fstat(self.fd).st_size > 0:
+                    opened.notes.append(f"{self.path}: started again (--overwrite)")
+                # Settings first: a job stopped between the two leaves an empty file, which the next
+                # run starts afresh; never rows without their settings.
+                with writing(self.path):
+                    os.ftruncate(self.fd, 0)
+                atomic_write_text(side, json.dumps({"settings": self.settings, "fields": self.fields}, indent=1) + "\n")
+                self.append([], header=True)
+        except BaseException:
+            self.close()
+            raise
         return opened
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (two jobs into one file are then the user's to avoid)
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ScoreFileError(
+                f"--out {self.path}: another job is writing it now; wait for it, or use another --out"
+            ) from None
+        except OSError:  # a filesystem without locks (some network mounts): go on unlocked
+            pass
 
     def _header(self) -> str:
         return self._csv_line(self.fields) if self.kind == ".csv" else ""
@@ -149,9 +173,9 @@ class ScoreFile:
                 back = min(size, back * 4)
         keep = size - back + cut + 1 if cut >= 0 else 0
         with writing(self.path):
-            os.truncate(self.path, keep)
-            if keep == 0:
-                self.path.write_text(self._header())
+            os.ftruncate(self.fd, keep)
+        if keep == 0:
+            self.append([], header=True)
         return [
             f"{self.path}: cut a torn last line ({size - keep} bytes, an interrupted write); its image is scored again"
         ]
@@ -175,11 +199,11 @@ class ScoreFile:
 
     # --- writing
 
-    def append(self, rows: Sequence[dict], *, sync: bool = True) -> None:
+    def append(self, rows: Sequence[dict], *, sync: bool = True, header: bool = False) -> None:
         """One write of whole lines (in the file as soon as this returns: a killed process loses
         nothing written), then, with `sync`, fsync (a power cut loses nothing written either).
         A write cut short leaves a torn last line, which the next open() removes."""
-        data = "".join(self._line(row) for row in rows).encode("utf-8")
+        data = ((self._header() if header else "") + "".join(self._line(row) for row in rows)).encode("utf-8")
         with writing(self.path):
             view = memoryview(data)
             while view:

@@ -208,6 +208,15 @@ def test_other_settings_into_the_same_file_are_refused(run_dir, tmp_path):
     assert res.exit_code == 2 and "--texts differs" in res.output
     res = cli(*paths, "--model", run_dir, "--out", out, *OPTS, "--seed", "7", "--overwrite")
     assert res.exit_code == 0 and "2 scored now, 0 earlier" in res.output
+    import fcntl
+
+    with open(out, "a") as held:  # another job holds the file
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = cli(*paths, "--model", run_dir, "--out", out, *OPTS, "--seed", "7")
+    assert res.exit_code == 2 and "another job is writing it now" in res.output
+    out.write_text("")  # stopped between the settings and the header: starts afresh
+    res = cli(*paths, "--model", run_dir, "--out", out, *OPTS)
+    assert res.exit_code == 0 and "2 scored now, 0 earlier" in res.output
     (tmp_path / "plain.csv").write_text("a,b\n1,2\n")
     res = cli(*paths, "--model", run_dir, "--out", tmp_path / "plain.csv", *OPTS)
     assert res.exit_code == 2 and "not as a hawkeye-lite score file" in res.output
