@@ -214,13 +214,13 @@ def push(
 def init_tiny(
     out: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
     seed: int = typer.Option(0, "--seed", help="Initialisation seed (same seed, same weights)."),
-    arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl or qwen2_vl."),
+    arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl, qwen2_vl or qwen3_vl."),
 ) -> None:
-    """Write a tiny randomly initialised Qwen2.5-VL (+ tokenizer and processor) for offline tests and demos."""
+    """Write a tiny randomly initialised Qwen2.5-VL (or Qwen2-VL / Qwen3-VL) with tokenizer and processor, for offline tests and demos."""
     from hawkeye_lite.tiny_model import build_tiny_model
 
-    if arch not in ("qwen2_5_vl", "qwen2_vl"):
-        _fail(f"--arch: must be qwen2_5_vl or qwen2_vl, got {arch!r}")
+    if arch not in ("qwen2_5_vl", "qwen2_vl", "qwen3_vl"):
+        _fail(f"--arch: must be qwen2_5_vl, qwen2_vl or qwen3_vl, got {arch!r}")
     _check_output_dir(out, "OUT", overwrite=False, owned=[])
     path = build_tiny_model(out, seed=seed, arch=arch)
     typer.echo(f"wrote a tiny random {arch} checkpoint to {path}")

@@ -340,8 +340,11 @@ class DecodeEngine:
         r = h.shape[0]
         attn = layer.self_attn
         x = layer.input_layernorm(h)
-        q = attn.q_proj(x).view(r, 1, self.num_heads, self.head_dim).transpose(1, 2)  # [R, H, 1, D]
-        k = attn.k_proj(x).view(r, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = attn.q_proj(x).view(r, 1, self.num_heads, self.head_dim)
+        k = attn.k_proj(x).view(r, 1, self.kv_heads, self.head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3(-VL): RMSNorm over each head before the rotation
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [R, H, 1, D]
         v = attn.v_proj(x).view(r, 1, self.kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
@@ -402,8 +405,7 @@ class DecodeEngine:
     ) -> _Rows:
         policy = self.policy
         cache = policy.new_cache()
-        embeds = policy.embed(batch.input_ids, image_features)
-        hidden = policy.language_forward(embeds, batch.attention_mask, batch.position_ids, cache)
+        hidden = policy.prompt_forward(batch.input_ids, image_features, batch.attention_mask, batch.position_ids, cache)
         logits = policy.hf_model.lm_head(hidden[:, -1]).float().repeat_interleave(g, 0)
         b, length = batch.input_ids.shape
         # Columns rounded up to a multiple of 8 (masked): GPU attention kernels want an aligned mask stride.

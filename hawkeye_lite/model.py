@@ -100,12 +100,19 @@ class VLProcessor:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         tokenizer = AutoTokenizer.from_pretrained(path)
+        # Qwen3-VL ships the same image processor (transformers maps qwen3_vl to it), with patch 16.
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
-        return cls(tokenizer, image_processor, min_pixels=min_pixels, max_pixels=max_pixels)
+        out = cls(tokenizer, image_processor, min_pixels=min_pixels, max_pixels=max_pixels)
+        saved = Path(path, "preprocessor_config.json")
+        if saved.is_file():
+            out.processor_class = json.loads(saved.read_text()).get("processor_class", out.processor_class)
+        return out
+
+    processor_class = "Qwen2_5_VLProcessor"  # what preprocessor_config.json names (Qwen3VLProcessor for Qwen3-VL)
 
     def save_pretrained(self, out_dir: Union[str, Path]) -> None:
         self.tokenizer.save_pretrained(str(out_dir))
-        _write_preprocessor_config(out_dir, self.image_processor, self.size_override)
+        _write_preprocessor_config(out_dir, self.image_processor, self.size_override, self.processor_class)
 
     def num_image_tokens(self, image_grid_thw: torch.Tensor) -> List[int]:
         return (image_grid_thw.prod(-1) // self.merge_size**2).tolist()
@@ -168,7 +175,9 @@ class VLProcessor:
         }
 
 
-def _write_preprocessor_config(out_dir, image_processor, size_override=None) -> None:
+def _write_preprocessor_config(
+    out_dir, image_processor, size_override=None, processor_class: str = "Qwen2_5_VLProcessor"
+) -> None:
     # Written in the layout of the released Qwen2.5-VL checkpoints, so the tiny model's
     # processor is read through exactly the code that reads a real one.
     size = dict(size_override or image_processor.size)
@@ -181,7 +190,7 @@ def _write_preprocessor_config(out_dir, image_processor, size_override=None) -> 
         "image_mean": [float(x) for x in image_processor.image_mean],
         "image_std": [float(x) for x in image_processor.image_std],
         "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2_5_VLProcessor",
+        "processor_class": processor_class,
     }
     Path(out_dir, "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -257,9 +266,12 @@ def _model_class(name_or_path: str):
         from transformers import Qwen2_5_VLForConditionalGeneration as cls
     elif model_type == "qwen2_vl":
         from transformers import Qwen2VLForConditionalGeneration as cls
+    elif model_type == "qwen3_vl":
+        from transformers import Qwen3VLForConditionalGeneration as cls
     else:
         raise ValueError(
-            f"model.name_or_path: {name_or_path} is a {model_type!r} model; only qwen2_5_vl and qwen2_vl are supported"
+            f"model.name_or_path: {name_or_path} is a {model_type!r} model; "
+            "only qwen2_5_vl, qwen2_vl and qwen3_vl are supported"
         )
     return cls
 
@@ -467,10 +479,16 @@ class Policy:
         return self.vision_features(batch.pixel_values, batch.image_grid_thw)
 
     def vision_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
-        """The tower (and merger) on already-encoded patches: [sum of merged tokens, H]."""
+        """The tower (and merger) on already-encoded patches: [sum of merged tokens, H]; for
+        Qwen3-VL [tokens, 1 + k, H]: the merged output, then the k DeepStack features (from
+        intermediate tower layers, added to the first k decoder layers' hidden states at the
+        image positions). Split, repeated and concatenated along dim 0 alike."""
         out = self.backbone.get_image_features(pixel_values, image_grid_thw)
-        feats = getattr(out, "pooler_output", out)
-        return torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats
+        feats = _flat(getattr(out, "pooler_output", out))
+        deep = getattr(out, "deepstack_features", None)
+        if deep:  # transformers 5.24: per layer a tuple of per-image tensors; 5.17: one tensor per layer
+            feats = torch.stack([feats, *(_flat(d) for d in deep)], 1)
+        return feats
 
     def embed(self, input_ids: torch.Tensor, image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
         embeds = self.backbone.get_input_embeddings()(input_ids)
@@ -478,11 +496,28 @@ class Policy:
             mask = input_ids == self.processor.image_token_id
             if int(mask.sum()) != image_features.shape[0]:
                 raise ValueError(f"embed: {int(mask.sum())} image tokens but {image_features.shape[0]} image features")
-            embeds = embeds.masked_scatter(mask.unsqueeze(-1), image_features.to(embeds.dtype))
+            main = image_features[:, 0] if image_features.dim() == 3 else image_features
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), main.to(embeds.dtype))
         return embeds
 
-    def language_forward(self, inputs_embeds, attention_mask, position_ids, cache=None) -> torch.Tensor:
-        """Decoder stack only (no lm_head): final normed hidden states [N, L, H]."""
+    def prompt_forward(
+        self, input_ids: torch.Tensor, image_features, attention_mask, position_ids, cache=None
+    ) -> torch.Tensor:
+        """Decoder stack on token ids whose image tokens take `image_features` (the output of
+        `image_features`/`vision_features`; Qwen3-VL's DeepStack features go in with them)."""
+        extra = {}
+        if image_features is not None and image_features.dim() == 3 and image_features.shape[1] > 1:
+            extra = dict(
+                visual_pos_masks=input_ids == self.processor.image_token_id,
+                deepstack_visual_embeds=[f.to(self.dtype) for f in image_features[:, 1:].unbind(1)],
+            )
+        return self.language_forward(
+            self.embed(input_ids, image_features), attention_mask, position_ids, cache, **extra
+        )
+
+    def language_forward(self, inputs_embeds, attention_mask, position_ids, cache=None, **extra) -> torch.Tensor:
+        """Decoder stack only (no lm_head): final normed hidden states [N, L, H]. `extra`: what
+        the model takes beside the embeddings (Qwen3-VL's DeepStack inputs, see prompt_forward)."""
         lm = self.backbone.language_model
         kwargs = {_cache_kwarg(lm): cache} if cache is not None else {}
         # transformers 5.17 drops the cache in every checkpointed layer of a model in train mode,
@@ -496,6 +531,7 @@ class Policy:
                 position_ids=position_ids,
                 use_cache=cache is not None,
                 **kwargs,
+                **extra,
             )
         return out.last_hidden_state
 
@@ -563,9 +599,7 @@ class Policy:
         )
         if shared_prefix:
             cache = self.new_cache()
-            prompt_hidden = self.language_forward(
-                self.embed(batch.input_ids, feats), batch.attention_mask, batch.position_ids, cache
-            )
+            prompt_hidden = self.prompt_forward(batch.input_ids, feats, batch.attention_mask, batch.position_ids, cache)
             cache.batch_repeat_interleave(g)
             hidden = self.language_forward(self.embed(completion_ids), full_mask, comp_pos, cache)
             # The prompt's last position predicts completion token 0; completion token i predicts i+1.
@@ -575,7 +609,7 @@ class Policy:
         feats = torch.cat([f for f in per_image for _ in range(g)], 0)
         ids = torch.cat([batch.input_ids.repeat_interleave(g, 0), completion_ids], 1)
         pos = torch.cat([batch.position_ids.repeat_interleave(g, 1), comp_pos], 2)
-        hidden = self.language_forward(self.embed(ids, feats), full_mask, pos)
+        hidden = self.prompt_forward(ids, feats, full_mask, pos)
         prompt_len = batch.input_ids.shape[1]
         return hidden[:, prompt_len - 1 : prompt_len - 1 + t]
 
@@ -616,6 +650,10 @@ def _checkpointing_off(layers):
     finally:
         for layer in on:
             layer.gradient_checkpointing = True
+
+
+def _flat(x) -> torch.Tensor:
+    return torch.cat(list(x), 0) if isinstance(x, (list, tuple)) else x
 
 
 def _cache_kwarg(module: nn.Module) -> str:

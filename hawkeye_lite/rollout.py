@@ -244,8 +244,7 @@ def generate_rollouts(
 
         # The previous loop. Prefill once per image: vision tower + prompt, B rows.
         cache = policy.new_cache()
-        embeds = policy.embed(batch.input_ids, feats)
-        hidden = policy.language_forward(embeds, batch.attention_mask, batch.position_ids, cache)
+        hidden = policy.prompt_forward(batch.input_ids, feats, batch.attention_mask, batch.position_ids, cache)
         logits = lm_head(hidden[:, -1]).repeat_interleave(g, 0)
         # ... then widen to B*G rows. Rows of one image are adjacent (group-major).
         cache.batch_repeat_interleave(g)

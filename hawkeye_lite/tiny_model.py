@@ -78,7 +78,8 @@ def build_tiny_model(
     init_std: float = 0.1,
     lm_head_scale: float = 8.0,
 ) -> Path:
-    """Write a randomly initialised Qwen2.5-VL (or Qwen2-VL with arch="qwen2_vl") with its
+    """Write a randomly initialised Qwen2.5-VL (or Qwen2-VL / Qwen3-VL with arch="qwen2_vl" /
+    "qwen3_vl") with its
     tokenizer and processor to `out_dir` as a standard Hugging Face checkpoint folder
     (config.json, model.safetensors, tokenizer, preprocessor_config.json). Deterministic for a
     given seed. Returns the folder."""
@@ -89,6 +90,7 @@ def build_tiny_model(
         raise ValueError(f"build_tiny_model: hidden_size {hidden_size} must split into {num_heads} heads of even size")
     half = head_dim // 2  # mrope splits the rotary half-dimension into temporal/height/width
     mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
+    patch = 16 if arch == "qwen3_vl" else 14
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ def build_tiny_model(
     vision_common = dict(
         depth=vision_depth,
         num_heads=vision_heads,
-        patch_size=14,
+        patch_size=patch,
         spatial_merge_size=2,
         temporal_patch_size=2,
         initializer_range=init_std,
@@ -137,8 +139,24 @@ def build_tiny_model(
         from transformers import Qwen2VLForConditionalGeneration as model_cls
 
         vision_config = dict(vision_common, embed_dim=vision_hidden_size, hidden_size=hidden_size, mlp_ratio=2)
+    elif arch == "qwen3_vl":
+        from transformers import Qwen3VLConfig as config_cls
+        from transformers import Qwen3VLForConditionalGeneration as model_cls
+
+        # As the published ones: head_dim explicit, interleaved mrope, DeepStack from every tower
+        # layer here (the 2B/4B take layers 5, 11, 17 of 24), a learned position grid.
+        text_config.update(head_dim=head_dim)
+        text_config["rope_parameters"] = dict(text_config["rope_parameters"], mrope_interleaved=True)
+        vision_config = dict(
+            vision_common,
+            hidden_size=vision_hidden_size,
+            intermediate_size=2 * vision_hidden_size,
+            out_hidden_size=hidden_size,
+            num_position_embeddings=256,
+            deepstack_visual_indexes=list(range(vision_depth)),
+        )
     else:
-        raise ValueError(f"build_tiny_model: arch must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
+        raise ValueError(f"build_tiny_model: arch must be 'qwen2_5_vl', 'qwen2_vl' or 'qwen3_vl', got {arch!r}")
     config = config_cls(
         text_config=text_config,
         vision_config=vision_config,
@@ -162,8 +180,18 @@ def build_tiny_model(
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
-    _write_preprocessor_config(out_dir, image_processor)
+    if arch == "qwen3_vl":  # patch 16, mean and std 0.5 (the published preprocessor_config.json)
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=min_pixels * 64 // 49,
+            max_pixels=max_pixels * 64 // 49,
+            patch_size=16,
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        )
+        _write_preprocessor_config(out_dir, image_processor, processor_class="Qwen3VLProcessor")
+    else:
+        image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+        _write_preprocessor_config(out_dir, image_processor)
     return out_dir
 
 
