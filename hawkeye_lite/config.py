@@ -22,7 +22,8 @@ ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 # them (gate/up/down_proj), which is why the LoRA target is a regex anchored on the module path.
 LM_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Qwen2.5-VL vision blocks: attn.qkv, attn.proj, mlp.{gate,up,down}_proj; Qwen2-VL: mlp.fc1/fc2.
-VISION_TARGET_MODULES = ("qkv", "proj", "gate_proj", "up_proj", "down_proj", "fc1", "fc2")
+# Qwen2.5-VL's tower MLP is gate/up/down_proj, Qwen2-VL's fc1/fc2, Qwen3-VL's linear_fc1/linear_fc2.
+VISION_TARGET_MODULES = ("qkv", "proj", "gate_proj", "up_proj", "down_proj", "fc1", "fc2", "linear_fc1", "linear_fc2")
 
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:

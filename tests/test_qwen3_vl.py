@@ -111,3 +111,11 @@ def test_scorer_and_a_short_training_run(q3, demo_dir, tmp_path):
     scorer = Scorer.from_pretrained(run, max_new_tokens=5)
     out = scorer.score(images(2), samples=2)
     assert len(out) == 2 and all(r.ok and len(r.texts) == 2 for r in out)
+
+
+def test_vision_lora_reaches_the_towers_attention_and_mlp(q3):
+    policy = load_policy(model_config(q3, quantization="none", lora=LoRAConfig(r=4, alpha=8, vision=True)))
+    names = {n.rsplit(".lora_A", 1)[0] for n, _ in policy.model.named_parameters() if "lora_A" in n}
+    blocks = {n.split("visual.blocks.")[1].split(".", 1)[1] for n in names if "visual.blocks." in n}
+    assert {"attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"} <= blocks, blocks
+    assert not any("deepstack_merger" in n or "visual.merger" in n for n in names)  # the blocks only
