@@ -13,6 +13,8 @@
 #   kernels      bench/kernels.py at the real shapes
 #   loss_passes  bench/loss_passes.py, 7B shape: the loss passes with the prompt once per image
 #                (model.shared_prefix) vs once per rollout (loss_passes.json / .md)
+#   qwen3        bench/memory.py --preset qwen3-4b and qwen3-8b (the configs' step: 8 images, 4 decoded at a
+#                time, 512x512) and bench/rollout.py --preset qwen3-4b (qwen3_{memory_4b,memory_8b,rollout}.json)
 #   score        bench/score_throughput.py, 7B shape NF4 + LoRA, 96 mixed-size JPEGs (up to 512 visual
 #                tokens), K=8, 64 tokens: the Scorer loop before score_iter vs score_iter (score.json)
 # e.g. PARTS="rollout tests" bash bench/gpu_check.sh; each part has a *_TIMEOUT (seconds).
@@ -55,10 +57,18 @@ for part in $PARTS; do
     loss_passes)
       ( cd /tmp && timeout "${LOSS_PASSES_TIMEOUT:-180}" python3 "$REPO/bench/loss_passes.py" ${LOSS_PASSES_ARGS:-} \
           --json "$OUT/loss_passes.json" --markdown "$OUT/loss_passes.md" ) 2>&1 | tee "$OUT/loss_passes.log" | tail -12 ;;
+    qwen3)
+      for size in 4b 8b; do
+        ( cd /tmp && timeout "${QWEN3_TIMEOUT:-200}" python3 "$REPO/bench/memory.py" --preset "qwen3-$size" --grad-accum 8 \
+            --rollout-batch-size 4 --image-size 512 --json "$OUT/qwen3_memory_$size.json" --markdown "$OUT/qwen3_memory_$size.md" ) \
+          2>&1 | tee "$OUT/qwen3_memory_$size.log" | grep -v "^{" | tail -25
+      done
+      ( cd /tmp && timeout "${QWEN3_TIMEOUT:-200}" python3 "$REPO/bench/rollout.py" --preset qwen3-4b \
+          --json "$OUT/qwen3_rollout.json" --markdown "$OUT/qwen3_rollout.md" ) 2>&1 | tee "$OUT/qwen3_rollout.log" | grep -v "^{" | tail -20 ;;
     score)
       ( cd /tmp && timeout "${SCORE_TIMEOUT:-300}" python3 "$REPO/bench/score_throughput.py" --preset 7b --device cuda \
           --images 96 --max-pixels 401408 --samples 8 --max-new-tokens 64 --batch-size 8 --reps 1 ${SCORE_ARGS:-} \
           --json "$OUT/score.json" ) 2>&1 | tee "$OUT/score.log" | tail -30 ;;
-    *) echo "unknown part: $part (rollout memory_step tests memory kernels loss_passes score)" ;;
+    *) echo "unknown part: $part (rollout memory_step tests memory kernels loss_passes score qwen3)" ;;
   esac
 done

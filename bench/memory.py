@@ -118,34 +118,152 @@ PRESETS = {
 }
 
 
+# Qwen3-VL (issue #27): the published dense configs' shapes (docs/dev/qwen3-vl.md cites them).
+# head_dim is explicit (4B: 32 heads x 128 = 4096 > hidden 2560), interleaved mrope [24, 20, 20],
+# patch 16, DeepStack from three tower layers, a learned 48 x 48 position grid.
+_Q3_VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_heads=16,
+    num_position_embeddings=2304,
+    deepstack_visual_indexes=[5, 11, 17],
+)
+PRESETS.update(
+    {
+        "qwen3-4b": dict(
+            arch="qwen3_vl",
+            config="configs/qwen3-vl-4b-koniq.yaml",
+            text=dict(
+                hidden_size=2560,
+                intermediate_size=9728,
+                num_hidden_layers=36,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=128,
+                vocab_size=151936,
+                mrope_section=[24, 20, 20],
+            ),
+            vision=dict(_Q3_VISION, depth=24, out_hidden_size=2560),
+            tie_word_embeddings=True,
+        ),
+        "qwen3-8b": dict(
+            arch="qwen3_vl",
+            config="configs/qwen3-vl-8b-koniq.yaml",
+            text=dict(
+                hidden_size=4096,
+                intermediate_size=12288,
+                num_hidden_layers=36,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=128,
+                vocab_size=151936,
+                mrope_section=[24, 20, 20],
+            ),
+            vision=dict(
+                _Q3_VISION,
+                depth=27,
+                hidden_size=1152,
+                intermediate_size=4304,
+                out_hidden_size=4096,
+                deepstack_visual_indexes=[8, 16, 24],
+            ),
+            tie_word_embeddings=False,
+        ),
+        "qwen3-tiny": dict(
+            arch="qwen3_vl",
+            config="configs/qwen3-vl-4b-koniq.yaml",
+            text=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+                vocab_size=1024,
+                mrope_section=[4, 2, 2],
+            ),
+            vision=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                num_position_embeddings=256,
+                deepstack_visual_indexes=[0, 1],
+            ),
+            tie_word_embeddings=False,
+        ),
+    }
+)
+
+
 def twin_preset(preset: dict, vocab_size: int) -> dict:
     """One decoder layer and one vision block, same head sizes and rope: cheap to build for real."""
+    vision = dict(preset["vision"], depth=1, intermediate_size=8)
+    vision.update(
+        {"deepstack_visual_indexes": [0]} if preset.get("arch") == "qwen3_vl" else {"fullatt_block_indexes": [0]}
+    )
     return dict(
         preset,
         text=dict(preset["text"], num_hidden_layers=1, intermediate_size=8, vocab_size=vocab_size),
-        vision=dict(preset["vision"], depth=1, intermediate_size=8, fullatt_block_indexes=[0]),
+        vision=vision,
     )
 
 
+def image_processor(preset: dict, pixels: int):
+    """The preset's image processor (no torchvision): Qwen3-VL's has patch 16 and mean/std 0.5."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if preset.get("arch") == "qwen3_vl":
+        low = 4096
+        return Qwen2VLImageProcessorPil(
+            min_pixels=low, max_pixels=max(pixels, low), patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        ), low
+    return Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=max(pixels, 3136)), 3136
+
+
 def qwen_config(preset: dict, tokenizer):
-    from transformers import Qwen2_5_VLConfig
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
     from hawkeye_lite.model import SPECIAL_TOKENS
 
+    qwen3 = preset.get("arch") == "qwen3_vl"
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     t = dict(preset["text"])
     mrope = t.pop("mrope_section")
+    rope = {"rope_type": "default", "rope_theta": 5_000_000.0 if qwen3 else 1_000_000.0, "mrope_section": mrope}
+    if qwen3:
+        rope["mrope_interleaved"] = True
     text = dict(
         t,
         max_position_embeddings=128000,
         rms_norm_eps=1e-6,
         hidden_act="silu",
         initializer_range=0.02,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
+        rope_parameters=rope,
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
+    if qwen3:
+        vision = dict(
+            preset["vision"],
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            hidden_act="gelu_pytorch_tanh",
+            in_channels=3,
+            initializer_range=0.02,
+        )
+        return Qwen3VLConfig(
+            text_config=text,
+            vision_config=vision,
+            tie_word_embeddings=preset["tie_word_embeddings"],
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
+        )
     vision = dict(
         preset["vision"],
         patch_size=14,
@@ -173,16 +291,17 @@ def qwen_config(preset: dict, tokenizer):
 def build_model(
     config, twin_config, *, device: torch.device, dtype: torch.dtype, nf4: bool, std: float = 0.02
 ) -> nn.Module:
-    """Random Qwen2.5-VL of `config`, built on meta and materialised module by module on `device`;
-    with nf4, every linear layer of the language model is quantised as soon as it is created.
-    `twin_config`: the same heads and rope with one layer, for the rotary buffers."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    """Random Qwen2.5-VL (or Qwen3-VL) of `config`, built on meta and materialised module by module
+    on `device`; with nf4, every linear layer of the language model is quantised as soon as it is
+    created. `twin_config`: the same heads and rope with one layer, for the rotary buffers."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
+    cls = Qwen3VLForConditionalGeneration if config.model_type == "qwen3_vl" else Qwen2_5_VLForConditionalGeneration
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+        model = cls(config).to(dtype)
     # Rotary inverse frequencies are buffers computed in __init__ (lost on meta). They depend only
     # on head sizes and rope settings, so take them from a one-layer twin built for real.
-    twin = dict(Qwen2_5_VLForConditionalGeneration(twin_config).named_buffers())
+    twin = dict(cls(twin_config).named_buffers())
     gen = torch.Generator(device=device).manual_seed(0)
     quantised = 0
     for name, module in list(model.named_modules()):
@@ -395,7 +514,6 @@ def main(argv=None) -> dict:
 
     import numpy as np
     from PIL import Image
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from hawkeye_lite.data import IQARecord
     from hawkeye_lite.data.demo import render_scene
@@ -416,7 +534,7 @@ def main(argv=None) -> dict:
         f"model.quantization={'none' if args.no_nf4 else 'nf4'}",
         f"model.lora.r={args.lora_r}",
         f"model.lora.alpha={2 * args.lora_r}",
-        f"model.max_pixels={max(pixels, 3136)}",
+        f"model.max_pixels={max(pixels, 4096 if preset.get('arch') == 'qwen3_vl' else 3136)}",
         f"rollout.num_generations={args.num_generations}",
         f"rollout.max_new_tokens={args.max_new_tokens}",
         f"optim.batch_size={args.batch_size}",
@@ -459,12 +577,8 @@ def main(argv=None) -> dict:
     print(json.dumps(info))
 
     tokenizer = build_tokenizer(400)
-    processor = VLProcessor(
-        tokenizer,
-        Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=pixels),
-        min_pixels=3136,
-        max_pixels=max(pixels, 3136),
-    )
+    vision_processor, low = image_processor(preset, pixels)
+    processor = VLProcessor(tokenizer, vision_processor, min_pixels=low, max_pixels=max(pixels, low))
     t0 = time.perf_counter()
     twin = qwen_config(twin_preset(preset, (len(tokenizer) + 63) // 64 * 64), tokenizer)
     model = build_model(qwen_config(preset, tokenizer), twin, device=device, dtype=dtype, nf4=not args.no_nf4)

@@ -39,6 +39,9 @@ PRESET_DEFAULTS = {  # rows, max_new_tokens, image side
     "7b": dict(rows="8,64", max_new_tokens=256, image_size=448),
     "3b": dict(rows="8,64", max_new_tokens=256, image_size=448),
     "tiny": dict(rows="8,32", max_new_tokens=32, image_size=56),
+    "qwen3-4b": dict(rows="8,64", max_new_tokens=256, image_size=512),  # 512 x 512: 256 tokens at patch 16
+    "qwen3-8b": dict(rows="8,64", max_new_tokens=256, image_size=512),
+    "qwen3-tiny": dict(rows="8,32", max_new_tokens=32, image_size=64),
 }
 
 
@@ -93,17 +96,14 @@ def build_policy(args, device: torch.device, dtype: torch.dtype):
     if args.model:
         policy = load_policy(cfg)
     else:
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
         from hawkeye_lite.model import VLProcessor, wrap_policy
         from hawkeye_lite.tiny_model import build_tokenizer
 
         mem = _memory_module()
         preset = mem.PRESETS[args.preset]
         tokenizer = build_tokenizer(400)
-        processor = VLProcessor(
-            tokenizer, Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=pixels), min_pixels=3136, max_pixels=pixels
-        )
+        vision_processor, low = mem.image_processor(preset, pixels)
+        processor = VLProcessor(tokenizer, vision_processor, min_pixels=low, max_pixels=max(pixels, low))
         twin = mem.qwen_config(mem.twin_preset(preset, (len(tokenizer) + 63) // 64 * 64), tokenizer)
         model = mem.build_model(
             mem.qwen_config(preset, tokenizer), twin, device=device, dtype=dtype, nf4=not args.no_nf4

@@ -160,3 +160,25 @@ def test_rollout_bench_tiny_preset(tmp_path):
         for case in ("engine", "engine_bf16"):
             assert result["greedy"][rows][case]["rows_differing"] == 0
     assert (tmp_path / "r.json").is_file() and "| 16 | engine |" in (tmp_path / "r.md").read_text()
+
+
+def test_qwen3_presets_have_the_published_sizes_and_one_step_runs(memory, tmp_path):
+    """The Qwen3-VL shapes the next GPU call measures (issue #27): on meta, the parameter counts
+    of the published 4B / 8B (4.44 B tied, 8.77 B untied); the tiny one runs a whole step."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from hawkeye_lite.tiny_model import build_tokenizer
+
+    tok = build_tokenizer(400)
+    for name, billions, tied in (("qwen3-4b", 4.438, True), ("qwen3-8b", 8.767, False)):
+        cfg = memory.qwen_config(memory.PRESETS[name], tok)
+        with torch.device("meta"):
+            model = Qwen3VLForConditionalGeneration(cfg)
+        assert round(sum(p.numel() for p in model.parameters()) / 1e9, 3) == billions, name
+        assert cfg.tie_word_embeddings is tied
+    result = memory.main(
+        ["--preset", "qwen3-tiny", "--device", "cpu", "--max-new-tokens", "4", "--image-size", "64", "--steps", "1"]
+        + ["--lora-r", "4", "--json", str(tmp_path / "m.json")]
+    )
+    (step,) = result["steps"]
+    assert step["completion_len"] == 4 and math.isfinite(step["loss"]) and math.isfinite(step["grad_norm"])
