@@ -77,6 +77,7 @@ def build_tiny_model(
     max_pixels: int = 112 * 112,
     init_std: float = 0.1,
     lm_head_scale: float = 8.0,
+    tie_embeddings: bool = False,
 ) -> Path:
     """Write a randomly initialised Qwen2.5-VL (or Qwen2-VL / Qwen3-VL with arch="qwen2_vl" /
     "qwen3_vl") with its
@@ -167,7 +168,7 @@ def build_tiny_model(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_embeddings,  # the small Qwen3-VL (2B, 4B) and Qwen2.5-VL-3B tie them
     )
     torch.manual_seed(seed)
     model = model_cls(config).eval()
@@ -175,7 +176,8 @@ def build_tiny_model(
     # greedy answer). A wider init and lm_head make generations depend on the image and the
     # adapter, which the tests rely on.
     with torch.no_grad():
-        model.lm_head.weight.mul_(lm_head_scale)
+        if not tie_embeddings:  # tied: the embeddings are the output layer, left as initialised
+            model.lm_head.weight.mul_(lm_head_scale)
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(str(out_dir))

@@ -119,3 +119,18 @@ def test_vision_lora_reaches_the_towers_attention_and_mlp(q3):
     blocks = {n.split("visual.blocks.")[1].split(".", 1)[1] for n in names if "visual.blocks." in n}
     assert {"attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"} <= blocks, blocks
     assert not any("deepstack_merger" in n or "visual.merger" in n for n in names)  # the blocks only
+
+
+def test_tied_embeddings_under_nf4_and_lora(tmp_path):
+    """Qwen3-VL-2B/4B tie the output layer to the embeddings: under QLoRA both stay one bf16/fp32
+    matrix (lm_head is never quantised), sampling and gradients work."""
+    tied = build_tiny_model(tmp_path / "tied", arch="qwen3_vl", seed=1, tie_embeddings=True)
+    policy = load_policy(model_config(tied, quantization="nf4", lora=LoRAConfig(r=4, alpha=8)))
+    emb = policy.backbone.get_input_embeddings().weight
+    assert policy.hf_model.lm_head.weight.data_ptr() == emb.data_ptr()
+    r = generate_rollouts(policy, images(2), num_generations=2, max_new_tokens=5, temperature=0)
+    ref = generate_rollouts(policy, images(2), num_generations=2, max_new_tokens=5, temperature=0, shared_prefix=False)
+    assert torch.equal(r.completion_ids, ref.completion_ids)
+    policy.model.train()
+    policy.completion_hidden_states(r.prompt, r.completion_ids, r.completion_mask).float().pow(2).mean().backward()
+    assert all(p.grad is not None for n, p in policy.model.named_parameters() if "lora_" in n)
