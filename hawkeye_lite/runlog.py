@@ -102,7 +102,8 @@ class Progress:
             extra = f" | {postfix}" if postfix else ""
             spent = time.time() - self.t0
             done = self.n - self.start_n
-            rate = f" | {done / spent:.2f} {self.unit}/s" if self.unit == "img" and done and spent > 0 else ""
+            # (a bar made by its first update, as progress_callback's, has no time to divide by)
+            rate = f" | {done / spent:.2f} {self.unit}/s" if self.unit == "img" and done and spent >= 0.5 else ""
             print(
                 f"{self.desc} {self.n}/{self.total}{extra}{rate} | {_fmt_seconds(spent)}{tail}",
                 file=self.stream,
