@@ -285,11 +285,10 @@ def score(
         _fail(f"{'--texts' if texts else '--overwrite'}: only with --out")
     if json_ and out is not None:
         _fail("--json: prints rows to the terminal; with --out they go to the file (name it .jsonl for JSON)")
-    if out is not None:
-        from hawkeye_lite.scorefile import FORMATS
+    if out is not None:  # before the model loads
+        from hawkeye_lite.scorefile import check_format
 
-        if out.suffix.lower() not in FORMATS:
-            _fail(f"--out {out}: must end in .csv or .jsonl")
+        check_format(out)
         _check_output_file(out, "--out")
     found = expand_inputs(list(images or []), list(data))
     for note in found.notes:

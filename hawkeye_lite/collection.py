@@ -80,32 +80,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .data.imagecheck import IMAGE_EXTS
 from .errors import UserError
 from .images import URL_SCHEMES
 
-# Every extension here maps to a Pillow plugin (Image.registered_extensions()) and round-trips
-# through Pillow 10+ (JPEG 2000 and WebP need Pillow's bundled openjpeg/libwebp, which its wheels have).
-IMAGE_EXTENSIONS = frozenset(
-    {
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".bmp",
-        ".dib",
-        ".tif",
-        ".tiff",
-        ".webp",
-        ".gif",
-        ".ppm",
-        ".pgm",
-        ".pbm",
-        ".pnm",
-        ".jp2",
-        ".j2k",
-    }
-)
+# The data readers' image names (data/imagecheck.py) and the other formats Pillow opens: every
+# extension here maps to a Pillow plugin (Image.registered_extensions()) and round-trips through
+# Pillow 10+ (JPEG 2000 and WebP need Pillow's bundled openjpeg/libwebp, which its wheels have).
+IMAGE_EXTENSIONS = frozenset(IMAGE_EXTS | {".jpe", ".jfif", ".dib", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k"})
 
 ON_BAD = ("skip", "fail")
 CHECK_IMAGES = ("full", "header", "none")

@@ -121,9 +121,11 @@ class VLProcessor:
         """One image's vision inputs: pixel_values [patches, D] and image_grid_thw [1, 3]. The image
         processor treats every image on its own, so concatenating these is what a batched call
         gives (the Scorer prepares images in background threads with it)."""
-        kwargs = {"size": self.size_override} if self.size_override else {}
-        vision = self.image_processor(images=[self._presize(image)], return_tensors="pt", **kwargs)
+        vision = self.image_processor(images=[self._presize(image)], return_tensors="pt", **self._size())
         return {"pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
+
+    def _size(self) -> dict:
+        return {"size": self.size_override} if self.size_override else {}
 
     def _presize(self, image):
         """The image at the size the processor resizes it to, resized the way it does (PIL, its
@@ -152,8 +154,7 @@ class VLProcessor:
                 f"processor: {len(images)} images for {sum(t.count(IMAGE_TOKEN) for t in texts)} {IMAGE_TOKEN} slots"
             )
         if vision is None:
-            kwargs = {"size": self.size_override} if self.size_override else {}
-            vision = self.image_processor(images=list(images), return_tensors="pt", **kwargs)
+            vision = self.image_processor(images=list(images), return_tensors="pt", **self._size())
         else:
             vision = {key: torch.cat([v[key] for v in vision], 0) for key in ("pixel_values", "image_grid_thw")}
         counts = iter(self.num_image_tokens(vision["image_grid_thw"]))

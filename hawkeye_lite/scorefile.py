@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .fsio import atomic_write_text, writing
 
@@ -54,6 +54,14 @@ class Opened:
     notes: List[str] = field(default_factory=list)
 
 
+def check_format(path) -> Path:
+    """The output file's path, when its name says a format this module writes."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise ScoreFileError(f"--out {path}: must end in .csv or .jsonl")
+    return path
+
+
 def settings_path(path: Path) -> Path:
     return path.with_name(path.name + ".settings.json")
 
@@ -72,10 +80,8 @@ class ScoreFile:
     last line and returns what is already done; `append(rows)` writes a batch of rows."""
 
     def __init__(self, path, settings: dict, *, overwrite: bool = False, texts: bool = False):
-        self.path = Path(path)
+        self.path = check_format(path)
         self.kind = self.path.suffix.lower()
-        if self.kind not in FORMATS:
-            raise ScoreFileError(f"--out {self.path}: must end in .csv or .jsonl")
         self.settings = settings
         self.overwrite = overwrite
         self.fields = FIELDS + (["texts"] if texts else [])
@@ -182,19 +188,10 @@ class ScoreFile:
 
     def _read_done(self) -> Dict[str, Done]:
         done: Dict[str, Done] = {}
-        with open(self.path, encoding="utf-8", newline="") as f:
-            if self.kind == ".csv":
-                reader = csv.reader(f)
-                header = next(reader, None)
-                if header != self.fields:
-                    raise ScoreFileError(f"{self.path}:1: header is not {','.join(self.fields)}")
-                rows = ((reader.line_num, dict(zip(header, values))) for values in reader)
-            else:
-                rows = ((n, _json_row(self.path, n, line)) for n, line in enumerate(f, 1) if line.strip())
-            for n, row in rows:
-                if not isinstance(row, dict) or not row.get("path"):
-                    raise ScoreFileError(f"{self.path}:{n}: not a row this command wrote; fix it or use --overwrite")
-                done[row["path"]] = Done(_int(row.get("size")), _int(row.get("mtime_ns")), not row.get("error"))
+        for n, row in _raw_rows(self.path, self.fields):
+            if not isinstance(row, dict) or not row.get("path"):
+                raise ScoreFileError(f"{self.path}:{n}: not a row this command wrote; fix it or use --overwrite")
+            done[row["path"]] = Done(_int(row.get("size")), _int(row.get("mtime_ns")), not row.get("error"))
         return done
 
     # --- writing
@@ -263,26 +260,35 @@ def read_rows(path) -> List[dict]:
     None when empty). For users' scripts and the tests."""
     path = Path(path)
     rows: Dict[str, dict] = {}
+    for _, row in _raw_rows(path):
+        if path.suffix.lower() == ".csv":  # CSV holds strings: back to the values JSONL holds
+            for k in ("score", "std"):
+                row[k] = float(row[k]) if row[k] else None
+            row["samples"] = [float(x) for x in row["samples"].split()]
+            for k in ("n_parsed", "size", "mtime_ns"):
+                row[k] = _int(row[k])
+            row["error"] = row["error"] or None
+            if "texts" in row:
+                row["texts"] = json.loads(row["texts"])
+        rows.pop(row["path"], None)
+        rows[row["path"]] = row
+    return list(rows.values())
+
+
+def _raw_rows(path: Path, fields: Optional[List[str]] = None) -> Iterator[Tuple[int, dict]]:
+    """(line number, row as written) of a score file; `fields`: the CSV header it must have."""
     with open(path, encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".csv":
-            for row in csv.DictReader(f):
-                for k in ("score", "std"):
-                    row[k] = float(row[k]) if row[k] else None
-                row["samples"] = [float(x) for x in row["samples"].split()]
-                for k in ("n_parsed", "size", "mtime_ns"):
-                    row[k] = _int(row[k])
-                row["error"] = row["error"] or None
-                if "texts" in row:
-                    row["texts"] = json.loads(row["texts"])
-                rows.pop(row["path"], None)
-                rows[row["path"]] = row
+            reader = csv.reader(f)
+            header = next(reader, None) or []
+            if fields is not None and header != fields:
+                raise ScoreFileError(f"{path}:1: header is not {','.join(fields)}")
+            for values in reader:
+                yield reader.line_num, dict(zip(header, values))
         else:
             for n, line in enumerate(f, 1):
                 if line.strip():
-                    row = _json_row(path, n, line)
-                    rows.pop(row["path"], None)
-                    rows[row["path"]] = row
-    return list(rows.values())
+                    yield n, _json_row(path, n, line)
 
 
 def _json_row(path: Path, n: int, line: str):
