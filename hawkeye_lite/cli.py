@@ -215,15 +215,20 @@ def init_tiny(
     out: Path = typer.Argument(..., help="Folder to write the tiny checkpoint to."),
     seed: int = typer.Option(0, "--seed", help="Initialisation seed (same seed, same weights)."),
     arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl, qwen2_vl or qwen3_vl."),
+    thinking: bool = typer.Option(
+        False, "--thinking", help="Qwen3-VL: the -Thinking chat template (its answers open with <think>)."
+    ),
 ) -> None:
     """Write a tiny randomly initialised Qwen2.5-VL (or Qwen2-VL / Qwen3-VL) with tokenizer and processor, for offline tests and demos."""
     from hawkeye_lite.tiny_model import build_tiny_model
 
     if arch not in ("qwen2_5_vl", "qwen2_vl", "qwen3_vl"):
         _fail(f"--arch: must be qwen2_5_vl, qwen2_vl or qwen3_vl, got {arch!r}")
+    if thinking and arch != "qwen3_vl":
+        _fail("--thinking: only with --arch qwen3_vl (the Qwen3-VL -Thinking chat template)")
     _check_output_dir(out, "OUT", overwrite=False, owned=[])
-    path = build_tiny_model(out, seed=seed, arch=arch)
-    typer.echo(f"wrote a tiny random {arch} checkpoint to {path}")
+    path = build_tiny_model(out, seed=seed, arch=arch, thinking=thinking)
+    typer.echo(f"wrote a tiny random {arch}{' (thinking)' if thinking else ''} checkpoint to {path}")
 
 
 @app.command()

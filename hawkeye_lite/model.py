@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .prompts import THINK, PromptTemplate, chat_text, get_prompt
+from .prompts import THINK, PromptTemplate, assistant_prefix, chat_messages, chat_text, get_prompt
 
 # Qwen's special tokens, in Qwen's order. The vision ones must never be sampled: a random
 # model happily emits <|image_pad|>, and the next forward then fails on a token/feature mismatch.
@@ -78,6 +78,8 @@ class VLProcessor:
         self.image_token_id = self._token_id(IMAGE_TOKEN)
         self.merge_size = int(image_processor.merge_size)
         self.size_override = None
+        self.source = "the tokenizer"  # named in the chat-template warning
+        self._prompt_texts: dict = {}
         if min_pixels is not None or max_pixels is not None:
             size = dict(image_processor.size)
             if min_pixels is not None:
@@ -100,9 +102,15 @@ class VLProcessor:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         tokenizer = AutoTokenizer.from_pretrained(path)
+        if not tokenizer.chat_template:
+            # Qwen2.5-VL and Qwen3-VL releases keep the template in the processor's
+            # chat_template.json, which AutoTokenizer does not read; saving the tokenizer with it
+            # carries it into the runs' merged warm starts.
+            tokenizer.chat_template = _processor_chat_template(path)
         # Qwen3-VL ships the same image processor (transformers maps qwen3_vl to it), with patch 16.
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
         out = cls(tokenizer, image_processor, min_pixels=min_pixels, max_pixels=max_pixels)
+        out.source = str(path)
         saved = Path(path, "preprocessor_config.json")
         if saved.is_file():
             out.processor_class = json.loads(saved.read_text()).get("processor_class", out.processor_class)
@@ -113,6 +121,38 @@ class VLProcessor:
     def save_pretrained(self, out_dir: Union[str, Path]) -> None:
         self.tokenizer.save_pretrained(str(out_dir))
         _write_preprocessor_config(out_dir, self.image_processor, self.size_override, self.processor_class)
+
+    def prompt_text(self, prompt: PromptTemplate) -> tuple:
+        """(chat text, assistant prefix) for `prompt`: hawkeye's ChatML, ending with whatever
+        the checkpoint's chat template opens the answer with ("<think>\n" on Qwen3-VL Thinking
+        checkpoints). A template that writes the conversation itself differently gets one
+        warning and hawkeye's text, so training and scoring prompts stay byte-identical."""
+        if prompt not in self._prompt_texts:
+            prefix = ""
+            template = self.tokenizer.chat_template
+            if isinstance(template, dict):  # several named templates: the default one
+                template = template.get("default")
+            if template:
+                try:
+                    rendered = self.tokenizer.apply_chat_template(
+                        chat_messages(prompt),
+                        chat_template=template,
+                        tokenize=False,
+                        add_generation_prompt=True,
+                        add_vision_id=bool(prompt.image_prefix),
+                    )
+                    prefix = assistant_prefix(rendered, prompt)
+                except Exception as e:  # a template error must not stop scoring: say it, use ours
+                    import warnings
+
+                    warnings.warn(
+                        f"{self.source}: the chat template does not render hawkeye's {prompt.name!r} prompt as "
+                        f"ChatML ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        "hawkeye uses its own ChatML text",
+                        stacklevel=2,
+                    )
+            self._prompt_texts[prompt] = (chat_text(prompt, prefix), prefix)
+        return self._prompt_texts[prompt]
 
     def num_image_tokens(self, image_grid_thw: torch.Tensor) -> List[int]:
         return (image_grid_thw.prod(-1) // self.merge_size**2).tolist()
@@ -174,6 +214,21 @@ class VLProcessor:
             # get_rope_index wants the modality of every token: 1 = image.
             "mm_token_type_ids": (enc["input_ids"] == self.image_token_id).int(),
         }
+
+
+def _processor_chat_template(path: str) -> Optional[str]:
+    """The chat template a checkpoint (folder or hub id) keeps beside its processor, if any."""
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        try:
+            found = cached_file(path, name, _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            found = None
+        if found:
+            text = Path(found).read_text(encoding="utf-8")
+            return json.loads(text).get("chat_template") if name.endswith(".json") else text
+    return None
 
 
 def _write_preprocessor_config(
@@ -385,6 +440,9 @@ class PromptBatch:
     image_grid_thw: torch.Tensor  # [B, 3]
     position_ids: torch.Tensor  # [3, B, L] (temporal, height, width)
     rope_deltas: torch.Tensor  # [B, 1]: text position of token i is i + delta after the image
+    # What the chat template already wrote of the answer ("<think>\n" on Thinking checkpoints):
+    # the rewards and the parser read it + the completion, a supervised target omits it.
+    assistant_prefix: str = ""
 
     @property
     def batch_size(self) -> int:
@@ -456,7 +514,8 @@ class Policy:
         """PIL RGB images -> one chat prompt per image, left padded, with mrope positions.
         `vision`: the images' `processor.process_image` outputs, if already computed."""
         prompt = get_prompt(prompt) if isinstance(prompt, str) else prompt
-        enc = self.processor(images, [chat_text(prompt)] * len(images), vision=vision)
+        text, prefix = self.processor.prompt_text(prompt)
+        enc = self.processor(images, [text] * len(images), vision=vision)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         position_ids, rope_deltas = self.backbone.get_rope_index(
             enc["input_ids"],
@@ -471,6 +530,7 @@ class Policy:
             image_grid_thw=enc["image_grid_thw"],
             position_ids=position_ids,
             rope_deltas=rope_deltas.reshape(-1, 1),
+            assistant_prefix=prefix,
         )
 
     # --- forward pieces (shared by rollouts and the trainer)

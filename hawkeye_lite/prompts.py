@@ -69,11 +69,55 @@ def get_prompt(name: str) -> PromptTemplate:
     return PROMPTS[name]
 
 
-def chat_text(prompt: PromptTemplate = THINK) -> str:
-    """ChatML text for one image + the question, ending where the assistant starts writing."""
+def chat_text(prompt: PromptTemplate = THINK, assistant_prefix: str = "") -> str:
+    """ChatML text for one image + the question, ending where the assistant starts writing
+    (after `assistant_prefix`, what the checkpoint's template opens the answer with)."""
     image = prompt.image_prefix + IMAGE_PLACEHOLDER
     user = image + prompt.question if prompt.image_first else prompt.question + image
-    return f"<|im_start|>system\n{prompt.system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    return (
+        f"<|im_start|>system\n{prompt.system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+        f"<|im_start|>assistant\n{assistant_prefix}"
+    )
+
+
+def chat_messages(prompt: PromptTemplate = THINK) -> list:
+    """The conversation `chat_text` writes, as chat-template messages (render it with
+    add_generation_prompt=True, and add_vision_id=True when the prompt labels its picture)."""
+    image = [{"type": "image"}]
+    text = [{"type": "text", "text": prompt.question}]
+    return [
+        {"role": "system", "content": prompt.system},
+        {"role": "user", "content": image + text if prompt.image_first else text + image},
+    ]
+
+
+def assistant_prefix(rendered: str, prompt: PromptTemplate = THINK) -> str:
+    """What a checkpoint's chat template writes after hawkeye's prompt, given the template's
+    rendering of `chat_messages(prompt)`: "" for Qwen2.5-VL and Qwen3-VL Instruct, "<think>\n"
+    for the Thinking checkpoints (their generation prompt opens the think block, and the model
+    writes on from inside it). ValueError naming the first difference when the template writes
+    the conversation itself differently."""
+    ours = chat_text(prompt)
+    if rendered.startswith(ours):
+        return rendered[len(ours) :]
+    i = next((k for k, (a, b) in enumerate(zip(rendered, ours)) if a != b), min(len(rendered), len(ours)))
+    raise ValueError(
+        f"at character {i} the template writes {rendered[i : i + 40]!r} where hawkeye writes {ours[i : i + 40]!r}"
+    )
+
+
+def completion_target(answer: str, prefix: str) -> str:
+    """The part of a whole assistant turn `answer` that the model writes after the template's
+    `prefix`: a supervised target must not repeat what the prompt already opened. An opened
+    think block that the answer does not use is closed empty, as Qwen's templates do."""
+    opened = prefix.strip()
+    if not opened:
+        return answer
+    if answer.lstrip().startswith(opened):
+        return answer.lstrip()[len(opened) :]
+    if opened == "<think>":
+        return "</think>" + answer
+    raise ValueError(f"the chat template opens the answer with {prefix!r}, which {answer[:40]!r} does not start with")
 
 
 # A plain decimal number, optional sign and exponent. No "nan"/"inf": those are not ratings.

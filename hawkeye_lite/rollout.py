@@ -99,7 +99,7 @@ def _finish(
     policy: Policy, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor, g: int
 ) -> Rollouts:
     texts = [
-        policy.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
+        batch.assistant_prefix + policy.tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
         for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu())
     ]
     scores = torch.tensor([math.nan if (s := parse_score(t)) is None else s for t in texts], dtype=torch.float32)

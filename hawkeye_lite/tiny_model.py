@@ -9,6 +9,7 @@ only when it was built with the same settings (recorded in it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -59,6 +60,26 @@ def build_tokenizer(vocab_size: int):
     )
 
 
+def qwen3_vl_chat_template(*, thinking: bool = False) -> str:
+    """A chat template with the conventions of the published Qwen3-VL ones, for images and text:
+    ChatML, no system turn unless one is given, "Picture N: " before each image with
+    add_vision_id, and the Thinking checkpoints' generation prompt, which opens <think>."""
+    opening = "<think>\n" if thinking else ""
+    return (
+        "{% set n = namespace(image=0) %}"
+        "{% for message in messages %}"
+        "<|im_start|>{{ message.role }}\n"
+        "{% if message.content is string %}{{ message.content }}"
+        "{% else %}{% for part in message.content %}"
+        "{% if part.type == 'image' or 'image' in part %}{% set n.image = n.image + 1 %}"
+        "{% if add_vision_id %}Picture {{ n.image }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% elif 'text' in part %}{{ part.text }}{% endif %}"
+        "{% endfor %}{% endif %}<|im_end|>\n"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n" + opening + "{% endif %}"
+    )
+
+
 def build_tiny_model(
     out_dir: Union[str, Path],
     *,
@@ -78,13 +99,18 @@ def build_tiny_model(
     init_std: float = 0.1,
     lm_head_scale: float = 8.0,
     tie_embeddings: bool = False,
+    thinking: bool = False,
 ) -> Path:
     """Write a randomly initialised Qwen2.5-VL (or Qwen2-VL / Qwen3-VL with arch="qwen2_vl" /
     "qwen3_vl") with its
     tokenizer and processor to `out_dir` as a standard Hugging Face checkpoint folder
     (config.json, model.safetensors, tokenizer, preprocessor_config.json). Deterministic for a
-    given seed. Returns the folder."""
+    given seed. Returns the folder. thinking=True (Qwen3-VL only) writes the chat template of
+    the -Thinking checkpoints, whose generation prompt opens a <think> block."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if thinking and arch != "qwen3_vl":
+        raise ValueError("build_tiny_model: thinking=True is a Qwen3-VL convention (arch='qwen3_vl')")
 
     head_dim = hidden_size // num_heads
     if head_dim * num_heads != hidden_size or head_dim % 2:
@@ -96,6 +122,11 @@ def build_tiny_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(tokenizer_vocab)
+    if arch == "qwen3_vl":
+        # As the Qwen3 tokenizers: <think> and </think> are single, non-special tokens, and the
+        # chat template lives beside the processor (chat_template.json), not in the tokenizer.
+        tokenizer.add_tokens(["<think>", "</think>"])
+        tokenizer.chat_template = None
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     # Like the real checkpoints, the embedding has a few more rows than the tokenizer has tokens.
     vocab_size = (len(tokenizer) + 63) // 64 * 64
@@ -191,6 +222,8 @@ def build_tiny_model(
             image_std=[0.5] * 3,
         )
         _write_preprocessor_config(out_dir, image_processor, processor_class="Qwen3VLProcessor")
+        template = {"chat_template": qwen3_vl_chat_template(thinking=thinking)}
+        Path(out_dir, "chat_template.json").write_text(json.dumps(template, indent=2) + "\n")
     else:
         image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
         _write_preprocessor_config(out_dir, image_processor)

@@ -29,7 +29,7 @@ from typing import Callable, List, Optional, Union
 import numpy as np
 import torch
 
-CELL = 28  # pixels per side of one visual token after the 2x2 merge (14-px patches)
+CELL = 28  # pixels per side of one visual token after the 2x2 merge (Qwen2.5-VL's 14-px patches)
 
 
 def _luma_and_residual(image):
@@ -158,9 +158,11 @@ def pretrain_tiny_vision(
         pixels.extend(torch.split(batch.pixel_values, batch.image_grid_thw.prod(-1).tolist()))
     target = _standardise(np.stack([low_level_stats(im) for im in images]))
     local: List[np.ndarray] = []
+    patch = int(policy.processor.image_processor.patch_size)  # 14 (Qwen2.5-VL), 16 (Qwen3-VL)
+    cell = patch * policy.processor.merge_size
     for im, thw in zip(images, grids):
-        h, w = int(thw[1]) * 14, int(thw[2]) * 14  # the size the processor fed the tower
-        local.append(local_stats(im if im.size == (w, h) else im.resize((w, h), Image.BICUBIC)))
+        h, w = int(thw[1]) * patch, int(thw[2]) * patch  # the size the processor fed the tower
+        local.append(local_stats(im if im.size == (w, h) else im.resize((w, h), Image.BICUBIC), cell))
     local_t = torch.split(_standardise(np.concatenate(local)), [len(x) for x in local])
 
     gen = torch.Generator().manual_seed(seed)
@@ -186,7 +188,9 @@ def pretrain_tiny_vision(
         idx = torch.randint(0, len(images), (batch_size,), generator=gen).tolist()
         grid = torch.stack([grids[i] for i in idx])
         feats = policy.vision_features(torch.cat([pixels[i] for i in idx]), grid)
-        per_image = (grid.prod(-1) // 4).tolist()  # tokens per image after the 2x2 merge
+        if feats.dim() == 3:  # Qwen3-VL: [tokens, 1 + DeepStack layers, H]; the merger's output is
+            feats = feats[:, 0]  # what is trained here (the DeepStack mergers keep their init)
+        per_image = (grid.prod(-1) // policy.processor.merge_size**2).tolist()  # tokens per image
         pooled = torch.stack([f.mean(0) for f in torch.split(feats, per_image)])
         loss = (head(pooled) - target[idx]).square().mean()
         if token_weight > 0:

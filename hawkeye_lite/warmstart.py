@@ -19,6 +19,7 @@ import torch
 from .config import TrainConfig
 from .fsio import atomic_dir
 from .kernels import token_stats
+from .prompts import completion_target
 from .schedules import lr_at, set_lr
 from .trainset import batch_indices
 
@@ -116,7 +117,9 @@ def warm_start(cfg: TrainConfig, run_dir: Path, train: list, images, load_policy
         batch = policy.encode(batch_images, cfg.rollout.prompt)
         ratings = [r.mos for r in recs] if s.target == "mos" else sft_format_ratings(cfg, step, len(recs))
         texts = [
-            sft_target(y, think=think, description=describe(r, im) if describe else None)
+            completion_target(
+                sft_target(y, think=think, description=describe(r, im) if describe else None), batch.assistant_prefix
+            )
             for y, r, im in zip(ratings, recs, batch_images)
         ]
         ids, mask = _pad([tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts], tok.pad_token_id)

@@ -6,6 +6,7 @@
 - a 2-rank run interrupted and resumed with 2 ranks continues exactly (LoRA dropout on: every
   rank's RNG stream is restored), and only rank 0 wrote (each step once in metrics.jsonl);
 - a resume with another world size is refused with one line.
+The first runs on a tiny Qwen2.5-VL and on a tiny Qwen3-VL with the -Thinking chat template.
 """
 
 import json
@@ -89,7 +90,17 @@ def events(run, kind):
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == kind]
 
 
-def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_path):
+@pytest.fixture(scope="module")
+def q3_thinking(tmp_path_factory):
+    from hawkeye_lite.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("q3-thinking"), arch="qwen3_vl", seed=0, thinking=True)
+
+
+# Qwen3-VL (-Thinking template: DeepStack features and the opened <think> through every rank) too.
+@pytest.mark.parametrize("model", ["tiny", "q3_thinking"])
+def test_two_ranks_equal_one_process_with_the_whole_batch(model, demo_dir, tmp_path, request):
+    tiny = request.getfixturevalue(model)
     one = tmp_path / "one"
     single = Trainer(load_train_config(None, settings(tiny, demo_dir, one, "optim.batch_size=4")))
     single.run()
@@ -124,10 +135,12 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tiny, demo_dir, tmp_pa
     assert [r["step"] for r in events(two, "step")] == [1, 2, 3]
     (ev_one,), (ev_two,) = events(one, "eval"), events(two, "eval")
     # The mechanism's KLs are continuous functions of the weights, which differ in the last
-    # digits (above): equal within that; everything read off sampled answers is exactly equal.
+    # digits (above): equal within that (a KL of ~3e-3 is a small difference of log-probs, so
+    # its relative error is larger: 2e-4 measured on Qwen3-VL); everything read off sampled
+    # answers is exactly equal.
     d1, d2 = ev_one["datasets"]["demo"], ev_two["datasets"]["demo"]
     for key in ("pkl", "pkl_all"):
-        assert d2.pop(key) == pytest.approx(d1.pop(key), rel=1e-4), key
+        assert d2.pop(key) == pytest.approx(d1.pop(key), rel=2e-3, abs=1e-7), key
     assert ev_two["datasets"] == ev_one["datasets"] and d2["n"] == 7 and d2["n_mechanism"] == 7
     for key in ("reward", "parse_rate"):
         assert abs(events(two, "step")[0][key] - events(one, "step")[0][key]) < 1e-9, key

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,3 +326,25 @@ def test_process_image_is_the_image_processor_on_that_image(tiny_dir, gen, max_p
         got = proc.process_image(im)
         assert torch.equal(got["image_grid_thw"], ref["image_grid_thw"]), (h, w)
         assert torch.equal(got["pixel_values"], ref["pixel_values"]), (h, w)
+
+
+REAL_QWEN25 = Path(__file__).resolve().parents[2] / "shared" / "qwen25vl_real"
+
+
+@pytest.mark.skipif(not REAL_QWEN25.is_dir(), reason="needs ../shared/qwen25vl_real (the real tokenizer files)")
+@pytest.mark.parametrize("size", ["3B", "7B"])
+def test_the_real_qwen25_vl_template_renders_every_prompt_as_hawkeye_writes_it(size, tmp_path):
+    """The released tokenizer + chat_template.json, read through VLProcessor.from_pretrained:
+    the template renders hawkeye's prompts (every preset) byte for byte, with no answer prefix."""
+    import warnings
+
+    from hawkeye_lite.presets import PRESETS
+
+    for f in (REAL_QWEN25 / f"Qwen2.5-VL-{size}-Instruct").iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    proc = VLProcessor.from_pretrained(str(tmp_path))
+    assert proc.tokenizer.chat_template
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mismatch would be a warning
+        for prompt in {p.prompt for p in PRESETS.values()} | {THINK}:
+            assert proc.prompt_text(prompt) == (chat_text(prompt), ""), prompt.name

@@ -154,3 +154,32 @@ def test_compute_rewards_columns_and_total():
 def test_reward_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         RewardConfig(**kwargs)
+
+
+def test_assistant_prefix_is_what_a_template_writes_after_the_prompt():
+    from hawkeye_lite.prompts import assistant_prefix
+
+    for prompt in (THINK, NO_THINK):
+        assert assistant_prefix(chat_text(prompt), prompt) == ""
+        assert assistant_prefix(chat_text(prompt) + "<think>\n", prompt) == "<think>\n"
+        assert chat_text(prompt, "<think>\n") == chat_text(prompt) + "<think>\n"
+    # a template that writes the conversation otherwise is named at the first difference
+    other = chat_text(THINK).replace("<|im_start|>user\n", "<|im_start|>user\n\n")
+    with pytest.raises(ValueError, match=r"at character \d+ the template writes"):
+        assistant_prefix(other, THINK)
+
+
+def test_completion_target_leaves_out_what_the_prompt_opened():
+    from hawkeye_lite.prompts import completion_target
+
+    answer = "<think> good </think><answer>3.50</answer>"
+    assert completion_target(answer, "") == answer
+    rest = completion_target(answer, "<think>\n")
+    assert rest == " good </think><answer>3.50</answer>"
+    assert format_ok("<think>\n" + rest) and parse_score("<think>\n" + rest) == 3.5
+    # an answer without a think block closes the one the template opened, empty
+    plain = completion_target("<answer>2.00</answer>", "<think>\n")
+    assert plain == "</think><answer>2.00</answer>"
+    assert format_ok("<think>\n" + plain, require_think=False) and parse_score("<think>\n" + plain) == 2.0
+    with pytest.raises(ValueError, match="opens the answer with"):
+        completion_target("<answer>2.00</answer>", "Rating: ")

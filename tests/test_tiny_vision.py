@@ -36,9 +36,12 @@ def test_pretraining_changes_only_the_vision_tower_and_is_deterministic(tmp_path
     assert all(torch.equal(outs[0][1][k], outs[1][1][k]) for k in after)  # same seed, same weights
 
 
-def test_pretraining_lowers_the_regression_loss(tmp_path):
-    d = build_tiny_model(tmp_path / "m", seed=0)
-    first = pretrain_tiny_vision(build_tiny_model(tmp_path / "m1", seed=0), steps=1, n_scenes=16, batch_size=16)
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])  # 14- and 16-pixel patches
+def test_pretraining_lowers_the_regression_loss(tmp_path, arch):
+    d = build_tiny_model(tmp_path / "m", seed=0, arch=arch)
+    first = pretrain_tiny_vision(
+        build_tiny_model(tmp_path / "m1", seed=0, arch=arch), steps=1, n_scenes=16, batch_size=16
+    )
     later = pretrain_tiny_vision(d, steps=60, n_scenes=16, batch_size=16)
     assert later < 0.7 * first
 
