@@ -138,7 +138,7 @@ def train(
     """Train a quality-rating policy with UA-GRPO + the implicit perception loss.
 
     With no arguments: the CPU demo (tiny model + generated data, a few minutes)."""
-    from hawkeye_lite.runloop import summary_table
+    from hawkeye_lite.runloop import closing_line, summary_table
     from hawkeye_lite.trainer import train as run_training
 
     if config is not None and resume is not None:
@@ -160,6 +160,9 @@ def train(
         raise typer.Exit(code)
     if result.eval_before or result.eval_after:
         typer.echo(summary_table(result))
+    closing = closing_line(result, result.run_dir / "plot.png")
+    if closing:
+        typer.echo(closing)
     typer.echo(
         f"done in {result.seconds:.0f}s: {result.steps} RL steps; model in {result.run_dir / 'final'} "
         f"(hawkeye-lite score --model {result.run_dir / 'final'} IMAGE)"

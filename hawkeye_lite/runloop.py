@@ -92,6 +92,8 @@ def _phases(trainer, resume: bool, max_steps: Optional[int], result: RunResult, 
         trainer.start()  # warm start, the RL policy and its optimizer
         if trainer.cfg.eval.before:
             result.eval_before = trainer.evaluate("before RL")
+        if label_free(trainer.cfg):
+            log.info("the model has never seen a quality label; RL will teach it from the reward")
     total = trainer.total_steps
     _steps(trainer, min(total, max_steps) if max_steps is not None else total, stop)
     if stop.requested:
@@ -110,6 +112,12 @@ def _phases(trainer, resume: bool, max_steps: Optional[int], result: RunResult, 
 
         log.info(plot_run(trainer.run_dir))
     log.close()  # the trackers: TensorBoard's last flush, W&B's run.finish()
+
+
+def label_free(cfg) -> bool:
+    """Whether no quality label reaches the policy before RL: a random model built here (the
+    tiny demo model) whose warm start, if any, teaches only the answer format."""
+    return cfg.tiny_model.build and (cfg.sft.steps == 0 or cfg.sft.target == "format")
 
 
 def _check_resume(trainer) -> tuple:
@@ -316,6 +324,21 @@ def collapse_warning(history: Sequence[dict], window: int = 10, threshold: float
         "objective.beta or rollout.temperature, or keep LoRA dropout in the warm start "
         "(sft.lora_dropout); see docs/experiments/rl-label-free.md"
     )
+
+
+def closing_line(result: RunResult, plot: Optional[Path]) -> Optional[str]:
+    """One sentence on what RL did to the first held-out dataset, and where the curves are."""
+    before = ((result.eval_before or {}).get("datasets") or {}).items()
+    after = dict(((result.eval_after or {}).get("datasets") or {}).items())
+    for name, b in before:
+        if name in after:
+            a = after[name]
+            where = f"; learning curves: {plot}" if plot is not None and plot.is_file() else ""
+            return (
+                f"RL took held-out SRCC on {name} from {b['srcc']:.3f} to {a['srcc']:.3f} "
+                f"(PLCC {b['plcc']:.3f} -> {a['plcc']:.3f}) in {result.steps} steps{where}"
+            )
+    return None
 
 
 def summary_table(result: RunResult) -> str:

@@ -266,7 +266,9 @@ def build_demo_model(path: Path, cfg: TrainConfig, log: Optional[Callable[[str],
     if t.vision_pretrain_steps > 0:  # a random tower sees no quality cues: give it low-level features
         from .tiny_vision import pretrain_tiny_vision
 
-        pretrain_tiny_vision(tmp, steps=t.vision_pretrain_steps, log=log)
+        pretrain_tiny_vision(
+            tmp, steps=t.vision_pretrain_steps, lr=t.vision_pretrain_lr, n_scenes=t.vision_pretrain_scenes, log=log
+        )
     write_settings(tmp, tiny_settings(cfg))
     try:
         os.replace(tmp, path)
@@ -282,7 +284,11 @@ def ensure_demo_model(cfg: TrainConfig, run_dir: Path, log) -> None:
 
     path = Path(cfg.model.name_or_path)
     if path.is_dir() and cfg.tiny_model.build and read_settings(path) is not None:
-        diffs = differences(read_settings(path), tiny_settings(cfg))
+        saved = read_settings(path)
+        # Models built before the recipe's lr and scenes were settings were built with these.
+        for key, value in (("vision_pretrain_lr", 2e-3), ("vision_pretrain_scenes", 1280)):
+            saved.get("tiny_model", {}).setdefault(key, value)
+        diffs = differences(saved, tiny_settings(cfg))
         if diffs:
             inside = path.resolve().is_relative_to(run_dir.resolve())
             if not inside:  # may be another run's base: never rebuild it behind its back

@@ -67,7 +67,7 @@ def test_resolved_config_round_trips():
         ("objective.loss_type=ppo", "objective.loss_type"),
         ("optim.max_steps=null", "optim.max_steps"),  # neither steps nor epochs
         ("optim.lr.x=1", "optim.lr.x"),
-        ("rollout.prompt=no_think", "reward.require_think"),  # would punish the answer the prompt asks for
+        ("reward.require_think=true", "reward.require_think"),  # would punish the answer no_think asks for
         ("objective.use_uncertainty=maybe", "objective.use_uncertainty"),
         ("model.lora=null", "objective.beta"),  # no adapter -> no reference policy
     ],
