@@ -60,6 +60,14 @@ def _eval_table(evals: List[dict]) -> str:
     return "\n".join(lines)
 
 
+# What the warm start taught, by sft.target.
+_WARM_KIND = {
+    "mos": "supervised",
+    "format": "label-free (the answer format with random ratings)",
+    "describe": "label-free (a description and a random rating)",
+}
+
+
 def render_model_card(
     cfg,
     *,
@@ -93,7 +101,7 @@ def render_model_card(
     warm = cfg.sft.steps > 0
     where = "this run's `final/`" if kind == "final" else f"checkpoint `step-{step:06d}`"
     base_note = f"`{base}`" + (
-        f", which is `{original}` after {cfg.sft.steps} supervised warm-start steps, merged "
+        f", which is `{original}` after {cfg.sft.steps} {_WARM_KIND.get(cfg.sft.target, '')} warm-start steps, merged "
         "(the adapter applies to that merged model, not to the original one)"
         if warm
         else ""

@@ -47,7 +47,10 @@ def test_card_metadata_and_sections():
     # A local base (the warm-started model) is not Hub metadata, and the card says so.
     text = render_model_card(TrainConfig(), base="/runs/demo/sft-base", step=3)
     assert "base_model" not in front_matter(text) and "is a local folder" in text
-    assert "No held-out evaluation was run" in text and "150 supervised warm-start steps" in text
+    assert (
+        "No held-out evaluation was run" in text
+        and "100 label-free (the answer format with random ratings) warm-start steps" in text
+    )
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def cfg_for(tiny, demo_dir, run_dir, *extra):
 def test_target_is_validated():
     with pytest.raises(ConfigError, match="^sft.target:"):
         load_train_config(None, ["sft.target=labels"])
-    assert load_train_config(None, []).sft.target == "mos"
+    assert load_train_config(None, []).sft.target == "format"  # the demo's label-free warm start
 
 
 def test_format_ratings_are_uniform_seeded_and_in_range():
@@ -58,7 +58,7 @@ def test_sft_target_text():
 
 
 def test_target_is_part_of_the_warm_start_settings():
-    mos = sft_settings(load_train_config(None, ["sft.steps=10"]))
+    mos = sft_settings(load_train_config(None, ["sft.steps=10", "sft.target=mos"]))
     fmt = sft_settings(load_train_config(None, ["sft.steps=10", "sft.target=format"]))
     assert mos["sft"]["target"] == "mos" and fmt["sft"]["target"] == "format"
     assert "reward" in fmt and "reward" not in mos  # the random ratings depend on the score range
@@ -159,7 +159,15 @@ def test_warm_start_describe(tiny, demo_dir, tmp_path, monkeypatch):
             seen.append((y, description)) or real(y, think=think, description=description)
         ),
     )
-    cfg = cfg_for(tiny, demo_dir, tmp_path / "run", "sft.target=describe", "sft.steps=2")
+    cfg = cfg_for(
+        tiny,
+        demo_dir,
+        tmp_path / "run",
+        "sft.target=describe",
+        "sft.steps=2",
+        "rollout.prompt=think",
+        "reward.require_think=true",
+    )
     t = Trainer(cfg)
     t.prepare()
     t.warm_start()

@@ -291,6 +291,10 @@ def test_demo_cli_few_steps(tiny, demo_dir, tmp_path):
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert "before" in out.output and "after" in out.output
+    # The demo says what it shows: a label-free start, then before/after and where the curves are.
+    assert "the model has never seen a quality label; RL will teach it from the reward" in out.output
+    closing = [line for line in out.output.splitlines() if line.startswith("RL took held-out SRCC on demo from ")]
+    assert len(closing) == 1 and closing[0].endswith(str(run / PLOT_FILE)), out.output
     for path in (
         "config.yaml",
         "metrics.jsonl",
@@ -339,3 +343,13 @@ def test_sigint_finishes_the_step_then_checkpoints(tiny, demo_dir, tmp_path, mon
     assert latest_checkpoint(tmp_path / "run").name == "step-000002"
     assert not (tmp_path / "run" / "final").exists()
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+def test_only_a_label_free_start_is_announced_as_one():
+    from hawkeye_lite.config_loader import load_train_config
+    from hawkeye_lite.runloop import label_free
+
+    assert label_free(load_train_config(None, []))  # the demo: tiny model, format-only warm start
+    assert label_free(load_train_config(None, ["sft.steps=0"]))
+    assert not label_free(load_train_config(None, ["sft.target=mos"]))  # configs/demo-sft.yaml
+    assert not label_free(load_train_config(None, ["tiny_model.build=false"]))  # a real checkpoint knows things
