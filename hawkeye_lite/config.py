@@ -578,8 +578,8 @@ class TrainConfig:
     output_dir: str = "runs/demo"  # the run folder
     seed: int = 0  # the run's seed: adapter init, data order, rollouts, partners
     model: ModelConfig = field(default_factory=_demo_model)
-    # The demo's stand-in tower: 1000 steps at lr 1e-2 on 640 scenes (ridge probe 0.69, ~40 s)
-    # instead of the section's 3000 at 2e-3 on 1280 (0.74, ~2 min; configs/demo-sft.yaml, demo-rl.yaml).
+    # The demo's stand-in tower: 1000 steps at lr 1e-2 on 640 scenes (ridge probe 0.69, 58 s here)
+    # instead of the section's 3000 at 2e-3 on 1280 (0.74, 168 s; configs/demo-sft.yaml, demo-rl.yaml).
     tiny_model: TinyModelConfig = field(
         default_factory=lambda: TinyModelConfig(
             vision_pretrain_steps=1000, vision_pretrain_lr=1e-2, vision_pretrain_scenes=640
