@@ -510,6 +510,10 @@ class LoggingConfig:
     every: int = 1  # console line every N steps (metrics.jsonl gets every step)
     progress: bool = True  # tqdm bar with ETA on stderr when it is a terminal (plain lines otherwise)
     plot: bool = True  # write plot.png (reward, SRCC/PLCC, KL terms, entropies, lr over steps) at the end
+    # Per-image lists in each step record ("images": id, u, w, reward_acc, adv_abs: what each
+    # training image's group contributed), for studies of the uncertainty weighting (issue #28).
+    # Under torchrun: rank 0's images only.
+    per_image: bool = False
     # Trackers that get the metrics.jsonl records too (TRL's report_to): tensorboard (event files
     # in RUN/tensorboard, extra `tensorboard`) and/or wandb (RUN/wandb, extra `wandb`).
     report_to: Tuple[str, ...] = ()

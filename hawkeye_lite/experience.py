@@ -34,6 +34,7 @@ class Experience:
     hidden_deg: Optional[torch.Tensor]  # [S, T, H] (no grad), or None when computed in the update
     old_logp: Optional[torch.Tensor] = None  # [S, T], filled when μ > 1
     stats: Dict[str, float] = field(default_factory=dict)
+    images: Dict[str, list] = field(default_factory=dict)  # logging.per_image: one entry per image
 
 
 def scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -196,6 +197,17 @@ def _experience(
     stats["completion_len"] = float(mask.sum(1).float().mean())
     stats["rollout_tokens"] = float(mask.sum())
     stats["rollout_time"] = t_roll  # this micro-batch's share of the step's decoding time
+    images = {}
+    if cfg.logging.per_image:  # how much of the step's signal each image's group carried
+        images = {
+            "id": [x.id for x in records],
+            "u": adv.uncertainty.tolist(),
+            "w": adv.weight.tolist(),
+            "reward_acc": rewards.columns["accuracy"].view(B, G).mean(1).tolist()
+            if "accuracy" in rewards.columns
+            else [],
+            "adv_abs": adv.advantages.abs().view(B, G).sum(1).tolist(),
+        }
     return Experience(
         batch,
         feats,
@@ -207,4 +219,5 @@ def _experience(
         ref_logp,
         hidden_deg,
         stats=stats,
+        images=images,
     )

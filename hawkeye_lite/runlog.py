@@ -299,6 +299,8 @@ def step_record(
     rec["sample_time"] = sample_time
     rec["train_time"] = upd.seconds
     rec["peak_mem_mb"] = peak_memory_mb(device)
+    if exps[0].images:
+        rec["images"] = {k: [v for e in exps for v in e.images[k]] for k in exps[0].images}
     if dist.enabled:
         keys = [k for k, v in rec.items() if isinstance(v, (int, float)) and k not in ("step", "epoch", "lr", "gamma")]
         vals = dist.sum([rec[k] for k in keys])

@@ -24,13 +24,14 @@ class Dataset:
 
     @staticmethod
     def load(cfg: TrainConfig, log: Callable[[str], None]) -> Dataset:
-        from .data import demo_records, load_records
+        from .data import load_records
 
         def read(specs: Sequence[str]) -> list:
             records, rest = [], []
             for spec in specs:
                 if spec.startswith("demo:"):  # generated on first use, no download
-                    records += demo_records(spec[len("demo:") :] or "data/demo")
+                    path, _, query = spec[len("demo:") :].partition("?")
+                    records += _demo(path or "data/demo", query, spec)
                 else:
                     rest.append(spec)
             if rest:
@@ -50,6 +51,29 @@ class Dataset:
         if not train:
             raise ConfigError(f"data.train: no records in the train split of {list(cfg.data.train)}")
         return Dataset(train, held)
+
+
+def _demo(path: str, query: str, spec: str) -> list:
+    """The demo's records; `?corrupt=F&corrupt_seed=N` corrupts a fraction of its training labels."""
+    from urllib.parse import parse_qsl
+
+    from .data import demo_records
+    from .data.corrupt import corrupt_labels, spec_corruption
+
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"corrupt", "corrupt_seed"})
+    if unknown:
+        raise ConfigError(
+            f"data.train: {spec!r}: unknown option(s) {', '.join(unknown)} (demo takes corrupt, corrupt_seed)"
+        )
+    records = demo_records(path)
+    if "corrupt" in options:
+        try:
+            rho, seed = spec_corruption(options, spec)
+        except ValueError as e:
+            raise ConfigError(f"data.train: {e}") from None
+        records, _ = corrupt_labels(records, rho, seed)
+    return records
 
 
 def batch_indices(n: int, step: int, micro: int, *, batch_size: int, grad_accum: int, seed: int) -> List[int]:

@@ -353,3 +353,52 @@ def test_only_a_label_free_start_is_announced_as_one():
     assert label_free(load_train_config(None, ["sft.steps=0"]))
     assert not label_free(load_train_config(None, ["sft.target=mos"]))  # configs/demo-sft.yaml
     assert not label_free(load_train_config(None, ["tiny_model.build=false"]))  # a real checkpoint knows things
+
+
+@pytest.mark.parametrize("use_uncertainty", [True, False])
+def test_per_image_records_name_each_images_uncertainty_and_weight(tiny, demo_dir, tmp_path, use_uncertainty):
+    """logging.per_image: the step record lists the step's images (those step_records picks) with
+    their u, w = exp(-alpha u) (1 without uncertainty weighting) and their group's |advantages|."""
+    import math
+
+    from hawkeye_lite.config_loader import load_train_config
+    from hawkeye_lite.trainer import Trainer
+    from hawkeye_lite.trainset import step_records
+
+    run = tmp_path / "run"
+    cfg = load_train_config(
+        None,
+        [
+            f"output_dir={run}",
+            f"model.name_or_path={tiny}",
+            "tiny_model.build=false",
+            f"data.train=[demo:{demo_dir}?corrupt=0.5]",
+            "eval.before=false",
+            "eval.after=false",
+            "eval.every=0",
+            "optim.batch_size=3",
+            "rollout.num_generations=4",
+            "rollout.max_new_tokens=8",
+            "optim.max_steps=2",
+            "sft.steps=0",
+            "objective.alpha=2.0",
+            f"objective.use_uncertainty={str(use_uncertainty).lower()}",
+            "logging.per_image=true",
+            "logging.progress=false",
+            "logging.plot=false",
+        ],
+    )
+    t = Trainer(cfg)
+    t.run()
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if s["event"] == "step"]
+    assert len(steps) == 2
+    for i, rec in enumerate(steps):
+        im = rec["images"]
+        assert im["id"] == [r.id for r in step_records(t.data.train, i, cfg)[0]]
+        assert set(im) == {"id", "u", "w", "reward_acc", "adv_abs"} and all(len(v) == 3 for v in im.values())
+        for u, w in zip(im["u"], im["w"]):
+            assert 0.0 <= u <= 1.0
+            assert w == pytest.approx(math.exp(-2.0 * u) if use_uncertainty else 1.0, rel=1e-6)
+        assert rec["uncertainty"] == pytest.approx(sum(im["u"]) / 3, rel=1e-6)
+        assert all(a >= 0 for a in im["adv_abs"])

@@ -14,6 +14,8 @@ Several specs can be combined: "koniq:/d/koniq,spaq:/d/spaq" (comma or semicolon
 next `kind:`), or a list of strings. Every spec takes the common query options
 
     split=train|val|test     put every record of this spec in that split (cross-dataset testing)
+    corrupt=F  corrupt_seed=N   replace the MOS of a seeded fraction F of the training records by
+                             uniform draws (label-noise studies, data/corrupt.py)
     seed=N  test_frac=F  val_frac=F   the seeded split, used when the dataset has no split column
     range=LO,HI              the raw MOS range (overrides the reader's default; `observed`: min-max)
     std_range=LO,HI          the std's scale when it is not the MOS's
@@ -56,7 +58,18 @@ READERS: Dict[str, Callable[[str, Dict[str, str]], _Reader]] = {
     "csiq": read_csiq,
     "agiqa": read_agiqa,
 }
-COMMON_PARAMS = {"split", "seed", "test_frac", "val_frac", "range", "name", "encoding", "std_range"}
+COMMON_PARAMS = {
+    "split",
+    "seed",
+    "test_frac",
+    "val_frac",
+    "range",
+    "name",
+    "encoding",
+    "std_range",
+    "corrupt",
+    "corrupt_seed",
+}
 _SCALE_PARAMS = {"root", "lower_better"}
 READER_PARAMS = {
     "json": _SCALE_PARAMS | {"score", "std"},
@@ -292,6 +305,17 @@ def load_records(
         if observed:  # an open scale: the observed min-max, as PIPAL's reader does
             rd.mos_range, rd.infer_range = None, False
         recs, summary = _finalize(rd, opts, forced_split=forced, range_override=rng, name=o.get("name"))
+        if "corrupt" in o:
+            from .corrupt import corrupt_labels, spec_corruption
+
+            try:
+                rho, cseed = spec_corruption(o, text)
+            except ValueError as e:
+                raise DataError(str(e)) from None
+            recs, chosen = corrupt_labels(recs, rho, cseed)
+            summary.notes.append(
+                f"corrupt={rho:g}: {len(chosen)} training labels replaced by uniform draws (seed {cseed})"
+            )
         records.extend(recs)
         summaries.append(summary)
     return LoadResult(records, summaries)
