@@ -1,0 +1,252 @@
+"""Uncertainty weighting under noisy labels (issue #28): does exp(-alpha u) protect RL from
+training images whose MOS is wrong?
+
+    python bench/noisy_labels.py --seeds 5 --jobs 2                 # run every cell, then report
+    python bench/noisy_labels.py --report-only                      # tables from what is there
+    python bench/noisy_labels.py --rhos 0.4 --alphas 0.2 --seeds 2 --dry-run
+
+For each corruption fraction rho (--rhos), the training labels of a fixed, seeded fraction rho of
+the demo's training images are replaced by uniform draws (`demo:DIR?corrupt=rho`, data/corrupt.py;
+held-out labels untouched), and bench/ablation.py runs, from one label-free warm start per cell:
+  OUT/rho{rho}/a{alpha0}   GRPO and GRPO + uncertainty weighting at the first --alphas value
+  OUT/rho{rho}/a{alpha}    GRPO + uncertainty weighting at every further --alphas value
+with the perception loss off in both (the variants `grpo` and `+unc`: only the weighting differs),
+the config's RL otherwise (default configs/demo.yaml), logging.per_image on, evaluations before and
+after RL only. The same seed S in every folder is the same data order and rollout seeds.
+
+The report (OUT/noisy_labels.md, .json): per rho and variant, held-out SRCC / PLCC after RL (mean
+± std over seeds), the paired difference to GRPO with a 95% percentile bootstrap interval over
+seeds, and the mechanism, from each run's per-image step records:
+  AUROC(u)     does the group uncertainty u separate corrupted from clean training images? (the
+               probability that a corrupted image's u exceeds a clean one's, over all steps; 0.5:
+               no separation) — early (first quarter of the steps) and late (last quarter);
+  corr. share  the corrupted images' share of the policy-gradient signal (sum of their groups'
+               |advantage| after weighting) against their share of the images (rho).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def _ablation():
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_ablation", ROOT / "bench" / "ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def label(x: float) -> str:
+    return f"{x:g}"
+
+
+def cells(rhos: Sequence[float], alphas: Sequence[float], out: Path) -> List[dict]:
+    """One bench/ablation.py invocation per (rho, alpha): its folder, variants and overrides."""
+    plan = []
+    for rho in rhos:
+        for i, alpha in enumerate(alphas):
+            plan.append(
+                {
+                    "rho": rho,
+                    "alpha": alpha,
+                    "variants": ["grpo", "+unc"] if i == 0 else ["+unc"],
+                    "out": out / f"rho{label(rho)}" / f"a{label(alpha)}",
+                }
+            )
+    return plan
+
+
+def ablation_command(cell: dict, args) -> List[str]:
+    data = f"demo:{args.data}?corrupt={label(cell['rho'])}&corrupt_seed={args.corrupt_seed}"
+    cmd = [sys.executable, str(ROOT / "bench" / "ablation.py"), "--config", args.config, "--out", str(cell["out"])]
+    cmd += ["--seeds", str(args.seeds), "--jobs", str(args.jobs), "--gammas", "none", "--variants", *cell["variants"]]
+    if args.steps:
+        cmd += ["--steps", str(args.steps)]
+    for s in (
+        f"data.train=[{data}]",
+        f"objective.alpha={cell['alpha']}",
+        "logging.per_image=true",
+        "eval.every=0",
+        *args.sets,
+    ):
+        cmd += ["--set", s]
+    return cmd
+
+
+# ============================================================================ the mechanism
+
+
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """P(a positive's value > a negative's) + 0.5 P(tie): the Mann-Whitney AUROC. NaN when a
+    side is empty."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    if not len(pos) or not len(neg):
+        return math.nan
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic / (len(pos) * len(neg)))
+
+
+def mechanism(run_dir: Path, corrupted: set) -> Dict[str, Optional[float]]:
+    """AUROC of u (corrupted vs clean), early and late, and the corrupted share of |advantage|."""
+    steps = []
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("event") == "step" and "images" in rec:
+                steps.append(rec)
+    if not steps:
+        return {}
+    steps.sort(key=lambda r: r["step"])
+    q = max(1, len(steps) // 4)
+    out: Dict[str, Optional[float]] = {}
+    for name, part in (("all", steps), ("early", steps[:q]), ("late", steps[-q:])):
+        pos, neg, adv_c, adv_all, n_c, n_all = [], [], 0.0, 0.0, 0, 0
+        for rec in part:
+            im = rec["images"]
+            for i, u, a in zip(im["id"], im["u"], im["adv_abs"]):
+                bad = i in corrupted
+                (pos if bad else neg).append(u)
+                adv_c += a if bad else 0.0
+                adv_all += a
+                n_c += bad
+                n_all += 1
+        out[f"auroc_{name}"] = auroc(pos, neg)
+        out[f"share_{name}"] = adv_c / adv_all if adv_all > 0 else None
+        out[f"img_share_{name}"] = n_c / n_all if n_all else None
+    return out
+
+
+# ============================================================================ the report
+
+
+def collect(plan: List[dict], args, ab) -> List[dict]:
+    """One row per finished run: rho, alpha, variant, seed, after-RL metrics, mechanism."""
+    from hawkeye_lite.data.corrupt import corrupted_ids
+    from hawkeye_lite.data.demo import demo_records
+
+    records = demo_records(args.data)
+    rows = []
+    for cell in plan:
+        chosen = corrupted_ids(records, cell["rho"], args.corrupt_seed)
+        for variant in cell["variants"]:
+            folder = ab.VARIANTS[variant][0]
+            for seed in range(args.seeds):
+                run = cell["out"] / "runs" / f"{folder}-seed{seed}"
+                if not ab.finished(run):
+                    continue
+                _, after = ab.read_evals(run)
+                m = ab.eval_metrics(after)
+                rows.append(
+                    {
+                        "rho": cell["rho"],
+                        "alpha": cell["alpha"] if variant == "+unc" else None,
+                        "variant": "grpo" if variant == "grpo" else f"+unc a={label(cell['alpha'])}",
+                        "seed": seed,
+                        "srcc": m.get("srcc"),
+                        "plcc": m.get("plcc"),
+                        "sens": m.get("sens"),
+                        **mechanism(run, chosen),
+                    }
+                )
+    return rows
+
+
+def tables(rows: List[dict], ab, rhos: Sequence[float]) -> str:
+    lines = []
+    for rho in rhos:
+        sub = [r for r in rows if r["rho"] == rho]
+        if not sub:
+            continue
+        grpo = {r["seed"]: r["srcc"] for r in sub if r["variant"] == "grpo"}
+        lines += [
+            f"### rho = {label(rho)} (corrupted training labels)",
+            "",
+            "| variant | n | SRCC after | PLCC after | SRCC − GRPO, paired [95% CI] | AUROC(u) early / late | corrupted share of \\|adv\\| (of images) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant in sorted({r["variant"] for r in sub}, key=lambda v: (v != "grpo", v)):
+            rs = [r for r in sub if r["variant"] == variant]
+            n, ms, ss = ab.mean_std([r["srcc"] for r in rs])
+            _, mp, sp = ab.mean_std([r["plcc"] for r in rs])
+            delta = "—"
+            if variant != "grpo":
+                d = ab.paired_differences({r["seed"]: r["srcc"] for r in rs}, grpo)
+                if len(d) >= 2:
+                    lo, hi = ab.bootstrap_ci(list(d.values()))
+                    delta = f"{np.mean(list(d.values())):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(d)})"
+            ae = ab.mean_std([r.get("auroc_early") for r in rs])[1]
+            al = ab.mean_std([r.get("auroc_late") for r in rs])[1]
+            sh = ab.mean_std([r.get("share_all") for r in rs])[1]
+            ish = ab.mean_std([r.get("img_share_all") for r in rs])[1]
+            lines.append(
+                f"| {variant} | {n} | {ms:.3f} ± {ss:.3f} | {mp:.3f} ± {sp:.3f} | {delta} | "
+                f"{ae:.3f} / {al:.3f} | {sh:.3f} ({ish:.3f}) |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
+    ap.add_argument("--out", type=Path, default=Path("runs/noisy"))
+    ap.add_argument("--data", default="data/demo", help="the demo dataset's folder (made on first use)")
+    ap.add_argument("--rhos", default="0,0.2,0.4", help="corrupted fractions (default 0,0.2,0.4)")
+    ap.add_argument("--alphas", default="0.2,5", help="alpha values; the first is also run with GRPO (default 0.2,5)")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--corrupt-seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    args = ap.parse_args(argv)
+    rhos = [float(x) for x in args.rhos.split(",")]
+    alphas = [float(x) for x in args.alphas.split(",")]
+    plan = cells(rhos, alphas, args.out)
+    if not args.report_only:
+        for cell in plan:
+            cmd = ablation_command(cell, args)
+            print(" ".join(cmd), flush=True)
+            if not args.dry_run:
+                res = subprocess.run(cmd, cwd=ROOT)
+                if res.returncode != 0:
+                    print(f"cell rho={cell['rho']} alpha={cell['alpha']}: exit {res.returncode}", flush=True)
+                    return res.returncode
+        if args.dry_run:
+            return 0
+    ab = _ablation()
+    rows = collect(plan, args, ab)
+    text = (
+        f"# Noisy labels: {len(rows)} finished runs under {args.out}\n\n"
+        f"`python bench/noisy_labels.py {' '.join(sys.argv[1:])}`\n\n" + tables(rows, ab, rhos)
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "noisy_labels.md").write_text(text + "\n", encoding="utf-8")
+    (args.out / "noisy_labels.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
