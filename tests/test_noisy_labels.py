@@ -67,3 +67,25 @@ def test_the_plan_runs_grpo_once_per_rho(nl):
     cmd = nl.ablation_command(plan[3], A)
     assert "data.train=[demo:data/demo?corrupt=0.4&corrupt_seed=0]" in cmd and "objective.alpha=5.0" in cmd
     assert "logging.per_image=true" in cmd and cmd[cmd.index("--out") + 1] == str(Path("OUT/rho0.4/a5"))
+
+
+def test_shortcut_plan_and_loss_share(tmp_path):
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_shortcut", ROOT / "bench" / "shortcut.py")
+    sc = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = sc
+    try:
+        spec.loader.exec_module(sc)
+        plan = sc.cells([1e-4, 1.0], Path("OUT"))
+        assert [(c["gamma0"], c["variants"]) for c in plan] == [(1e-4, ["grpo", "+perc"]), (1.0, ["+perc"])]
+        run = tmp_path / "r"
+        run.mkdir()
+        recs = [
+            {"event": "step", "step": 1, "gamma": 0.5, "perception_kl": 0.2, "loss": -0.5},
+            {"event": "step", "step": 2, "gamma": 0.5, "perception_kl": 0.6, "loss": 0.3},
+            {"event": "step", "step": 3, "gamma": 0.0, "perception_kl": 9.0, "loss": 9.0},  # γ = 0: not counted
+        ]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+        assert sc.loss_share(run) == pytest.approx((0.5 * 0.2 + 0.5 * 0.6) / 2 / ((0.5 + 0.3) / 2))
+        assert sc.loss_share(tmp_path / "none") is None
+    finally:
+        sys.modules.pop(spec.name, None)

@@ -1,0 +1,190 @@
+"""The perception loss against a shortcut (issue #28): when a cue that is not quality predicts
+the training labels, does the perception term keep the policy's judgement on the image?
+
+    python bench/shortcut.py --seeds 5 --jobs 2                     # build the data, run, report
+    python bench/shortcut.py --report-only
+    python bench/shortcut.py --gammas 1e-4 --seeds 2 --dry-run
+
+The data: the demo with a coloured frame whose colour follows the MOS in the training split and
+is random in the held-out split (hawkeye_lite/data/shortcut.py; written once to OUT/data). From
+one label-free warm start per γ0 cell, bench/ablation.py runs:
+  OUT/g{gamma0}   GRPO and GRPO + the perception loss at the first --gammas value (the paper's
+                  1e-4), then GRPO + perception at every further value,
+with the uncertainty weighting off in both (variants `grpo` and `+perc`), the config's RL
+otherwise (default configs/demo.yaml), evaluations before and after RL only.
+
+The report (OUT/shortcut.md, .json): per variant, held-out SRCC / PLCC after RL on the
+decorrelated split (mean ± std over seeds), the paired difference to GRPO with a 95% bootstrap
+interval, `sens` (how far the mean answer moves when the image is replaced by its degraded
+partner, held-out) and `pkl`, and the perception term's share of the loss over the steps where
+γ > 0: mean γ·KL(orig‖degraded) against the mean |loss|.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def _ablation():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_ablation", ROOT / "bench" / "ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def label(x: float) -> str:
+    return f"{x:g}"
+
+
+def cells(gammas: Sequence[float], out: Path) -> List[dict]:
+    return [
+        {"gamma0": g, "variants": ["grpo", "+perc"] if i == 0 else ["+perc"], "out": out / f"g{label(g)}"}
+        for i, g in enumerate(gammas)
+    ]
+
+
+def ablation_command(cell: dict, args, data_json: Path) -> List[str]:
+    cmd = [sys.executable, str(ROOT / "bench" / "ablation.py"), "--config", args.config, "--out", str(cell["out"])]
+    cmd += ["--seeds", str(args.seeds), "--jobs", str(args.jobs), "--gammas", "none", "--variants", *cell["variants"]]
+    if args.steps:
+        cmd += ["--steps", str(args.steps)]
+    for s in (
+        f"data.train=[json:{data_json}]",
+        f"objective.perception.gamma0={cell['gamma0']}",
+        "eval.every=0",
+        *args.sets,
+    ):
+        cmd += ["--set", s]
+    return cmd
+
+
+def loss_share(run_dir: Path) -> Optional[float]:
+    """mean γ·perception_kl / mean |loss| over the steps with γ > 0 (None without such steps)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    terms, losses = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") == "step" and rec.get("gamma", 0) > 0:
+            if "perception_kl" in rec and "loss" in rec:
+                terms.append(rec["gamma"] * rec["perception_kl"])
+                losses.append(abs(rec["loss"]))
+    if not terms or np.mean(losses) == 0:
+        return None
+    return float(np.mean(terms) / np.mean(losses))
+
+
+def collect(plan: List[dict], args, ab) -> List[dict]:
+    rows = []
+    for cell in plan:
+        for variant in cell["variants"]:
+            folder = ab.VARIANTS[variant][0]
+            for seed in range(args.seeds):
+                run = cell["out"] / "runs" / f"{folder}-seed{seed}"
+                if not ab.finished(run):
+                    continue
+                before, after = ab.read_evals(run)
+                m, m0 = ab.eval_metrics(after), ab.eval_metrics(before)
+                rows.append(
+                    {
+                        "variant": "grpo" if variant == "grpo" else f"+perc g0={label(cell['gamma0'])}",
+                        "seed": seed,
+                        **{k: m.get(k) for k in ("srcc", "plcc", "sens", "pkl")},
+                        "srcc_before": m0.get("srcc"),
+                        "loss_share": loss_share(run) if variant != "grpo" else None,
+                    }
+                )
+    return rows
+
+
+def table(rows: List[dict], ab) -> str:
+    lines = [
+        "| variant | n | SRCC after (held-out, decorrelated) | PLCC after | SRCC − GRPO, paired [95% CI] | sens | pkl | perception share of the loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    grpo = {r["seed"]: r["srcc"] for r in rows if r["variant"] == "grpo"}
+    for variant in sorted({r["variant"] for r in rows}, key=lambda v: (v != "grpo", v)):
+        rs = [r for r in rows if r["variant"] == variant]
+        n, ms, ss = ab.mean_std([r["srcc"] for r in rs])
+        _, mp, sp = ab.mean_std([r["plcc"] for r in rs])
+        delta = "—"
+        if variant != "grpo":
+            d = ab.paired_differences({r["seed"]: r["srcc"] for r in rs}, grpo)
+            if len(d) >= 2:
+                lo, hi = ab.bootstrap_ci(list(d.values()))
+                delta = f"{np.mean(list(d.values())):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(d)})"
+        sens = ab.mean_std([r["sens"] for r in rs])[1]
+        pkl = ab.mean_std([r["pkl"] for r in rs])[1]
+        share = ab.mean_std([r["loss_share"] for r in rs])[1]
+        lines.append(
+            f"| {variant} | {n} | {ms:.3f} ± {ss:.3f} | {mp:.3f} ± {sp:.3f} | {delta} | {sens:.3f} | {pkl:.3g} | "
+            + ("—" if variant == "grpo" else f"{share:.3g}")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
+    ap.add_argument("--out", type=Path, default=Path("runs/shortcut"))
+    ap.add_argument("--data", default="data/demo", help="the demo dataset's folder (made on first use)")
+    ap.add_argument("--gammas", default="1e-4,1e-2,1", help="γ0 values; the first is also run with GRPO")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    plan = cells([float(g) for g in args.gammas.split(",")], args.out)
+    data_json = (args.out / "data" / "demo.json").resolve()
+    if not args.report_only:
+        if not data_json.is_file() and not args.dry_run:
+            from hawkeye_lite.data.shortcut import write_shortcut_demo
+
+            write_shortcut_demo(args.data, args.out / "data")
+        for cell in plan:
+            cmd = ablation_command(cell, args, data_json)
+            print(" ".join(cmd), flush=True)
+            if not args.dry_run:
+                res = subprocess.run(cmd, cwd=ROOT)
+                if res.returncode != 0:
+                    print(f"cell gamma0={cell['gamma0']}: exit {res.returncode}", flush=True)
+                    return res.returncode
+        if args.dry_run:
+            return 0
+    ab = _ablation()
+    rows = collect(plan, args, ab)
+    text = (
+        f"# Shortcut study: {len(rows)} finished runs under {args.out}\n\n"
+        f"`python bench/shortcut.py {' '.join(sys.argv[1:])}`\n\n" + table(rows, ab) + "\n"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "shortcut.md").write_text(text, encoding="utf-8")
+    (args.out / "shortcut.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
