@@ -27,10 +27,8 @@ seeds, and the mechanism, from each run's per-image step records:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -39,20 +37,30 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = "configs/demo.yaml"
 
+def _studies():
+    """bench/studies.py, loaded by path: neither bench/ nor the repository root goes on sys.path
+    (bench/kernels.py and the root's kernels/ would shadow Hugging Face's `kernels` package)."""
+    import importlib.util
 
-def _ablation():
-    spec = importlib.util.spec_from_file_location("hawkeye_bench_ablation", ROOT / "bench" / "ablation.py")
+    spec = importlib.util.spec_from_file_location(
+        "hawkeye_bench_studies", Path(__file__).resolve().parent / "studies.py"
+    )
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-def label(x: float) -> str:
-    return f"{x:g}"
+_s = _studies()
+cell_command, label, load_ablation, paired_cells, run_cells = (
+    _s.ablation_command,
+    _s.label,
+    _s.load_ablation,
+    _s.paired_cells,
+    _s.run_cells,
+)
+
+DEFAULT_CONFIG = "configs/demo.yaml"
 
 
 def cells(rhos: Sequence[float], alphas: Sequence[float], out: Path) -> List[dict]:
@@ -73,19 +81,8 @@ def cells(rhos: Sequence[float], alphas: Sequence[float], out: Path) -> List[dic
 
 def ablation_command(cell: dict, args) -> List[str]:
     data = f"demo:{args.data}?corrupt={label(cell['rho'])}&corrupt_seed={args.corrupt_seed}"
-    cmd = [sys.executable, str(ROOT / "bench" / "ablation.py"), "--config", args.config, "--out", str(cell["out"])]
-    cmd += ["--seeds", str(args.seeds), "--jobs", str(args.jobs), "--gammas", "none", "--variants", *cell["variants"]]
-    if args.steps:
-        cmd += ["--steps", str(args.steps)]
-    for s in (
-        f"data.train=[{data}]",
-        f"objective.alpha={cell['alpha']}",
-        "logging.per_image=true",
-        "eval.every=0",
-        *args.sets,
-    ):
-        cmd += ["--set", s]
-    return cmd
+    sets = [f"data.train=[{data}]", f"objective.alpha={cell['alpha']}", "logging.per_image=true", "eval.every=0"]
+    return cell_command(args, cell["out"], cell["variants"], sets)
 
 
 # ============================================================================ the mechanism
@@ -186,21 +183,13 @@ def tables(rows: List[dict], ab, rhos: Sequence[float]) -> str:
         ]
         for variant in sorted({r["variant"] for r in sub}, key=lambda v: (v != "grpo", v)):
             rs = [r for r in sub if r["variant"] == variant]
-            n, ms, ss = ab.mean_std([r["srcc"] for r in rs])
-            _, mp, sp = ab.mean_std([r["plcc"] for r in rs])
-            delta = "—"
-            if variant != "grpo":
-                d = ab.paired_differences({r["seed"]: r["srcc"] for r in rs}, grpo)
-                if len(d) >= 2:
-                    lo, hi = ab.bootstrap_ci(list(d.values()))
-                    delta = f"{np.mean(list(d.values())):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(d)})"
+            n, srcc, plcc, delta = paired_cells(ab, rs, grpo, variant)
             ae = ab.mean_std([r.get("auroc_early") for r in rs])[1]
             al = ab.mean_std([r.get("auroc_late") for r in rs])[1]
             sh = ab.mean_std([r.get("share_all") for r in rs])[1]
             ish = ab.mean_std([r.get("img_share_all") for r in rs])[1]
             lines.append(
-                f"| {variant} | {n} | {ms:.3f} ± {ss:.3f} | {mp:.3f} ± {sp:.3f} | {delta} | "
-                f"{ae:.3f} / {al:.3f} | {sh:.3f} ({ish:.3f}) |"
+                f"| {variant} | {n} | {srcc} | {plcc} | {delta} | {ae:.3f} / {al:.3f} | {sh:.3f} ({ish:.3f}) |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -225,17 +214,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     alphas = [float(x) for x in args.alphas.split(",")]
     plan = cells(rhos, alphas, args.out)
     if not args.report_only:
-        for cell in plan:
-            cmd = ablation_command(cell, args)
-            print(" ".join(cmd), flush=True)
-            if not args.dry_run:
-                res = subprocess.run(cmd, cwd=ROOT)
-                if res.returncode != 0:
-                    print(f"cell rho={cell['rho']} alpha={cell['alpha']}: exit {res.returncode}", flush=True)
-                    return res.returncode
-        if args.dry_run:
-            return 0
-    ab = _ablation()
+        code = run_cells([ablation_command(cell, args) for cell in plan], dry_run=args.dry_run)
+        if code or args.dry_run:
+            return code
+    ab = load_ablation()
     rows = collect(plan, args, ab)
     text = (
         f"# Noisy labels: {len(rows)} finished runs under {args.out}\n\n"

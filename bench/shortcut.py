@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -33,22 +32,30 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = "configs/demo.yaml"
 
-
-def _ablation():
+def _studies():
+    """bench/studies.py, loaded by path: neither bench/ nor the repository root goes on sys.path
+    (bench/kernels.py and the root's kernels/ would shadow Hugging Face's `kernels` package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("hawkeye_bench_ablation", ROOT / "bench" / "ablation.py")
+    spec = importlib.util.spec_from_file_location(
+        "hawkeye_bench_studies", Path(__file__).resolve().parent / "studies.py"
+    )
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-def label(x: float) -> str:
-    return f"{x:g}"
+_s = _studies()
+cell_command, label, load_ablation, paired_cells, run_cells = (
+    _s.ablation_command,
+    _s.label,
+    _s.load_ablation,
+    _s.paired_cells,
+    _s.run_cells,
+)
+
+DEFAULT_CONFIG = "configs/demo.yaml"
 
 
 def cells(gammas: Sequence[float], out: Path) -> List[dict]:
@@ -59,18 +66,8 @@ def cells(gammas: Sequence[float], out: Path) -> List[dict]:
 
 
 def ablation_command(cell: dict, args, data_json: Path) -> List[str]:
-    cmd = [sys.executable, str(ROOT / "bench" / "ablation.py"), "--config", args.config, "--out", str(cell["out"])]
-    cmd += ["--seeds", str(args.seeds), "--jobs", str(args.jobs), "--gammas", "none", "--variants", *cell["variants"]]
-    if args.steps:
-        cmd += ["--steps", str(args.steps)]
-    for s in (
-        f"data.train=[json:{data_json}]",
-        f"objective.perception.gamma0={cell['gamma0']}",
-        "eval.every=0",
-        *args.sets,
-    ):
-        cmd += ["--set", s]
-    return cmd
+    sets = [f"data.train=[json:{data_json}]", f"objective.perception.gamma0={cell['gamma0']}", "eval.every=0"]
+    return cell_command(args, cell["out"], cell["variants"], sets)
 
 
 def loss_share(run_dir: Path) -> Optional[float]:
@@ -124,19 +121,12 @@ def table(rows: List[dict], ab) -> str:
     grpo = {r["seed"]: r["srcc"] for r in rows if r["variant"] == "grpo"}
     for variant in sorted({r["variant"] for r in rows}, key=lambda v: (v != "grpo", v)):
         rs = [r for r in rows if r["variant"] == variant]
-        n, ms, ss = ab.mean_std([r["srcc"] for r in rs])
-        _, mp, sp = ab.mean_std([r["plcc"] for r in rs])
-        delta = "—"
-        if variant != "grpo":
-            d = ab.paired_differences({r["seed"]: r["srcc"] for r in rs}, grpo)
-            if len(d) >= 2:
-                lo, hi = ab.bootstrap_ci(list(d.values()))
-                delta = f"{np.mean(list(d.values())):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(d)})"
+        n, srcc, plcc, delta = paired_cells(ab, rs, grpo, variant)
         sens = ab.mean_std([r["sens"] for r in rs])[1]
         pkl = ab.mean_std([r["pkl"] for r in rs])[1]
         share = ab.mean_std([r["loss_share"] for r in rs])[1]
         lines.append(
-            f"| {variant} | {n} | {ms:.3f} ± {ss:.3f} | {mp:.3f} ± {sp:.3f} | {delta} | {sens:.3f} | {pkl:.3g} | "
+            f"| {variant} | {n} | {srcc} | {plcc} | {delta} | {sens:.3f} | {pkl:.3g} | "
             + ("—" if variant == "grpo" else f"{share:.3g}")
             + " |"
         )
@@ -163,17 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from hawkeye_lite.data.shortcut import write_shortcut_demo
 
             write_shortcut_demo(args.data, args.out / "data")
-        for cell in plan:
-            cmd = ablation_command(cell, args, data_json)
-            print(" ".join(cmd), flush=True)
-            if not args.dry_run:
-                res = subprocess.run(cmd, cwd=ROOT)
-                if res.returncode != 0:
-                    print(f"cell gamma0={cell['gamma0']}: exit {res.returncode}", flush=True)
-                    return res.returncode
-        if args.dry_run:
-            return 0
-    ab = _ablation()
+        code = run_cells([ablation_command(cell, args, data_json) for cell in plan], dry_run=args.dry_run)
+        if code or args.dry_run:
+            return code
+    ab = load_ablation()
     rows = collect(plan, args, ab)
     text = (
         f"# Shortcut study: {len(rows)} finished runs under {args.out}\n\n"

@@ -1,0 +1,67 @@
+"""What the studies built on bench/ablation.py share (bench/noisy_labels.py, bench/shortcut.py):
+loading ablation.py, one ablation command per cell, running the cells in order, and the paired
+row of a table (mean ± std over seeds, the paired difference to GRPO with its bootstrap interval)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_ablation():
+    """bench/ablation.py as a module (its statistics, run states and eval readers)."""
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_ablation", ROOT / "bench" / "ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def label(x: float) -> str:
+    return f"{x:g}"
+
+
+def ablation_command(args, out: Path, variants: Sequence[str], sets: Sequence[str]) -> List[str]:
+    """bench/ablation.py for one cell: `variants` x args.seeds runs under `out`, no γ sweep,
+    `sets` then the user's --set values on top of args.config."""
+    cmd = [sys.executable, str(ROOT / "bench" / "ablation.py"), "--config", args.config, "--out", str(out)]
+    cmd += ["--seeds", str(args.seeds), "--jobs", str(args.jobs), "--gammas", "none", "--variants", *variants]
+    if args.steps:
+        cmd += ["--steps", str(args.steps)]
+    for s in [*sets, *args.sets]:
+        cmd += ["--set", s]
+    return cmd
+
+
+def run_cells(commands: Sequence[List[str]], *, dry_run: bool) -> int:
+    """Each command in turn (printed first); the first failure's exit code stops the rest."""
+    for cmd in commands:
+        print(" ".join(cmd), flush=True)
+        if dry_run:
+            continue
+        res = subprocess.run(cmd, cwd=ROOT)
+        if res.returncode != 0:
+            print(f"exit {res.returncode}: {' '.join(cmd)}", flush=True)
+            return res.returncode
+    return 0
+
+
+def paired_cells(ab, rows: Sequence[dict], baseline: Dict[int, float], variant: str) -> tuple:
+    """(n, 'mean ± std' of SRCC, of PLCC, the paired SRCC difference to `baseline` with its 95%
+    bootstrap interval or '—') for the rows of one variant."""
+    n, ms, ss = ab.mean_std([r["srcc"] for r in rows])
+    _, mp, sp = ab.mean_std([r["plcc"] for r in rows])
+    delta = "—"
+    if variant != "grpo":
+        d = ab.paired_differences({r["seed"]: r["srcc"] for r in rows}, baseline)
+        if len(d) >= 2:
+            lo, hi = ab.bootstrap_ci(list(d.values()))
+            delta = f"{np.mean(list(d.values())):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(d)})"
+    return n, f"{ms:.3f} ± {ss:.3f}", f"{mp:.3f} ± {sp:.3f}", delta
