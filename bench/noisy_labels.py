@@ -26,7 +26,7 @@ seeds, and the mechanism, from each run's per-image step records:
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -37,28 +37,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-
-def _studies():
-    """bench/studies.py, loaded by path: neither bench/ nor the repository root goes on sys.path
-    (bench/kernels.py and the root's kernels/ would shadow Hugging Face's `kernels` package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "hawkeye_bench_studies", Path(__file__).resolve().parent / "studies.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_s = _studies()
-cell_command, label, load_ablation, paired_cells, run_cells = (
-    _s.ablation_command,
-    _s.label,
-    _s.load_ablation,
-    _s.paired_cells,
-    _s.run_cells,
-)
+# bench/studies.py by path: neither bench/ (bench/kernels.py) nor the root (kernels/) may go on
+# sys.path, where they would shadow Hugging Face's `kernels` package.
+_spec = importlib.util.spec_from_file_location("hawkeye_bench_studies", Path(__file__).resolve().parent / "studies.py")
+studies = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(studies)
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -73,16 +56,16 @@ def cells(rhos: Sequence[float], alphas: Sequence[float], out: Path) -> List[dic
                     "rho": rho,
                     "alpha": alpha,
                     "variants": ["grpo", "+unc"] if i == 0 else ["+unc"],
-                    "out": out / f"rho{label(rho)}" / f"a{label(alpha)}",
+                    "out": out / f"rho{studies.label(rho)}" / f"a{studies.label(alpha)}",
                 }
             )
     return plan
 
 
 def ablation_command(cell: dict, args) -> List[str]:
-    data = f"demo:{args.data}?corrupt={label(cell['rho'])}&corrupt_seed={args.corrupt_seed}"
+    data = f"demo:{args.data}?corrupt={studies.label(cell['rho'])}&corrupt_seed={args.corrupt_seed}"
     sets = [f"data.train=[{data}]", f"objective.alpha={cell['alpha']}", "logging.per_image=true", "eval.every=0"]
-    return cell_command(args, cell["out"], cell["variants"], sets)
+    return studies.ablation_command(args, cell["out"], cell["variants"], sets)
 
 
 # ============================================================================ the mechanism
@@ -145,26 +128,20 @@ def collect(plan: List[dict], args, ab) -> List[dict]:
     rows = []
     for cell in plan:
         chosen = corrupted_ids(records, cell["rho"], args.corrupt_seed)
-        for variant in cell["variants"]:
-            folder = ab.VARIANTS[variant][0]
-            for seed in range(args.seeds):
-                run = cell["out"] / "runs" / f"{folder}-seed{seed}"
-                if not ab.finished(run):
-                    continue
-                _, after = ab.read_evals(run)
-                m = ab.eval_metrics(after)
-                rows.append(
-                    {
-                        "rho": cell["rho"],
-                        "alpha": cell["alpha"] if variant == "+unc" else None,
-                        "variant": "grpo" if variant == "grpo" else f"+unc a={label(cell['alpha'])}",
-                        "seed": seed,
-                        "srcc": m.get("srcc"),
-                        "plcc": m.get("plcc"),
-                        "sens": m.get("sens"),
-                        **mechanism(run, chosen),
-                    }
-                )
+        for variant, seed, run in studies.finished_runs(ab, cell, args.seeds):
+            m = ab.eval_metrics(ab.read_evals(run)[1])
+            rows.append(
+                {
+                    "rho": cell["rho"],
+                    "alpha": cell["alpha"] if variant == "+unc" else None,
+                    "variant": "grpo" if variant == "grpo" else f"+unc a={studies.label(cell['alpha'])}",
+                    "seed": seed,
+                    "srcc": m.get("srcc"),
+                    "plcc": m.get("plcc"),
+                    "sens": m.get("sens"),
+                    **mechanism(run, chosen),
+                }
+            )
     return rows
 
 
@@ -176,56 +153,42 @@ def tables(rows: List[dict], ab, rhos: Sequence[float]) -> str:
             continue
         grpo = {r["seed"]: r["srcc"] for r in sub if r["variant"] == "grpo"}
         lines += [
-            f"### rho = {label(rho)} (corrupted training labels)",
+            f"### rho = {studies.label(rho)} (corrupted training labels)",
             "",
             "| variant | n | SRCC after | PLCC after | SRCC − GRPO, paired [95% CI] | AUROC(u) early / late | corrupted share of \\|adv\\| (of images) |",
             "|---|---|---|---|---|---|---|",
         ]
         for variant in sorted({r["variant"] for r in sub}, key=lambda v: (v != "grpo", v)):
             rs = [r for r in sub if r["variant"] == variant]
-            n, srcc, plcc, delta = paired_cells(ab, rs, grpo, variant)
+            n, srcc, plcc, delta = studies.paired_cells(ab, rs, grpo, variant)
             ae = ab.mean_std([r.get("auroc_early") for r in rs])[1]
             al = ab.mean_std([r.get("auroc_late") for r in rs])[1]
             sh = ab.mean_std([r.get("share_all") for r in rs])[1]
             ish = ab.mean_std([r.get("img_share_all") for r in rs])[1]
+            f3 = lambda x: "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
             lines.append(
-                f"| {variant} | {n} | {srcc} | {plcc} | {delta} | {ae:.3f} / {al:.3f} | {sh:.3f} ({ish:.3f}) |"
+                f"| {variant} | {n} | {srcc} | {plcc} | {delta} | {f3(ae)} / {f3(al)} | {f3(sh)} ({f3(ish)}) |"
             )
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=DEFAULT_CONFIG)
-    ap.add_argument("--out", type=Path, default=Path("runs/noisy"))
-    ap.add_argument("--data", default="data/demo", help="the demo dataset's folder (made on first use)")
+    ap = studies.parser(__doc__, "runs/noisy")
     ap.add_argument("--rhos", default="0,0.2,0.4", help="corrupted fractions (default 0,0.2,0.4)")
     ap.add_argument("--alphas", default="0.2,5", help="alpha values; the first is also run with GRPO (default 0.2,5)")
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--corrupt-seed", type=int, default=0)
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
     args = ap.parse_args(argv)
     rhos = [float(x) for x in args.rhos.split(",")]
     alphas = [float(x) for x in args.alphas.split(",")]
     plan = cells(rhos, alphas, args.out)
     if not args.report_only:
-        code = run_cells([ablation_command(cell, args) for cell in plan], dry_run=args.dry_run)
+        code = studies.run_cells([ablation_command(cell, args) for cell in plan], dry_run=args.dry_run)
         if code or args.dry_run:
             return code
-    ab = load_ablation()
+    ab = studies.load_ablation()
     rows = collect(plan, args, ab)
-    text = (
-        f"# Noisy labels: {len(rows)} finished runs under {args.out}\n\n"
-        f"`python bench/noisy_labels.py {' '.join(sys.argv[1:])}`\n\n" + tables(rows, ab, rhos)
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "noisy_labels.md").write_text(text + "\n", encoding="utf-8")
-    (args.out / "noisy_labels.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    text = studies.write_report(args.out, "noisy_labels", "Noisy labels", tables(rows, ab, rhos), rows)
     print(text)
     return 0
 

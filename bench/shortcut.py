@@ -22,7 +22,7 @@ partner, held-out) and `pkl`, and the perception term's share of the loss over t
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -32,42 +32,25 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import numpy as np  # noqa: E402
 
-
-def _studies():
-    """bench/studies.py, loaded by path: neither bench/ nor the repository root goes on sys.path
-    (bench/kernels.py and the root's kernels/ would shadow Hugging Face's `kernels` package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "hawkeye_bench_studies", Path(__file__).resolve().parent / "studies.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_s = _studies()
-cell_command, label, load_ablation, paired_cells, run_cells = (
-    _s.ablation_command,
-    _s.label,
-    _s.load_ablation,
-    _s.paired_cells,
-    _s.run_cells,
-)
+# bench/studies.py by path: neither bench/ (bench/kernels.py) nor the root (kernels/) may go on
+# sys.path, where they would shadow Hugging Face's `kernels` package.
+_spec = importlib.util.spec_from_file_location("hawkeye_bench_studies", Path(__file__).resolve().parent / "studies.py")
+studies = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(studies)
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
 
 def cells(gammas: Sequence[float], out: Path) -> List[dict]:
     return [
-        {"gamma0": g, "variants": ["grpo", "+perc"] if i == 0 else ["+perc"], "out": out / f"g{label(g)}"}
+        {"gamma0": g, "variants": ["grpo", "+perc"] if i == 0 else ["+perc"], "out": out / f"g{studies.label(g)}"}
         for i, g in enumerate(gammas)
     ]
 
 
 def ablation_command(cell: dict, args, data_json: Path) -> List[str]:
     sets = [f"data.train=[json:{data_json}]", f"objective.perception.gamma0={cell['gamma0']}", "eval.every=0"]
-    return cell_command(args, cell["out"], cell["variants"], sets)
+    return studies.ablation_command(args, cell["out"], cell["variants"], sets)
 
 
 def loss_share(run_dir: Path) -> Optional[float]:
@@ -93,23 +76,18 @@ def loss_share(run_dir: Path) -> Optional[float]:
 def collect(plan: List[dict], args, ab) -> List[dict]:
     rows = []
     for cell in plan:
-        for variant in cell["variants"]:
-            folder = ab.VARIANTS[variant][0]
-            for seed in range(args.seeds):
-                run = cell["out"] / "runs" / f"{folder}-seed{seed}"
-                if not ab.finished(run):
-                    continue
-                before, after = ab.read_evals(run)
-                m, m0 = ab.eval_metrics(after), ab.eval_metrics(before)
-                rows.append(
-                    {
-                        "variant": "grpo" if variant == "grpo" else f"+perc g0={label(cell['gamma0'])}",
-                        "seed": seed,
-                        **{k: m.get(k) for k in ("srcc", "plcc", "sens", "pkl")},
-                        "srcc_before": m0.get("srcc"),
-                        "loss_share": loss_share(run) if variant != "grpo" else None,
-                    }
-                )
+        for variant, seed, run in studies.finished_runs(ab, cell, args.seeds):
+            before, after = ab.read_evals(run)
+            m, m0 = ab.eval_metrics(after), ab.eval_metrics(before)
+            rows.append(
+                {
+                    "variant": "grpo" if variant == "grpo" else f"+perc g0={studies.label(cell['gamma0'])}",
+                    "seed": seed,
+                    **{k: m.get(k) for k in ("srcc", "plcc", "sens", "pkl")},
+                    "srcc_before": m0.get("srcc"),
+                    "loss_share": loss_share(run) if variant != "grpo" else None,
+                }
+            )
     return rows
 
 
@@ -121,7 +99,7 @@ def table(rows: List[dict], ab) -> str:
     grpo = {r["seed"]: r["srcc"] for r in rows if r["variant"] == "grpo"}
     for variant in sorted({r["variant"] for r in rows}, key=lambda v: (v != "grpo", v)):
         rs = [r for r in rows if r["variant"] == variant]
-        n, srcc, plcc, delta = paired_cells(ab, rs, grpo, variant)
+        n, srcc, plcc, delta = studies.paired_cells(ab, rs, grpo, variant)
         sens = ab.mean_std([r["sens"] for r in rs])[1]
         pkl = ab.mean_std([r["pkl"] for r in rs])[1]
         share = ab.mean_std([r["loss_share"] for r in rs])[1]
@@ -134,17 +112,8 @@ def table(rows: List[dict], ab) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=DEFAULT_CONFIG)
-    ap.add_argument("--out", type=Path, default=Path("runs/shortcut"))
-    ap.add_argument("--data", default="data/demo", help="the demo dataset's folder (made on first use)")
+    ap = studies.parser(__doc__, "runs/shortcut")
     ap.add_argument("--gammas", default="1e-4,1e-2,1", help="γ0 values; the first is also run with GRPO")
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     plan = cells([float(g) for g in args.gammas.split(",")], args.out)
     data_json = (args.out / "data" / "demo.json").resolve()
@@ -153,18 +122,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from hawkeye_lite.data.shortcut import write_shortcut_demo
 
             write_shortcut_demo(args.data, args.out / "data")
-        code = run_cells([ablation_command(cell, args, data_json) for cell in plan], dry_run=args.dry_run)
+        code = studies.run_cells([ablation_command(cell, args, data_json) for cell in plan], dry_run=args.dry_run)
         if code or args.dry_run:
             return code
-    ab = load_ablation()
+    ab = studies.load_ablation()
     rows = collect(plan, args, ab)
-    text = (
-        f"# Shortcut study: {len(rows)} finished runs under {args.out}\n\n"
-        f"`python bench/shortcut.py {' '.join(sys.argv[1:])}`\n\n" + table(rows, ab) + "\n"
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shortcut.md").write_text(text, encoding="utf-8")
-    (args.out / "shortcut.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    text = studies.write_report(args.out, "shortcut", "Shortcut study", table(rows, ab), rows)
     print(text)
     return 0
 

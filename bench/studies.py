@@ -4,7 +4,9 @@ row of a table (mean ± std over seeds, the paired difference to GRPO with its b
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +67,36 @@ def paired_cells(ab, rows: Sequence[dict], baseline: Dict[int, float], variant: 
             lo, hi = ab.bootstrap_ci(list(d.values()))
             delta = f"{np.mean(list(d.values())):+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(d)})"
     return n, f"{ms:.3f} ± {ss:.3f}", f"{mp:.3f} ± {sp:.3f}", delta
+
+
+def parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every study takes (its own are added by the caller)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/demo.yaml", help="training config (default configs/demo.yaml)")
+    ap.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default {out})")
+    ap.add_argument("--data", default="data/demo", help="the demo dataset's folder (made on first use)")
+    ap.add_argument("--seeds", type=int, default=5, help="RL seeds 0..N-1 per variant (default 5)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default 2)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default the config's)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--report-only", action="store_true", help="tables from the finished runs; run nothing")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    return ap
+
+
+def write_report(out: Path, stem: str, title: str, body: str, rows: Sequence[dict]) -> str:
+    """OUT/STEM.md (title, the command, body) and OUT/STEM.json (the rows); returns the text."""
+    text = f"# {title}: {len(rows)} finished runs under {out}\n\n`python {' '.join(sys.argv)}`\n\n{body}\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(list(rows), indent=1) + "\n", encoding="utf-8")
+    return text
+
+
+def finished_runs(ab, cell: dict, seeds: int):
+    """(variant, seed, run folder) of each finished run of one cell (bench/ablation.py's layout)."""
+    for variant in cell["variants"]:
+        for seed in range(seeds):
+            run = cell["out"] / "runs" / f"{ab.VARIANTS[variant][0]}-seed{seed}"
+            if ab.finished(run):
+                yield variant, seed, run
