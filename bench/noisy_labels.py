@@ -129,7 +129,7 @@ def collect(plan: List[dict], args, ab) -> List[dict]:
     for cell in plan:
         chosen = corrupted_ids(records, cell["rho"], args.corrupt_seed)
         for variant, seed, run in studies.finished_runs(ab, cell, args.seeds):
-            m = ab.eval_metrics(ab.read_evals(run)[1])
+            m = studies.scored(ab.eval_metrics(ab.read_evals(run)[1]))
             rows.append(
                 {
                     "rho": cell["rho"],
@@ -139,6 +139,7 @@ def collect(plan: List[dict], args, ab) -> List[dict]:
                     "srcc": m.get("srcc"),
                     "plcc": m.get("plcc"),
                     "sens": m.get("sens"),
+                    "failed": m.get("failed"),
                     **mechanism(run, chosen),
                 }
             )

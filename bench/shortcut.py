@@ -78,12 +78,12 @@ def collect(plan: List[dict], args, ab) -> List[dict]:
     for cell in plan:
         for variant, seed, run in studies.finished_runs(ab, cell, args.seeds):
             before, after = ab.read_evals(run)
-            m, m0 = ab.eval_metrics(after), ab.eval_metrics(before)
+            m, m0 = studies.scored(ab.eval_metrics(after)), ab.eval_metrics(before)
             rows.append(
                 {
                     "variant": "grpo" if variant == "grpo" else f"+perc g0={studies.label(cell['gamma0'])}",
                     "seed": seed,
-                    **{k: m.get(k) for k in ("srcc", "plcc", "sens", "pkl")},
+                    **{k: m.get(k) for k in ("srcc", "plcc", "sens", "pkl", "failed", "collapsed")},
                     "srcc_before": m0.get("srcc"),
                     "loss_share": loss_share(run) if variant != "grpo" else None,
                 }
@@ -93,8 +93,8 @@ def collect(plan: List[dict], args, ab) -> List[dict]:
 
 def table(rows: List[dict], ab) -> str:
     lines = [
-        "| variant | n | SRCC after (held-out, decorrelated) | PLCC after | SRCC − GRPO, paired [95% CI] | sens | pkl | perception share of the loss |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | n | SRCC after (held-out, decorrelated) | PLCC after | SRCC − GRPO, paired [95% CI] | sens | pkl | perception share of the loss | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     grpo = {r["seed"]: r["srcc"] for r in rows if r["variant"] == "grpo"}
     for variant in sorted({r["variant"] for r in rows}, key=lambda v: (v != "grpo", v)):
@@ -103,10 +103,11 @@ def table(rows: List[dict], ab) -> str:
         sens = ab.mean_std([r["sens"] for r in rs])[1]
         pkl = ab.mean_std([r["pkl"] for r in rs])[1]
         share = ab.mean_std([r["loss_share"] for r in rs])[1]
+        failed = sum(1 for r in rs if r.get("failed") or r.get("collapsed"))
         lines.append(
             f"| {variant} | {n} | {srcc} | {plcc} | {delta} | {sens:.3f} | {pkl:.3g} | "
             + ("—" if variant == "grpo" else f"{share:.3g}")
-            + " |"
+            + f" | {failed} of {n} |"
         )
     return "\n".join(lines)
 

@@ -100,3 +100,14 @@ def finished_runs(ab, cell: dict, seeds: int):
             run = cell["out"] / "runs" / f"{ab.VARIANTS[variant][0]}-seed{seed}"
             if ab.finished(run):
                 yield variant, seed, run
+
+
+def scored(metrics: dict) -> dict:
+    """An evaluation's metrics with a run that answered nothing parsable counted as ranking
+    nothing (SRCC = PLCC = 0, `failed` = 1) rather than dropped: dropping it would leave only the
+    survivors in a variant's mean. (ablation.eval_metrics already does this for constant answers.)"""
+    out = dict(metrics)
+    out["failed"] = 0.0
+    if out.get("srcc") is None and out.get("parse_rate") is not None and out["parse_rate"] == 0.0:
+        out.update(srcc=0.0, plcc=0.0, failed=1.0)
+    return out

@@ -89,3 +89,18 @@ def test_shortcut_plan_and_loss_share(tmp_path):
         assert sc.loss_share(tmp_path / "none") is None
     finally:
         sys.modules.pop(spec.name, None)
+
+
+def test_a_run_with_no_parsable_answer_counts_as_ranking_nothing():
+    spec = importlib.util.spec_from_file_location("hawkeye_bench_studies", ROOT / "bench" / "studies.py")
+    st = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(st)
+    assert st.scored({"srcc": None, "plcc": None, "parse_rate": 0.0}) == {
+        "srcc": 0.0,
+        "plcc": 0.0,
+        "parse_rate": 0.0,
+        "failed": 1.0,
+    }
+    ok = st.scored({"srcc": 0.6, "plcc": 0.7, "parse_rate": 0.99})
+    assert ok["srcc"] == 0.6 and ok["failed"] == 0.0
+    assert st.scored({"srcc": None, "plcc": None, "parse_rate": None})["srcc"] is None  # no evaluation: missing
