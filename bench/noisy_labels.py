@@ -174,6 +174,33 @@ def tables(rows: List[dict], ab, rhos: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: List[dict], rhos: Sequence[float], path: Path) -> None:
+    """Held-out SRCC after RL against rho, one line per variant (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for variant in sorted({r["variant"] for r in rows}, key=lambda v: (v != "grpo", v)):
+        xs, ms, ss = [], [], []
+        for rho in rhos:
+            vals = [r["srcc"] for r in rows if r["variant"] == variant and r["rho"] == rho and r["srcc"] is not None]
+            if vals:
+                xs.append(rho)
+                ms.append(float(np.mean(vals)))
+                ss.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=variant)
+    ax.set_xlabel("fraction of training labels corrupted (rho)")
+    ax.set_ylabel("held-out SRCC after RL")
+    ax.set_title("uncertainty weighting under noisy labels")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = studies.parser(__doc__, "runs/noisy")
     ap.add_argument("--rhos", default="0,0.2,0.4", help="corrupted fractions (default 0,0.2,0.4)")
@@ -190,6 +217,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ab = studies.load_ablation()
     rows = collect(plan, args, ab)
     text = studies.write_report(args.out, "noisy_labels", "Noisy labels", tables(rows, ab, rhos), rows)
+    if rows:
+        plot(rows, rhos, args.out / "srcc_vs_rho.png")
     print(text)
     return 0
 
