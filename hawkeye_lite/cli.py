@@ -160,7 +160,9 @@ def train(
         raise typer.Exit(code)
     if result.eval_before or result.eval_after:
         typer.echo(summary_table(result))
-    closing = closing_line(result, result.run_dir / "plot.png")
+    from hawkeye_lite.plot import PLOT_FILE
+
+    closing = closing_line(result, result.run_dir / PLOT_FILE)
     if closing:
         typer.echo(closing)
     typer.echo(

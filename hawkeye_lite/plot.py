@@ -31,6 +31,9 @@ PANELS = (
 )
 
 
+PLOT_FILE = "plot.png"  # RUN/plot.png, written at the end of a run
+
+
 def _pyplot():
     import matplotlib
 
@@ -96,7 +99,7 @@ def plot_run(run_dir, out=None) -> str:
         ax.set_visible(False)
     fig.suptitle(f"{run_dir.resolve().name}: training curves", fontsize=11)
     fig.tight_layout()
-    path = Path(out) if out else run_dir / "plot.png"
+    path = Path(out) if out else run_dir / PLOT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with writing(path):
         fig.savefig(path, dpi=110)

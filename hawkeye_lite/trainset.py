@@ -58,7 +58,7 @@ def _demo(path: str, query: str, spec: str) -> list:
     from urllib.parse import parse_qsl
 
     from .data import demo_records
-    from .data.corrupt import corrupt_labels, spec_corruption
+    from .data.corrupt import corrupt_from_options
 
     options = dict(parse_qsl(query, keep_blank_values=True))
     unknown = sorted(set(options) - {"corrupt", "corrupt_seed"})
@@ -66,14 +66,10 @@ def _demo(path: str, query: str, spec: str) -> list:
         raise ConfigError(
             f"data.train: {spec!r}: unknown option(s) {', '.join(unknown)} (demo takes corrupt, corrupt_seed)"
         )
-    records = demo_records(path)
-    if "corrupt" in options:
-        try:
-            rho, seed = spec_corruption(options, spec)
-        except ValueError as e:
-            raise ConfigError(f"data.train: {e}") from None
-        records, _ = corrupt_labels(records, rho, seed)
-    return records
+    try:
+        return corrupt_from_options(demo_records(path), options, spec)[0]
+    except ValueError as e:
+        raise ConfigError(f"data.train: {e}") from None
 
 
 def batch_indices(n: int, step: int, micro: int, *, batch_size: int, grad_accum: int, seed: int) -> List[int]:

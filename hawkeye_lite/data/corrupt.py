@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import List, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -46,14 +46,18 @@ def corrupt_labels(records: Sequence, rho: float, seed: int = 0) -> Tuple[List, 
     return out, chosen
 
 
-def spec_corruption(options: dict, spec: str) -> Tuple[float, int]:
-    """(rho, seed) from a data spec's `corrupt` / `corrupt_seed` options; ValueError naming the
-    spec for values that are not a fraction / an integer."""
+def corrupt_from_options(records: Sequence, options: dict, spec: str) -> Tuple[List, Optional[Tuple[float, int, int]]]:
+    """A data spec's `corrupt` / `corrupt_seed` options applied to its records: (records,
+    (rho, seed, number of labels replaced)), or (records unchanged, None) without `corrupt`.
+    ValueError naming the spec for values that are not a fraction / an integer."""
+    if "corrupt" not in options:
+        return list(records), None
     try:
-        rho = float(options.get("corrupt", 0))
+        rho = float(options["corrupt"])
         seed = int(options.get("corrupt_seed", 0))
     except ValueError as e:
         raise ValueError(f"data spec {spec!r}: corrupt / corrupt_seed: {e}") from None
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"data spec {spec!r}: corrupt must be a fraction in [0, 1], got {rho}")
-    return rho, seed
+    out, chosen = corrupt_labels(records, rho, seed)
+    return out, (rho, seed, len(chosen))

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
 
+from .corrupt import corrupt_from_options
 from .files import _read_text, _truthy, _url_message
 from .finalize import _finalize
 from .formats import read_csv, read_json, read_pyiqa, read_txt
@@ -305,17 +306,13 @@ def load_records(
         if observed:  # an open scale: the observed min-max, as PIPAL's reader does
             rd.mos_range, rd.infer_range = None, False
         recs, summary = _finalize(rd, opts, forced_split=forced, range_override=rng, name=o.get("name"))
-        if "corrupt" in o:
-            from .corrupt import corrupt_labels, spec_corruption
-
-            try:
-                rho, cseed = spec_corruption(o, text)
-            except ValueError as e:
-                raise DataError(str(e)) from None
-            recs, chosen = corrupt_labels(recs, rho, cseed)
-            summary.notes.append(
-                f"corrupt={rho:g}: {len(chosen)} training labels replaced by uniform draws (seed {cseed})"
-            )
+        try:
+            recs, corrupted = corrupt_from_options(recs, o, text)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        if corrupted:
+            rho, cseed, n = corrupted
+            summary.notes.append(f"corrupt={rho:g}: {n} training labels replaced by uniform draws (seed {cseed})")
         records.extend(recs)
         summaries.append(summary)
     return LoadResult(records, summaries)
